@@ -1,0 +1,111 @@
+import { z } from 'zod';
+import type { StoredEvent } from './envelope.js';
+
+/**
+ * Domain event payloads. One zod schema per event type and schema version; projections and
+ * deciders only ever see parsed payloads. Adding a field is a new schema version.
+ */
+
+const Id = z.number().int().positive();
+const Port = z.number().int().min(1).max(65535);
+
+export const IdAllocated = z.object({ sequence: z.string().min(1), id: Id });
+
+export const UserCreated = z.object({
+  user_id: Id,
+  username: z.string().min(1),
+  email: z.string().min(3),
+  status: z.enum(['active', 'disabled']),
+});
+
+export const ClientRegistered = z.object({
+  client_id: Id,
+  client_type: z.enum(['managed', 'anonymous']),
+  user_id: Id.nullable(),
+  client_name: z.string(),
+  /** scrypt hash of the auth code (`scrypt$N$r$p$salt$hash`), never the code itself. */
+  auth_code_hash: z.string().min(1),
+});
+
+export const ClientConnected = z.object({
+  client_id: Id,
+  node_id: z.string().min(1),
+  session_id: z.string().min(1),
+  remote_addr: z.string(),
+});
+
+export const ClientDisconnected = z.object({
+  client_id: Id,
+  node_id: z.string().min(1),
+  session_id: z.string().min(1),
+  reason: z.string(),
+});
+
+export const MappingCreated = z.object({
+  mapping_id: Id,
+  user_id: Id,
+  protocol: z.literal('tcp'),
+  /** null for a public mapping (visitors arrive at the edge's public_port). */
+  source_client_id: Id.nullable(),
+  target_client_id: Id,
+  target_host: z.string().min(1),
+  target_port: Port,
+  local_host: z.string().min(1).nullable(),
+  local_port: Port.nullable(),
+  public_port: Port.nullable(),
+  /** Shared secret proving tunnel opens for this mapping (HMAC key; never sent on the wire in clear). */
+  secret_key: z.string().min(32),
+  enabled: z.boolean(),
+});
+
+export const MappingDeleted = z.object({ mapping_id: Id });
+
+export const PublicPortReserved = z.object({ port: Port, mapping_id: Id });
+export const PublicPortReleased = z.object({ port: Port, mapping_id: Id });
+
+export const EVENT_SCHEMAS = {
+  IdAllocated: { version: 1, schema: IdAllocated },
+  UserCreated: { version: 1, schema: UserCreated },
+  ClientRegistered: { version: 1, schema: ClientRegistered },
+  ClientConnected: { version: 1, schema: ClientConnected },
+  ClientDisconnected: { version: 1, schema: ClientDisconnected },
+  MappingCreated: { version: 1, schema: MappingCreated },
+  MappingDeleted: { version: 1, schema: MappingDeleted },
+  PublicPortReserved: { version: 1, schema: PublicPortReserved },
+  PublicPortReleased: { version: 1, schema: PublicPortReleased },
+} as const;
+
+export type EventType = keyof typeof EVENT_SCHEMAS;
+export type EventData<T extends EventType> = z.infer<(typeof EVENT_SCHEMAS)[T]['schema']>;
+
+/** A domain event before it is wrapped in an envelope: what a decider returns. */
+export type DomainEvent = { [T in EventType]: { readonly type: T; readonly data: EventData<T> } }[EventType];
+
+/** A stored event whose payload has been validated against its schema. */
+export type TypedStoredEvent = { [T in EventType]: StoredEvent<T, EventData<T>> }[EventType];
+
+export function isEventType(type: string): type is EventType {
+  return Object.prototype.hasOwnProperty.call(EVENT_SCHEMAS, type);
+}
+
+/** Validates a stored event's payload against its schema; throws on unknown type or bad payload. */
+export function parseStoredEvent(event: StoredEvent): TypedStoredEvent {
+  if (!isEventType(event.type)) {
+    throw new Error(`unknown event type ${event.type} at position ${event.position}`);
+  }
+  const spec = EVENT_SCHEMAS[event.type];
+  if (event.schema_version !== spec.version) {
+    throw new Error(`unsupported schema version ${event.schema_version} for ${event.type} at position ${event.position}`);
+  }
+  const data = spec.schema.parse(event.data);
+  return { ...event, data } as TypedStoredEvent;
+}
+
+/** Aggregate types, i.e. the first segment of a stream name. */
+export const AGGREGATES = {
+  sequence: 'sequence',
+  user: 'user',
+  client: 'client',
+  mapping: 'mapping',
+  publicPort: 'port',
+} as const;

@@ -1,0 +1,135 @@
+import { z } from 'zod';
+import { FrameError, encodeJsonFrame, type Frame } from './codec.js';
+import { PacketType, packetTypeName } from './packets.js';
+
+const Id = z.number().int().positive();
+const Port = z.number().int().min(1).max(65535);
+const ErrorBody = z.object({ code: z.string(), message: z.string() });
+
+/** Agent → edge, first frame of a control connection. No credentials = register anonymously. */
+export const Handshake = z.strictObject({
+  protocol_version: z.number().int().positive(),
+  client_id: Id.optional(),
+  auth_code: z.string().min(1).max(256).optional(),
+  client_version: z.string().max(64),
+});
+
+export const HandshakeResp = z.discriminatedUnion('ok', [
+  z.strictObject({
+    ok: z.literal(true),
+    protocol_version: z.number().int().positive(),
+    client_id: Id,
+    client_type: z.enum(['managed', 'anonymous']),
+    /** Present only when the edge just registered an anonymous client: save it, it is shown once. */
+    auth_code: z.string().optional(),
+    node_id: z.string(),
+    session_id: z.string(),
+    server_time_ms: z.number(),
+    heartbeat_interval_ms: z.number().int().positive(),
+  }),
+  z.strictObject({ ok: z.literal(false), error: ErrorBody }),
+]);
+
+export const Heartbeat = z.strictObject({ ts: z.number() });
+
+/** A mapping as an agent sees it: only its own side. */
+export const AgentMapping = z.strictObject({
+  mapping_id: Id,
+  protocol: z.literal('tcp'),
+  /** source: listen on local_host:local_port; target: dial target_host:target_port on request. */
+  role: z.enum(['source', 'target']),
+  local_host: z.string().optional(),
+  local_port: Port.optional(),
+  target_host: z.string().optional(),
+  target_port: Port.optional(),
+  secret_key: z.string(),
+});
+
+export const ConfigSync = z.strictObject({ version: z.number().int().nonnegative(), mappings: z.array(AgentMapping) });
+export const TunnelRequest = z.strictObject({
+  tunnel_id: z.string().min(1).max(64),
+  mapping_id: Id,
+  target_host: z.string(),
+  target_port: Port,
+});
+
+/** Edge → agent commands; the agent answers each with a CommandResp carrying the same id. */
+export const Command = z.discriminatedUnion('name', [
+  z.strictObject({ id: z.string(), name: z.literal('config.sync'), payload: ConfigSync }),
+  z.strictObject({ id: z.string(), name: z.literal('tunnel.open'), payload: TunnelRequest }),
+  z.strictObject({ id: z.string(), name: z.literal('session.close'), payload: z.strictObject({ reason: z.string() }) }),
+]);
+
+export const CommandResp = z.strictObject({ id: z.string(), ok: z.boolean(), error: ErrorBody.optional() });
+
+/** First frame of a tunnel connection. proof = HMAC(mapping secret, canonical fields): see proof.ts. */
+export const TunnelOpen = z.strictObject({
+  protocol_version: z.number().int().positive(),
+  mapping_id: Id,
+  tunnel_id: z.string().min(1).max(64),
+  role: z.enum(['source', 'target']),
+  client_id: Id,
+  ts: z.number().int(),
+  nonce: z.string().regex(/^[0-9a-f]{32}$/),
+  proof: z.string().regex(/^[0-9a-f]{64}$/),
+});
+
+export const TunnelOpenAck = z.discriminatedUnion('ok', [
+  z.strictObject({ ok: z.literal(true), tunnel_id: z.string() }),
+  z.strictObject({ ok: z.literal(false), tunnel_id: z.string(), error: ErrorBody }),
+]);
+
+export type Handshake = z.infer<typeof Handshake>;
+export type HandshakeResp = z.infer<typeof HandshakeResp>;
+export type Heartbeat = z.infer<typeof Heartbeat>;
+export type AgentMapping = z.infer<typeof AgentMapping>;
+export type ConfigSync = z.infer<typeof ConfigSync>;
+export type TunnelRequest = z.infer<typeof TunnelRequest>;
+export type Command = z.infer<typeof Command>;
+export type CommandResp = z.infer<typeof CommandResp>;
+export type TunnelOpen = z.infer<typeof TunnelOpen>;
+export type TunnelOpenAck = z.infer<typeof TunnelOpenAck>;
+
+const SCHEMAS = {
+  [PacketType.Handshake]: Handshake,
+  [PacketType.HandshakeResp]: HandshakeResp,
+  [PacketType.Heartbeat]: Heartbeat,
+  [PacketType.Command]: Command,
+  [PacketType.CommandResp]: CommandResp,
+  [PacketType.TunnelOpen]: TunnelOpen,
+  [PacketType.TunnelOpenAck]: TunnelOpenAck,
+} as const;
+
+export type ControlMessage =
+  | { type: typeof PacketType.Handshake; body: Handshake }
+  | { type: typeof PacketType.HandshakeResp; body: HandshakeResp }
+  | { type: typeof PacketType.Heartbeat; body: Heartbeat }
+  | { type: typeof PacketType.Command; body: Command }
+  | { type: typeof PacketType.CommandResp; body: CommandResp }
+  | { type: typeof PacketType.TunnelOpen; body: TunnelOpen }
+  | { type: typeof PacketType.TunnelOpenAck; body: TunnelOpenAck };
+
+/** Parses and validates a frame's JSON payload. Throws FrameError (close the connection) on any violation. */
+export function decodeMessage(frame: Frame): ControlMessage {
+  const schema = SCHEMAS[frame.type as keyof typeof SCHEMAS];
+  if (!schema) throw new FrameError('TNX_WIRE_UNKNOWN_TYPE', `unexpected packet type ${packetTypeName(frame.type)}`);
+  let json: unknown;
+  try {
+    json = JSON.parse(frame.payload.toString('utf8'));
+  } catch (cause) {
+    throw new FrameError('TNX_WIRE_BAD_JSON', `${packetTypeName(frame.type)} payload is not JSON`, { cause });
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new FrameError(
+      'TNX_WIRE_BAD_MESSAGE',
+      `${packetTypeName(frame.type)}: ${issue?.path.join('.') || '(root)'}: ${issue?.message ?? 'invalid'}`,
+    );
+  }
+  return { type: frame.type, body: parsed.data } as ControlMessage;
+}
+
+export function encodeMessage<M extends ControlMessage>(type: M['type'], body: M['body']): Buffer {
+  return encodeJsonFrame(type, body);
+}
