@@ -23,6 +23,8 @@ export const ClientRegistered = z.object({
   client_type: z.enum(['managed', 'anonymous']),
   user_id: Id.nullable(),
   client_name: z.string(),
+  /** Free-text description from the API (seed `client_desc`); optional, absent in older events. */
+  client_desc: z.string().optional(),
   /** scrypt hash of the auth code (`scrypt$N$r$p$salt$hash`), never the code itself. */
   auth_code_hash: z.string().min(1),
 });

@@ -130,6 +130,9 @@ export function decodeMessage(frame: Frame): ControlMessage {
   return { type: frame.type, body: parsed.data } as ControlMessage;
 }
 
-export function encodeMessage<M extends ControlMessage>(type: M['type'], body: M['body']): Buffer {
+/** The body type carried by packet type T. */
+export type MessageBody<T extends ControlMessage['type']> = Extract<ControlMessage, { type: T }>['body'];
+
+export function encodeMessage<T extends ControlMessage['type']>(type: T, body: MessageBody<T>): Buffer {
   return encodeJsonFrame(type, body);
 }

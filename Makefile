@@ -1,0 +1,45 @@
+# Tunnox — make targets. `make run` and `make test` work on a fresh clone (they install and build first).
+SHELL := /bin/bash
+NPM_STAMP := node_modules/.tunnox-installed
+
+.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation typecheck clean
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+setup: $(NPM_STAMP) build
+
+build: $(NPM_STAMP)
+	npx tsc -p tsconfig.json
+
+typecheck: $(NPM_STAMP)
+	npx tsc -p tsconfig.json --noEmit
+
+# Standalone server: edge + API + projector, embedded PostgreSQL under ~/.local/share/tunnox/server.
+run: setup
+	node bin/tunnox.js server $(ARGS)
+
+# The whole suite (unit + integration + end-to-end), against real PostgreSQL and NATS JetStream.
+test: setup
+	scripts/ensure-services.sh
+	scripts/run-tests.sh all
+
+test-unit: setup
+	scripts/ensure-services.sh
+	scripts/run-tests.sh unit
+
+test-e2e: setup
+	scripts/ensure-services.sh
+	scripts/run-tests.sh e2e
+
+bench: bench-throughput bench-activation
+
+bench-throughput: setup
+	node dist/bench/throughput.js $(ARGS)
+
+bench-activation: setup
+	node dist/bench/activation.js $(ARGS)
+
+clean:
+	rm -rf dist dist-*

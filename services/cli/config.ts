@@ -1,0 +1,51 @@
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+
+const Port = z.number().int().min(0).max(65535);
+
+/** Parsed once at start-up from flags and environment (main.ts); strict: unknown keys are a bug. */
+export const ServerConfigSchema = z.strictObject({
+  dataDir: z.string().min(1),
+  apiHost: z.string().min(1),
+  apiPort: Port,
+  controlHost: z.string().min(1),
+  controlPort: Port,
+  publicHost: z.string().min(1),
+  publicPortRange: z
+    .strictObject({ min: z.number().int().min(1).max(65535), max: z.number().int().min(1).max(65535) })
+    .refine((r) => r.min <= r.max, { message: 'min must be <= max' }),
+  apiKey: z.string().min(16, 'the API key must be at least 16 characters').optional(),
+  natsUrl: z.string().url().optional(),
+  databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  nodeId: z.string().regex(/^node-\d{3,4}$/).optional(),
+  streamName: z.string().regex(/^[A-Za-z0-9_-]+$/),
+  subjectPrefix: z.string().regex(/^[a-z0-9_-]+$/),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+});
+export type ServerConfig = z.infer<typeof ServerConfigSchema>;
+
+export function defaultDataDir(): string {
+  const base = process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share');
+  return join(base, 'tunnox', 'server');
+}
+
+export function defaultCredentialsPath(): string {
+  const base = process.env.XDG_CONFIG_HOME || join(homedir(), '.config');
+  return join(base, 'tunnox', 'credentials.json');
+}
+
+/** "20000-29999" → {min, max}. */
+export function parsePortRange(value: string): { min: number; max: number } {
+  const m = /^(\d{1,5})-(\d{1,5})$/.exec(value.trim());
+  if (!m) throw new Error(`invalid port range "${value}" (expected MIN-MAX, e.g. 20000-29999)`);
+  return { min: Number(m[1]), max: Number(m[2]) };
+}
+
+export function parseHostPort(value: string, defaultPort = 8080): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?(?::(\d{1,5}))?$/.exec(value.trim());
+  if (!m || !m[1]) throw new Error(`invalid address "${value}" (expected HOST:PORT)`);
+  const port = m[2] ? Number(m[2]) : defaultPort;
+  if (port < 1 || port > 65535) throw new Error(`invalid port in "${value}"`);
+  return { host: m[1], port };
+}

@@ -1,0 +1,143 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { startAgent } from '../client/index.js';
+import { createLogger, type Logger } from '../../shared/platform/logger.js';
+import { Lifecycle } from '../../shared/platform/lifecycle.js';
+import { errorMessage } from '../../shared/platform/errors.js';
+import {
+  ServerConfigSchema,
+  defaultCredentialsPath,
+  defaultDataDir,
+  parseHostPort,
+  parsePortRange,
+  type ServerConfig,
+} from './config.js';
+import { runServer } from './server.js';
+import { VERSION } from './version.js';
+
+// The only module that reads process.env and argv; everything below gets parsed config.
+
+function intArg(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
+    return n;
+  };
+}
+
+function fail(logger: Logger | undefined, err: unknown): never {
+  const message = errorMessage(err);
+  if (logger) logger.fatal({ err }, message);
+  process.stderr.write(`tunnox: ${message}\n`);
+  process.exit(1);
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+const program = new Command()
+  .name('tunnox')
+  .description('Tunnox: self-hostable, clustered, event-sourced reverse tunnels')
+  .version(VERSION)
+  .showHelpAfterError();
+
+program
+  .command('server')
+  .description('run edge + Management API + projector in one process (standalone with embedded PostgreSQL, or JetStream mode with --nats)')
+  .option('--data-dir <dir>', 'data directory (embedded PostgreSQL, admin API key)', process.env.TUNNOX_DATA_DIR ?? defaultDataDir())
+  .option('--api-host <host>', 'Management API bind address', '127.0.0.1')
+  .option('--api-port <port>', 'Management API port (0 = any free port)', intArg('--api-port', 0, 65535), 9000)
+  .option('--control-host <host>', 'agent control/tunnel bind address', '0.0.0.0')
+  .option('--control-port <port>', 'agent control/tunnel port (0 = any free port)', intArg('--control-port', 0, 65535), 8080)
+  .option('--public-host <host>', 'bind address for public TCP mappings', '0.0.0.0')
+  .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999')
+  .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
+  .option('--nats <url>', 'NATS JetStream URL: use JetStream as the event log (cluster mode)')
+  .option('--database <url>', 'PostgreSQL URL for read models (default: embedded PostgreSQL in the data dir)')
+  .option('--node-id <id>', 'fixed node id (default: node-001 standalone, won from the NATS node registry otherwise)')
+  .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
+  .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
+  .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
+  .action(async (o: Record<string, string | number | undefined>) => {
+    let logger: Logger | undefined;
+    try {
+      const parsed = ServerConfigSchema.safeParse({
+        dataDir: o.dataDir,
+        apiHost: o.apiHost,
+        apiPort: o.apiPort,
+        controlHost: o.controlHost,
+        controlPort: o.controlPort,
+        publicHost: o.publicHost,
+        publicPortRange: parsePortRange(String(o.publicPortRange)),
+        apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
+        natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
+        databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
+        nodeId: o.nodeId,
+        streamName: o.stream,
+        subjectPrefix: o.subjectPrefix,
+        logLevel: o.logLevel,
+      } satisfies Record<keyof ServerConfig, unknown>);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new Error(`invalid configuration: ${issue?.path.join('.')}: ${issue?.message}`);
+      }
+      const config = parsed.data;
+      logger = createLogger({ level: config.logLevel, name: 'tunnox-server' });
+      const lifecycle = new Lifecycle(logger);
+      lifecycle.installSignalHandlers();
+      const running = await runServer(config, logger, lifecycle).catch(async (err: unknown) => {
+        await lifecycle.close();
+        throw err;
+      });
+      logger.info(
+        { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database },
+        'tunnox server ready',
+      );
+      const keyNote =
+        running.apiKeySource === 'flag' ? '(from --api-key / TUNNOX_API_KEY)' : `(${running.apiKeySource}; kept in ${config.dataDir}/admin-api-key)`;
+      process.stderr.write(
+        [
+          '',
+          `Tunnox ${VERSION} server, ${running.mode} mode, ${running.nodeId}, ${running.database} PostgreSQL`,
+          `  Management API : ${running.apiUrl}/api/v1   (OpenAPI: ${running.apiUrl}/openapi.json)`,
+          `  Agent control  : ${running.controlAddress}`,
+          `  Admin API key  : ${running.apiKey} ${keyNote}`,
+          `  Try            : curl -H "Authorization: Bearer ${running.apiKey}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
+          '',
+        ].join('\n') + '\n',
+      );
+    } catch (err) {
+      fail(logger, err);
+    }
+  });
+
+program
+  .command('client')
+  .description('run an agent: connect to an edge, receive mapping config, open listeners and dial targets')
+  .requiredOption('--server <host:port>', 'edge control address', process.env.TUNNOX_SERVER)
+  .option('--client-id <id>', 'managed or previously issued client id', intArg('--client-id', 1, Number.MAX_SAFE_INTEGER))
+  .option('--auth-code <code>', 'auth code for --client-id (or $TUNNOX_AUTH_CODE)')
+  .option('--credentials <path>', 'where anonymous credentials are saved and reused', process.env.TUNNOX_CREDENTIALS ?? defaultCredentialsPath())
+  .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
+  .action((o: { server: string; clientId?: number; authCode?: string; credentials: string; logLevel: string }) => {
+    const logger = createLogger({ level: o.logLevel, name: 'tunnox-client' });
+    try {
+      parseHostPort(o.server);
+      const authCode = o.authCode ?? (process.env.TUNNOX_AUTH_CODE || undefined);
+      if ((o.clientId === undefined) !== (authCode === undefined)) {
+        throw new Error('--client-id and --auth-code go together (omit both to use saved or anonymous credentials)');
+      }
+      const lifecycle = new Lifecycle(logger);
+      lifecycle.installSignalHandlers();
+      const agent = startAgent({
+        server: o.server,
+        ...(o.clientId !== undefined ? { clientId: o.clientId } : {}),
+        ...(authCode !== undefined ? { authCode } : {}),
+        credentialsPath: o.credentials,
+        logger,
+      });
+      lifecycle.add('agent', () => agent.stop());
+    } catch (err) {
+      fail(logger, err);
+    }
+  });
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,124 @@
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { connect } from '@nats-io/transport-node';
+import { buildApp } from '../api/index.js';
+import { startEdge } from '../edge/index.js';
+import { createProjectionWaiter, startProjector } from '../projector/index.js';
+import { createMemoryBus } from '../../shared/bus/memory.js';
+import { createNatsBus } from '../../shared/bus/nats.js';
+import { claimNodeId } from '../../shared/cluster/node-registry.js';
+import type { ChangeBus } from '../../shared/contracts/notices.js';
+import { createDb, createPool, migrateToLatest } from '../../shared/db/connect.js';
+import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
+import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import type { Lifecycle } from '../../shared/platform/lifecycle.js';
+import type { Logger } from '../../shared/platform/logger.js';
+import { randomToken } from '../../shared/platform/secrets.js';
+import type { ServerConfig } from './config.js';
+import { startEmbeddedPostgres } from './embedded-postgres.js';
+import { VERSION } from './version.js';
+
+export interface RunningServer {
+  mode: 'standalone' | 'jetstream';
+  apiUrl: string;
+  controlAddress: string;
+  apiKey: string;
+  apiKeySource: 'flag' | 'generated' | 'data-dir';
+  nodeId: string;
+  database: 'embedded' | 'external';
+}
+
+/** The admin API key: given explicitly, or generated on first start and kept (0600) in the data dir. */
+async function resolveApiKey(config: ServerConfig): Promise<{ key: string; source: RunningServer['apiKeySource'] }> {
+  if (config.apiKey) return { key: config.apiKey, source: 'flag' };
+  const file = join(config.dataDir, 'admin-api-key');
+  if (existsSync(file)) return { key: (await readFile(file, 'utf8')).trim(), source: 'data-dir' };
+  const key = randomToken('tnxk_', 32);
+  await writeFile(file, key + '\n', { mode: 0o600 });
+  return { key, source: 'generated' };
+}
+
+/**
+ * Composes edge + Management API + projector in one process. Standalone mode (no --nats): the
+ * event log is the PostgreSQL event store and change notices stay in-process. JetStream mode: the
+ * event log is a JetStream stream, notices travel on NATS subjects and the node id is won in the
+ * NATS KV node registry. Every resource is registered with the lifecycle right after it opens, so
+ * SIGTERM closes them in reverse order (API, edge, projector, bus, event log, NATS, database).
+ */
+export async function runServer(config: ServerConfig, logger: Logger, lifecycle: Lifecycle): Promise<RunningServer> {
+  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  const { key: apiKey, source: apiKeySource } = await resolveApiKey(config);
+
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    const embedded = await startEmbeddedPostgres(config.dataDir, logger);
+    lifecycle.add('embedded-postgres', () => embedded.stop());
+    databaseUrl = embedded.url;
+  }
+  const pool = createPool(databaseUrl, 20);
+  const db = createDb(pool);
+  lifecycle.add('database', () => db.destroy());
+  await migrateToLatest(db);
+
+  let store: EventStore;
+  let bus: ChangeBus;
+  let nodeId = config.nodeId ?? 'node-001';
+  const controlAddressHint = `${config.controlHost}:${config.controlPort}`;
+  if (config.natsUrl) {
+    const nc = await connect({ servers: config.natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 });
+    lifecycle.add('nats', () => nc.drain());
+    store = await openJetStreamEventStore({ nc, streamName: config.streamName, subjectPrefix: config.subjectPrefix, logger });
+    bus = createNatsBus(nc, config.subjectPrefix);
+    if (!config.nodeId) {
+      const registration = await claimNodeId({
+        nc,
+        bucket: `${config.subjectPrefix}_nodes`,
+        ttlMs: 15_000,
+        logger,
+        info: { control_address: controlAddressHint, started_at: new Date().toISOString(), version: VERSION },
+        onLost: () => void lifecycle.close().then(() => process.exit(1)),
+      });
+      nodeId = registration.nodeId;
+      lifecycle.add('node-registration', () => registration.release());
+    }
+  } else {
+    store = new PostgresEventStore({ db, pool, logger });
+    bus = createMemoryBus();
+  }
+  lifecycle.add('event-store', () => store.close());
+  lifecycle.add('change-bus', () => bus.close());
+  const log = logger.child({ nodeId });
+
+  const projector = await startProjector({ store, db, bus, logger: log });
+  lifecycle.add('projector', () => projector.stop());
+  const waiter = createProjectionWaiter({ db, bus });
+  lifecycle.add('projection-waiter', () => waiter.close());
+
+  const edge = await startEdge({
+    store,
+    db,
+    bus,
+    logger: log,
+    nodeId,
+    controlHost: config.controlHost,
+    controlPort: config.controlPort,
+    publicHost: config.publicHost,
+  });
+  lifecycle.add('edge', () => edge.stop());
+
+  const app = await buildApp({ store, db, waiter, logger: log, apiKeys: [apiKey], publicPortRange: config.publicPortRange });
+  lifecycle.add('api', () => app.close());
+  const apiUrl = await app.listen({ host: config.apiHost, port: config.apiPort });
+
+  return {
+    mode: config.natsUrl ? 'jetstream' : 'standalone',
+    apiUrl,
+    controlAddress: `${config.controlHost}:${edge.controlPort}`,
+    apiKey,
+    apiKeySource,
+    nodeId,
+    database: config.databaseUrl ? 'external' : 'embedded',
+  };
+}

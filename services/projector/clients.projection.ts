@@ -1,0 +1,67 @@
+import type { Projection } from './projection.js';
+
+/**
+ * Clients and their online state. Session facts live in `client-session.<id>` streams, separate
+ * from the client aggregate, so they never touch `version` or `updated_at` (those follow the
+ * client aggregate's own events).
+ */
+export const clientsProjection: Projection = {
+  name: 'clients',
+  version: 1,
+  handlers: {
+    async ClientRegistered(tx, event) {
+      const d = event.data;
+      await tx
+        .insertInto('clients')
+        .values({
+          client_id: d.client_id,
+          client_type: d.client_type,
+          user_id: d.user_id,
+          client_name: d.client_name,
+          auth_code_hash: d.auth_code_hash,
+          status: 'offline',
+          node_id: null,
+          session_id: null,
+          last_seen_at: null,
+          config_version: event.position,
+          version: event.version,
+          created_at: event.occurred_at,
+          updated_at: event.occurred_at,
+        })
+        .onConflict((oc) => oc.column('client_id').doNothing())
+        .execute();
+    },
+
+    async ClientConnected(tx, event, ctx) {
+      const d = event.data;
+      // The latest connect wins: events arrive in position order, so a replacing session's
+      // connect always comes after the session it replaces.
+      const res = await tx
+        .updateTable('clients')
+        .set({ status: 'online', node_id: d.node_id, session_id: d.session_id, last_seen_at: event.occurred_at })
+        .where('client_id', '=', d.client_id)
+        .executeTakeFirst();
+      if (res.numUpdatedRows === 0n) {
+        ctx.logger.warn({ clientId: d.client_id, position: event.position }, 'ClientConnected for an unknown client; ignored');
+      }
+    },
+
+    async ClientDisconnected(tx, event, ctx) {
+      const d = event.data;
+      // Only the session that is current may take the client offline: a late disconnect of a
+      // replaced session must not hide the session that replaced it.
+      const res = await tx
+        .updateTable('clients')
+        .set({ status: 'offline', node_id: null, session_id: null, last_seen_at: event.occurred_at })
+        .where('client_id', '=', d.client_id)
+        .where('session_id', '=', d.session_id)
+        .executeTakeFirst();
+      if (res.numUpdatedRows === 0n) {
+        ctx.logger.debug(
+          { clientId: d.client_id, sessionId: d.session_id, position: event.position },
+          'ClientDisconnected for a session that is not current; ignored',
+        );
+      }
+    },
+  },
+};

@@ -1,0 +1,172 @@
+import { randomInt } from 'node:crypto';
+import { streamName } from '../../contracts/envelope.js';
+import { AGGREGATES } from '../../contracts/events.js';
+import { ID_RANGES, SEQUENCES } from '../../contracts/ids.js';
+import { handleCommand, loadAggregate, type CommandMetadata } from '../../eventstore/command.js';
+import { WrongExpectedRevisionError } from '../../eventstore/errors.js';
+import type { EventStore } from '../../eventstore/types.js';
+import { hashSecret, randomToken } from '../../platform/secrets.js';
+import { decideAndAppend } from '../append.js';
+import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
+import { allocateId } from '../sequence/sequence.commands.js';
+import { loadUser } from '../user/user.commands.js';
+import { clientDecider, type ClientState } from './client.decider.js';
+import { clientSessionDecider } from './client-session.decider.js';
+
+/** Aggregate type of the session-fact streams (`client-session.<client_id>`). */
+export const CLIENT_SESSION_AGGREGATE = 'client-session';
+
+/** Prefix of generated auth codes: recognisable in leaked-secret scanners and support tickets. */
+export const AUTH_CODE_PREFIX = 'tnxc_';
+
+export function clientStream(clientId: number): string {
+  return streamName(AGGREGATES.client, clientId);
+}
+
+export function clientSessionStream(clientId: number): string {
+  return streamName(CLIENT_SESSION_AGGREGATE, clientId);
+}
+
+export async function loadClient(store: EventStore, clientId: number): Promise<ClientState> {
+  return (await loadAggregate(store, clientStream(clientId), clientDecider)).state;
+}
+
+export interface CreateManagedClientInput {
+  userId: number;
+  clientName: string;
+  clientDesc?: string;
+}
+
+export interface CreateManagedClientResult {
+  clientId: number;
+  /** The only time the auth code exists in clear: only its scrypt hash is stored. */
+  authCode: string;
+  position: number;
+}
+
+/**
+ * Registers a managed client for an existing user. The id comes from the managed-client sequence;
+ * a crash between allocation and registration leaves an unused id (acceptable gap).
+ */
+export async function createManagedClient(
+  store: EventStore,
+  input: CreateManagedClientInput,
+  meta: CommandMetadata,
+): Promise<CreateManagedClientResult> {
+  const owner = await loadUser(store, input.userId);
+  if (!owner.exists) throw new RuleViolationError(DOMAIN_ERRORS.userNotFound, `user ${input.userId} does not exist`, 'user_id');
+  const authCode = randomToken(AUTH_CODE_PREFIX);
+  const authCodeHash = await hashSecret(authCode);
+  const { id } = await allocateId(store, SEQUENCES.managedClient, meta);
+  const res = await handleCommand(
+    store,
+    clientStream(id),
+    clientDecider,
+    {
+      type: 'RegisterClient',
+      data: {
+        client_id: id,
+        client_type: 'managed',
+        user_id: input.userId,
+        client_name: input.clientName,
+        ...(input.clientDesc === undefined ? {} : { client_desc: input.clientDesc }),
+        auth_code_hash: authCodeHash,
+      },
+    },
+    meta,
+  );
+  return { clientId: id, authCode, position: res.position };
+}
+
+/** With 10^8 anonymous ids a collision is rare; several in a row means something is wrong. */
+const ANONYMOUS_ID_ATTEMPTS = 8;
+
+export interface RegisterAnonymousClientInput {
+  /** hashSecret() of the auth code the edge generated and handed to the agent. */
+  authCodeHash: string;
+  clientName?: string;
+}
+
+/**
+ * Registers an anonymous client under a random id in 200000000–299999999. The append is
+ * create-if-absent ('no_stream'); on a collision another random id is tried.
+ */
+export async function registerAnonymousClient(
+  store: EventStore,
+  input: RegisterAnonymousClientInput,
+  meta: CommandMetadata,
+): Promise<{ clientId: number; position: number }> {
+  for (let attempt = 0; attempt < ANONYMOUS_ID_ATTEMPTS; attempt++) {
+    const clientId = randomInt(ID_RANGES.anonymousClient.min, ID_RANGES.anonymousClient.max + 1);
+    try {
+      const res = await decideAndAppend(
+        store,
+        clientStream(clientId),
+        clientDecider,
+        clientDecider.initialState(),
+        {
+          type: 'RegisterClient',
+          data: {
+            client_id: clientId,
+            client_type: 'anonymous',
+            user_id: null,
+            client_name: input.clientName ?? `anonymous-${clientId}`,
+            auth_code_hash: input.authCodeHash,
+          },
+        },
+        meta,
+        'no_stream',
+      );
+      if (!res) throw new Error('client decider decided nothing for RegisterClient');
+      return { clientId, position: res.position };
+    } catch (err) {
+      if (err instanceof WrongExpectedRevisionError) continue;
+      throw err;
+    }
+  }
+  throw new RuleViolationError(DOMAIN_ERRORS.anonymousIdsExhausted, `no free anonymous client id after ${ANONYMOUS_ID_ATTEMPTS} random picks`);
+}
+
+/** Records that an edge accepted a control session for the client (no revision check; see client-session.decider.ts). */
+export async function recordClientConnected(
+  store: EventStore,
+  input: { clientId: number; nodeId: string; sessionId: string; remoteAddr: string },
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
+  const res = await decideAndAppend(
+    store,
+    clientSessionStream(input.clientId),
+    clientSessionDecider,
+    clientSessionDecider.initialState(),
+    {
+      type: 'RecordClientConnected',
+      data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, remote_addr: input.remoteAddr },
+    },
+    meta,
+    'any',
+  );
+  if (!res) throw new Error('client-session decider decided nothing for RecordClientConnected');
+  return res;
+}
+
+/** Records that a control session ended (closed, replaced by a re-login, timed out, node drained). */
+export async function recordClientDisconnected(
+  store: EventStore,
+  input: { clientId: number; nodeId: string; sessionId: string; reason: string },
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
+  const res = await decideAndAppend(
+    store,
+    clientSessionStream(input.clientId),
+    clientSessionDecider,
+    clientSessionDecider.initialState(),
+    {
+      type: 'RecordClientDisconnected',
+      data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, reason: input.reason },
+    },
+    meta,
+    'any',
+  );
+  if (!res) throw new Error('client-session decider decided nothing for RecordClientDisconnected');
+  return res;
+}

@@ -1,0 +1,86 @@
+import type { DomainEvent, EventData, TypedStoredEvent } from '../../contracts/events.js';
+import type { Decider } from '../../eventstore/command.js';
+import { DomainError, NotFoundError } from '../../platform/errors.js';
+import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
+
+/** Stream `mapping.<mapping_id>`. */
+export type MappingSpec = EventData<'MappingCreated'>;
+
+export type CreateMapping = {
+  readonly type: 'CreateMapping';
+  /** `enabled` is decided here (a new mapping starts enabled), everything else comes from the caller. */
+  readonly data: Omit<MappingSpec, 'enabled' | 'protocol'> & { readonly protocol: string };
+};
+export type DeleteMapping = { readonly type: 'DeleteMapping'; readonly data: { readonly mapping_id: number } };
+export type MappingCommand = CreateMapping | DeleteMapping;
+
+export type MappingState =
+  | { readonly status: 'absent' }
+  | { readonly status: 'active'; readonly mapping: MappingSpec }
+  | { readonly status: 'deleted'; readonly mapping: MappingSpec };
+
+function isPort(n: number | null): boolean {
+  return n !== null && Number.isInteger(n) && n >= 1 && n <= 65535;
+}
+
+/**
+ * Shape rules for a new mapping, independent of any state (so command services can check them
+ * before allocating ids or ports). Two kinds exist for tcp:
+ * - client-to-client: source_client_id + local_port, no public_port;
+ * - public: public_port, no source client and no local listener.
+ */
+export function validateMappingShape(d: CreateMapping['data']): void {
+  const invalid = (message: string, field: string): never => {
+    throw new RuleViolationError(DOMAIN_ERRORS.mappingInvalid, message, field);
+  };
+  if (d.protocol !== 'tcp') {
+    throw new RuleViolationError(DOMAIN_ERRORS.mappingUnsupportedProtocol, `protocol ${d.protocol} is not supported yet`, 'protocol');
+  }
+  if (d.target_host.length === 0) invalid('target_host must not be empty', 'target_host');
+  if (!isPort(d.target_port)) invalid('target_port must be 1-65535', 'target_port');
+  if (d.secret_key.length < 32) invalid('secret_key must be at least 32 characters', 'secret_key');
+  if (d.source_client_id !== null) {
+    if (d.source_client_id === d.target_client_id) invalid('source and target client must differ', 'target_client_id');
+    if (d.local_port === null) invalid('a client-to-client mapping needs local_port', 'local_port');
+    if (!isPort(d.local_port)) invalid('local_port must be 1-65535', 'local_port');
+    if (d.public_port !== null) invalid('a client-to-client mapping has no public_port', 'public_port');
+    if (d.local_host !== null && d.local_host.length === 0) invalid('local_host must not be empty', 'local_host');
+  } else {
+    if (d.public_port === null) invalid('a public mapping needs public_port (or a source client)', 'public_port');
+    if (!isPort(d.public_port)) invalid('public_port must be 1-65535', 'public_port');
+    if (d.local_port !== null) invalid('a public mapping has no local_port', 'local_port');
+    if (d.local_host !== null) invalid('a public mapping has no local_host', 'local_host');
+  }
+}
+
+export const mappingDecider: Decider<MappingState, MappingCommand> = {
+  initialState: () => ({ status: 'absent' }),
+  evolve: (state, event: TypedStoredEvent): MappingState => {
+    switch (event.type) {
+      case 'MappingCreated':
+        return { status: 'active', mapping: event.data };
+      case 'MappingDeleted':
+        return state.status === 'absent' ? state : { status: 'deleted', mapping: state.mapping };
+      default:
+        return state;
+    }
+  },
+  decide: (command, state): DomainEvent[] => {
+    switch (command.type) {
+      case 'CreateMapping': {
+        // A deleted mapping's id is never reused: its events stay in the audit trail.
+        if (state.status !== 'absent') {
+          throw new DomainError(DOMAIN_ERRORS.mappingAlreadyExists, `mapping ${command.data.mapping_id} already exists`);
+        }
+        validateMappingShape(command.data);
+        return [{ type: 'MappingCreated', data: { ...command.data, protocol: 'tcp', enabled: true } }];
+      }
+      case 'DeleteMapping': {
+        if (state.status !== 'active') {
+          throw new NotFoundError(DOMAIN_ERRORS.mappingNotFound, `mapping ${command.data.mapping_id} not found`);
+        }
+        return [{ type: 'MappingDeleted', data: { mapping_id: command.data.mapping_id } }];
+      }
+    }
+  },
+};

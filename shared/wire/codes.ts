@@ -1,0 +1,28 @@
+/**
+ * Stable error codes and reasons carried on the wire (HandshakeResp / TunnelOpenAck / CommandResp
+ * errors, session.close reasons). Part of the protocol: never rename one.
+ */
+export const WireErrorCode = {
+  /** Unknown client id or wrong auth code: deliberately the same answer for both. */
+  AuthFailed: 'TNX_AUTH_FAILED',
+  ProtocolVersion: 'TNX_WIRE_PROTOCOL_VERSION',
+  /** The tunnel open was not authorized (unknown mapping, wrong role, bad proof, replay, stale). */
+  TunnelRefused: 'TNX_TUNNEL_REFUSED',
+  TunnelTargetOffline: 'TNX_TUNNEL_TARGET_OFFLINE',
+  TunnelTimeout: 'TNX_TUNNEL_TIMEOUT',
+  /** The target agent could not reach the target service. */
+  TunnelTargetFailed: 'TNX_TUNNEL_TARGET_FAILED',
+  AgentUnknownMapping: 'TNX_AGENT_UNKNOWN_MAPPING',
+  AgentTargetMismatch: 'TNX_AGENT_TARGET_MISMATCH',
+  AgentDialFailed: 'TNX_AGENT_DIAL_FAILED',
+  AgentListenFailed: 'TNX_AGENT_LISTEN_FAILED',
+  EdgeInternal: 'TNX_EDGE_INTERNAL',
+} as const;
+export type WireErrorCode = (typeof WireErrorCode)[keyof typeof WireErrorCode];
+
+/** `session.close` reasons. An agent told `replaced` stops: another agent holds its identity. */
+export const SessionCloseReason = {
+  Replaced: 'replaced',
+  Shutdown: 'shutdown',
+} as const;
+export type SessionCloseReason = (typeof SessionCloseReason)[keyof typeof SessionCloseReason];

@@ -1,0 +1,276 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Repository root (this file is compiled to dist/test/e2e/harness.js). */
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const TUNNOX_BIN = join(ROOT, 'bin', 'tunnox.js');
+
+export async function tempDir(prefix: string): Promise<{ path: string; remove(): Promise<void> }> {
+  const path = await mkdtemp(join(tmpdir(), `${prefix}-`));
+  return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+export interface Proc {
+  child: ChildProcess;
+  /** Every stdout/stderr line so far (pino JSON lines and the human banner). */
+  lines: string[];
+  /** Resolves with the first parsed JSON log line matching `pred` (bounded by timeoutMs). */
+  waitForLog(pred: (entry: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** SIGTERM, then the exit code (SIGKILL after timeoutMs). */
+  stop(timeoutMs?: number): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export function spawnTunnox(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [TUNNOX_BIN, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  const waiters: { pred: (e: Record<string, unknown>) => boolean; resolve: (e: Record<string, unknown>) => void }[] = [];
+  const onLine = (line: string): void => {
+    lines.push(line);
+    if (!line.startsWith('{')) return;
+    let entry: Record<string, unknown>;
+    try {
+      entry = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    for (const w of [...waiters]) {
+      if (w.pred(entry)) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(entry);
+      }
+    }
+  };
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let buf = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      buf += chunk;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        onLine(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    });
+  }
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return {
+    child,
+    lines,
+    exited,
+    waitForLog(pred, timeoutMs = 30_000) {
+      for (const line of lines) {
+        try {
+          const e = JSON.parse(line) as Record<string, unknown>;
+          if (pred(e)) return Promise.resolve(e);
+        } catch {
+          /* not JSON */
+        }
+      }
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          reject(new Error(`timed out waiting for a log line; last lines:\n${lines.slice(-20).join('\n')}`));
+        }, timeoutMs);
+        const w = {
+          pred,
+          resolve: (e: Record<string, unknown>) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        };
+        waiters.push(w);
+        void exited.then((code) => {
+          if (waiters.includes(w)) {
+            clearTimeout(timer);
+            reject(new Error(`process exited (${code}) before the expected log line; last lines:\n${lines.slice(-20).join('\n')}`));
+          }
+        });
+      });
+    },
+    async stop(timeoutMs = 20_000) {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+export interface ServerHandle {
+  proc: Proc;
+  apiUrl: string;
+  controlPort: number;
+  apiKey: string;
+  api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+}
+
+export async function startServer(args: string[], apiKey: string): Promise<ServerHandle> {
+  const proc = spawnTunnox(['server', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--api-key', apiKey, ...args]);
+  const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 60_000);
+  const apiUrl = String(ready.apiUrl);
+  const controlPort = Number(String(ready.controlAddress).split(':').pop());
+  return {
+    proc,
+    apiUrl,
+    controlPort,
+    apiKey,
+    async api(method, path, body) {
+      const res = await fetch(apiUrl + path, {
+        method,
+        headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `check` every 50 ms until it returns a truthy value or `timeoutMs` passes. */
+export async function eventually<T>(what: string, check: () => Promise<T | undefined | false | null>, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    await sleep(50);
+  }
+  throw new Error(`timed out waiting for ${what}${lastErr ? `: ${String(lastErr)}` : ''}`);
+}
+
+export function canConnect(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ port, host });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const a = srv.address();
+      srv.close(() => (a && typeof a === 'object' ? resolve(a.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+const ID_LEN = 16;
+
+/**
+ * A target service for transfer tests: each connection starts with a 16-byte id; the server sends
+ * `size` random bytes back while it receives, ends its side after the peer's FIN (half-close), and
+ * records SHA-256 of everything received and sent per id.
+ */
+export async function startTransferTarget(size: number): Promise<{
+  port: number;
+  results: Map<string, { received: string; sent: string; receivedBytes: number }>;
+  close(): Promise<void>;
+}> {
+  const results = new Map<string, { received: string; sent: string; receivedBytes: number }>();
+  const sockets = new Set<Socket>();
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    const inHash = createHash('sha256');
+    let idBuf = Buffer.alloc(0);
+    let receivedBytes = 0;
+    const payload = randomBytes(size);
+    const sent = createHash('sha256').update(payload).digest('hex');
+    let wroteAll = false;
+    let gotEnd = false;
+    const finish = (): void => {
+      if (wroteAll && gotEnd) socket.end();
+    };
+    socket.on('data', (chunk: Buffer) => {
+      receivedBytes += chunk.length;
+      inHash.update(chunk);
+      if (idBuf.length < ID_LEN) idBuf = Buffer.concat([idBuf, chunk.subarray(0, ID_LEN - idBuf.length)]);
+    });
+    socket.on('end', () => {
+      results.set(idBuf.toString('hex'), { received: inHash.digest('hex'), sent, receivedBytes });
+      gotEnd = true;
+      finish();
+    });
+    socket.on('error', () => undefined);
+    // Send concurrently with receiving: both directions are busy at once.
+    socket.write(payload, () => {
+      wroteAll = true;
+      finish();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  return {
+    port: addr && typeof addr === 'object' ? addr.port : 0,
+    results,
+    close: () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => r());
+      }),
+  };
+}
+
+export interface TransferResult {
+  id: string;
+  sent: string;
+  received: string;
+  receivedBytes: number;
+}
+
+/** One visitor connection: sends id + `size` random bytes, half-closes, reads until the peer ends. */
+export function transfer(port: number, size: number, timeoutMs = 120_000): Promise<TransferResult> {
+  return new Promise((resolve, reject) => {
+    const id = randomBytes(ID_LEN);
+    const payload = Buffer.concat([id, randomBytes(size)]);
+    const sent = createHash('sha256').update(payload).digest('hex');
+    const inHash = createHash('sha256');
+    let receivedBytes = 0;
+    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`transfer on port ${port} timed out after ${receivedBytes} bytes received`));
+    }, timeoutMs);
+    socket.on('connect', () => {
+      socket.end(payload);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      receivedBytes += chunk.length;
+      inHash.update(chunk);
+    });
+    socket.on('end', () => {
+      clearTimeout(timer);
+      socket.end();
+      resolve({ id: id.toString('hex'), sent, received: inHash.digest('hex'), receivedBytes });
+    });
+    socket.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
