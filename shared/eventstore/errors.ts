@@ -15,3 +15,27 @@ export class EventStoreUnavailableError extends InfrastructureError {
     super('TNX_EVENTSTORE_UNAVAILABLE', message, options);
   }
 }
+
+/** A stream name that cannot be an aggregate stream (`<aggregate>.<id>`, no spaces or wildcards). */
+export class InvalidStreamNameError extends TunnoxError {
+  constructor(stream: string) {
+    super('TNX_EVENTSTORE_INVALID_STREAM', `invalid event stream name ${JSON.stringify(stream)}`, { details: { stream } });
+  }
+}
+
+/** A stored event could not be decoded. Never skipped: readers halt on it loudly. */
+export class CorruptEventError extends TunnoxError {
+  constructor(position: number, reason: string, options?: { cause?: unknown }) {
+    super('TNX_EVENTSTORE_CORRUPT_EVENT', `event at position ${position} is corrupt: ${reason}`, {
+      ...options,
+      details: { position },
+    });
+  }
+}
+
+/** The backing JetStream stream exists with a configuration this store cannot use safely. */
+export class EventStoreMisconfiguredError extends InfrastructureError {
+  constructor(message: string) {
+    super('TNX_EVENTSTORE_MISCONFIGURED', message);
+  }
+}

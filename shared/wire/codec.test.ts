@@ -1,6 +1,6 @@
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { FrameDecoder, FrameError, encodeFrame, encodeJsonFrame, type Frame } from './codec.js';
+import { FrameDecoder, encodeFrame, encodeJsonFrame, type Frame } from './codec.js';
 import { FRAME_HEADER_SIZE, PacketType } from './packets.js';
 
 function header(type: number, length: number): Buffer {
@@ -12,16 +12,6 @@ function header(type: number, length: number): Buffer {
 
 function plain(frames: Frame[]): { type: number; payload: string }[] {
   return frames.map((f) => ({ type: f.type, payload: f.payload.toString('hex') }));
-}
-
-function expectFrameError(t: Tap.Test, fn: () => unknown, code: string): void {
-  try {
-    fn();
-    t.fail(`expected FrameError ${code}`);
-  } catch (err) {
-    t.type(err, FrameError);
-    t.equal((err as FrameError).code, code);
-  }
 }
 
 // Frames of awkward sizes: empty, shorter than a header, exactly a header, a large one.
@@ -66,9 +56,8 @@ t.test('a stream split at every possible boundary decodes identically', async (t
 });
 
 t.test('every three-way split of the small frames decodes identically', async (t) => {
-  const small = STREAM.subarray(0, STREAM.length - encodeFrame(0, randomBytes(300)).length - 7);
   const smallFrames = FRAMES.slice(0, 5);
-  t.equal(small.length, smallFrames.reduce((n, f) => n + FRAME_HEADER_SIZE + f.payload.length, 0));
+  const small = Buffer.concat(smallFrames.map((f) => encodeFrame(f.type, f.payload)));
   const want = JSON.stringify(plain(smallFrames));
   let cases = 0;
   for (let i = 0; i <= small.length; i++) {
@@ -110,37 +99,37 @@ t.test('oversized length is refused from the 5-byte header alone', async (t) => 
   t.equal(d.bufferedBytes, FRAME_HEADER_SIZE);
 
   const d2 = new FrameDecoder(1024);
-  expectFrameError(t, () => d2.push(header(PacketType.Command, 1025)), 'TNX_WIRE_FRAME_TOO_LARGE');
+  t.throws(() => d2.push(header(PacketType.Command, 1025)), { name: 'FrameError', code: 'TNX_WIRE_FRAME_TOO_LARGE' });
   t.equal(d2.bufferedBytes, FRAME_HEADER_SIZE, 'nothing but the header was ever held');
 
   const d3 = new FrameDecoder();
-  expectFrameError(t, () => d3.push(header(PacketType.Handshake, 0xffffffff)), 'TNX_WIRE_FRAME_TOO_LARGE');
+  t.throws(() => d3.push(header(PacketType.Handshake, 0xffffffff)), { name: 'FrameError', code: 'TNX_WIRE_FRAME_TOO_LARGE' });
 
   // The header split across pushes is still refused as soon as its last byte arrives.
   const d4 = new FrameDecoder(1024);
   const h = header(PacketType.Command, 1_000_000);
   for (let i = 0; i < 4; i++) t.same(d4.push(h.subarray(i, i + 1)), []);
-  expectFrameError(t, () => d4.push(h.subarray(4)), 'TNX_WIRE_FRAME_TOO_LARGE');
+  t.throws(() => d4.push(h.subarray(4)), { name: 'FrameError', code: 'TNX_WIRE_FRAME_TOO_LARGE' });
 });
 
 t.test('an oversized frame after valid ones fails only when reached', async (t) => {
   const d = new FrameDecoder(16);
   const ok = encodeFrame(PacketType.Heartbeat, Buffer.from('{}'));
   t.equal(d.push(ok).length, 1);
-  expectFrameError(t, () => d.push(header(PacketType.Command, 17)), 'TNX_WIRE_FRAME_TOO_LARGE');
+  t.throws(() => d.push(header(PacketType.Command, 17)), { name: 'FrameError', code: 'TNX_WIRE_FRAME_TOO_LARGE' });
 });
 
 t.test('unknown and reserved types are refused from the header', async (t) => {
   for (const type of [0x00, 0x04, 0x12, 0x22, 0x23, 0x24, 0xff]) {
     const d = new FrameDecoder();
-    expectFrameError(t, () => d.push(header(type, 0)), 'TNX_WIRE_UNKNOWN_TYPE');
+    t.throws(() => d.push(header(type, 0)), { name: 'FrameError', code: 'TNX_WIRE_UNKNOWN_TYPE' });
   }
 });
 
 t.test('a failed decoder refuses further input', async (t) => {
   const d = new FrameDecoder();
-  expectFrameError(t, () => d.push(header(0x22, 1)), 'TNX_WIRE_UNKNOWN_TYPE');
-  expectFrameError(t, () => d.push(encodeFrame(PacketType.Heartbeat, Buffer.from('{}'))), 'TNX_WIRE_DECODER_FAILED');
+  t.throws(() => d.push(header(0x22, 1)), { name: 'FrameError', code: 'TNX_WIRE_UNKNOWN_TYPE' });
+  t.throws(() => d.push(encodeFrame(PacketType.Heartbeat, Buffer.from('{}'))), { name: 'FrameError', code: 'TNX_WIRE_DECODER_FAILED' });
 });
 
 t.test('takeRemainder returns exactly the bytes after the last frame', async (t) => {
@@ -185,9 +174,3 @@ t.test('maxFrames leaves later frames buffered for the next push', async (t) => 
   t.same(plain(d.push(Buffer.alloc(0))), plain(FRAMES.slice(5)));
 });
 
-declare global {
-  // eslint-disable-next-line @typescript-eslint/no-namespace
-  namespace Tap {
-    type Test = import('tap').Test;
-  }
-}

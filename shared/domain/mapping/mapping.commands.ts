@@ -79,7 +79,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
     target_client_id: input.targetClientId,
     target_host: input.targetHost,
     target_port: input.targetPort,
-    local_host: isPublic ? (input.localHost ?? null) : (input.localHost ?? null),
+    local_host: input.localHost ?? null,
     local_port: input.localPort ?? null,
     public_port: publicPort,
     secret_key: secretKey,

@@ -1,0 +1,75 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { connect, createServer, type Server } from 'node:net';
+
+export const MiB = 1024 * 1024;
+
+/** A sink that counts bytes per connection and reports when `expect` bytes have arrived. */
+export async function startSink(): Promise<{ port: number; next(expect: number): Promise<number>; close(): Promise<void> }> {
+  let waiter: { expect: number; resolve: (t: number) => void } | undefined;
+  const server: Server = createServer((socket) => {
+    let n = 0;
+    socket.on('data', (c: Buffer) => {
+      n += c.length;
+      if (waiter && n >= waiter.expect) {
+        const w = waiter;
+        waiter = undefined;
+        w.resolve(performance.now());
+      }
+    });
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  return {
+    port: addr && typeof addr === 'object' ? addr.port : 0,
+    next: (expect) => new Promise((resolve) => (waiter = { expect, resolve })),
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+/** Sends `bytes` over one connection to `port` as fast as backpressure allows; returns MB/s measured at the sink. */
+export async function measureTransfer(port: number, sink: Awaited<ReturnType<typeof startSink>>, bytes: number): Promise<number> {
+  const chunk = Buffer.alloc(256 * 1024, 0x5a);
+  const done = sink.next(bytes);
+  const start = performance.now();
+  await new Promise<void>((resolve, reject) => {
+    const s = connect({ port, host: '127.0.0.1' });
+    s.setNoDelay(true);
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < bytes) {
+        sent += chunk.length;
+        if (!s.write(chunk)) {
+          s.once('drain', pump);
+          return;
+        }
+      }
+      resolve();
+    };
+    s.once('connect', pump);
+    s.once('error', reject);
+    void done.then(() => s.destroy());
+  });
+  const end = await done;
+  return bytes / MiB / ((end - start) / 1000);
+}
+
+/** A relay hop in its own process (like an edge or an agent would be): listen, pipe to the next hop. */
+export async function startRelayProcess(relayScript: string, targetPort: number): Promise<{ port: number; stop(): void; child: ChildProcess }> {
+  const child = fork(relayScript, [String(targetPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (m) => resolve(Number(m)));
+    child.once('exit', (code) => reject(new Error(`relay exited ${code}`)));
+  });
+  return { port, child, stop: () => child.kill('SIGTERM') };
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? NaN;
+}
+
+export function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
+}

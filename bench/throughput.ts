@@ -1,0 +1,79 @@
+// Single-stream bulk throughput through a public TCP mapping on one edge, against baselines measured
+// in the same run: a direct loopback transfer and a minimal two-hop Node pipe relay (two processes,
+// like edge + agent). Prints MB/s and ratios. Usage: node dist/bench/throughput.js [--mib 1024] [--runs 3]
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { canConnect, eventually, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
+import { MiB, measureTransfer, median, startRelayProcess, startSink } from './lib.js';
+
+function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+}
+
+const bytes = arg('mib', 1024) * MiB;
+const runs = arg('runs', 3);
+const relayScript = join(fileURLToPath(new URL('.', import.meta.url)), 'relay.js');
+
+async function measure(label: string, port: number, sink: Awaited<ReturnType<typeof startSink>>): Promise<number> {
+  await measureTransfer(port, sink, 64 * MiB); // warm-up
+  const xs: number[] = [];
+  for (let i = 0; i < runs; i++) xs.push(await measureTransfer(port, sink, bytes));
+  const m = median(xs);
+  process.stdout.write(`${label.padEnd(34)} ${m.toFixed(0).padStart(7)} MB/s   (runs: ${xs.map((x) => x.toFixed(0)).join(', ')})\n`);
+  return m;
+}
+
+function hasCommand(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function main(): Promise<void> {
+  process.stdout.write(`throughput: one TCP stream, ${bytes / MiB} MiB per run, median of ${runs} runs, Node load generator\n`);
+  const sink = await startSink();
+  const direct = await measure('direct loopback', sink.port, sink);
+
+  const hop2 = await startRelayProcess(relayScript, sink.port);
+  const hop1 = await startRelayProcess(relayScript, hop2.port);
+  const relay = await measure('two-hop Node pipe relay', hop1.port, sink);
+  hop1.stop();
+  hop2.stop();
+
+  const dir = await tempDir('tnx-bench');
+  const server = await startServer(['--data-dir', join(dir.path, 'server'), '--log-level', 'warn'], 'bench-admin-key-0123456789abcdef');
+  const agentProcs: ReturnType<typeof spawnTunnox>[] = [];
+  try {
+    const user = await server.api('POST', '/api/v1/users', { username: 'bench', email: 'bench@example.com' });
+    const client = await server.api('POST', '/api/v1/clients', { user_id: user.body.user_id, client_name: 'bench-target' });
+    const agent = spawnTunnox([
+      'client', '--server', `127.0.0.1:${server.controlPort}`, '--client-id', String(client.body.client_id),
+      '--auth-code', client.body.auth_code, '--credentials', join(dir.path, 'creds.json'), '--log-level', 'warn',
+    ]);
+    agentProcs.push(agent);
+    await eventually('agent online', async () => (await server.api('GET', `/api/v1/clients/${client.body.client_id}`)).body.status === 'online');
+    const mapping = await server.api('POST', '/api/v1/mappings', {
+      user_id: user.body.user_id, target_client_id: client.body.client_id, protocol: 'tcp', target_host: '127.0.0.1', target_port: sink.port,
+    });
+    const port = Number(mapping.body.public_port);
+    await eventually('public port open', () => canConnect(port));
+    const tunnox = await measure('tunnox public TCP mapping', port, sink);
+
+    process.stdout.write(`ssh -R                             ${hasCommand('sshd') ? 'sshd present but not configured for unattended use: skipped' : 'skipped (no sshd on this machine)'}\n`);
+    process.stdout.write(`\nratio tunnox / two-hop relay : ${(tunnox / relay).toFixed(2)}x   (goal >= 0.85x)\n`);
+    process.stdout.write(`ratio tunnox / direct        : ${(tunnox / direct).toFixed(2)}x\n`);
+    process.stdout.write(`ratio relay  / direct        : ${(relay / direct).toFixed(2)}x\n`);
+  } finally {
+    for (const p of agentProcs) await p.stop();
+    await server.proc.stop();
+    await sink.close();
+    await dir.remove();
+  }
+}
+
+await main();

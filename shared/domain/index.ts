@@ -1,0 +1,46 @@
+// Public surface of the domain: pure deciders (one folder per aggregate) and the command services
+// that orchestrate them through an EventStore. Nothing here touches HTTP, NATS or SQL directly.
+export { DOMAIN_ERRORS, RuleViolationError, type DomainErrorCode } from './errors.js';
+
+export { sequenceDecider, type AllocateId, type SequenceCommand, type SequenceState } from './sequence/sequence.decider.js';
+export { allocateId, type AllocatedId } from './sequence/sequence.commands.js';
+
+export { userDecider, type CreateUser, type UserCommand, type UserState } from './user/user.decider.js';
+export { createUser, loadUser, userStream, type CreateUserInput, type CreateUserResult } from './user/user.commands.js';
+
+export { clientDecider, type ClientCommand, type ClientState, type ClientType, type RegisterClient } from './client/client.decider.js';
+export {
+  clientSessionDecider,
+  type ClientSessionCommand,
+  type ClientSessionState,
+  type RecordClientConnected,
+  type RecordClientDisconnected,
+} from './client/client-session.decider.js';
+export {
+  AUTH_CODE_PREFIX,
+  CLIENT_SESSION_AGGREGATE,
+  clientSessionStream,
+  clientStream,
+  createManagedClient,
+  loadClient,
+  recordClientConnected,
+  recordClientDisconnected,
+  registerAnonymousClient,
+  type CreateManagedClientInput,
+  type CreateManagedClientResult,
+  type RegisterAnonymousClientInput,
+} from './client/client.commands.js';
+
+export {
+  mappingDecider,
+  validateMappingShape,
+  type CreateMapping,
+  type DeleteMapping,
+  type MappingCommand,
+  type MappingSpec,
+  type MappingState,
+} from './mapping/mapping.decider.js';
+export { createMapping, deleteMapping, loadMapping, mappingStream, type CreateMappingInput, type CreateMappingResult } from './mapping/mapping.commands.js';
+
+export { portDecider, type PortCommand, type PortState, type ReleasePublicPort, type ReservePublicPort } from './port/port.decider.js';
+export { portStream, releasePublicPort, reserveFirstFreePort, reservePublicPort, type PortRange } from './port/port.commands.js';
