@@ -57,7 +57,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     lifecycle.add('embedded-postgres', () => embedded.stop());
     databaseUrl = embedded.url;
   }
-  const pool = createPool(databaseUrl, 20);
+  const pool = createPool(databaseUrl, 20, (err) => logger.warn({ err }, "idle PostgreSQL connection failed"));
   const db = createDb(pool);
   lifecycle.add('database', () => db.destroy());
   await migrateToLatest(db);
@@ -91,7 +91,18 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   lifecycle.add('change-bus', () => bus.close());
   const log = logger.child({ nodeId });
 
-  const projector = await startProjector({ store, db, bus, logger: log });
+  const projector = await startProjector({
+    store,
+    db,
+    bus,
+    logger: log,
+    // A halted projection means writes can no longer be read back: stop loudly and let the
+    // supervisor restart us from the checkpoint (a bad event halts again, by design).
+    onHalt: (err) => {
+      log.fatal({ err }, 'projection halted; shutting down');
+      void lifecycle.close().then(() => process.exit(1));
+    },
+  });
   lifecycle.add('projector', () => projector.stop());
   const waiter = createProjectionWaiter({ db, bus });
   lifecycle.add('projection-waiter', () => waiter.close());

@@ -17,17 +17,17 @@ export async function ensureCheckpoint(db: Db | DbTx, name: string): Promise<voi
 }
 
 /**
- * Reads the checkpoint with a row lock held until the transaction ends. Two runners with the same
- * name (two nodes, or a rebuild next to a live projector) serialize here, and the one that waited
- * sees the other's committed position, so an event is applied once.
+ * Reads the checkpoint with a row lock held until the transaction ends (creating the row at 0 if
+ * it is missing: an upsert locks the row in one round trip). Two runners with the same name (two
+ * nodes, or a rebuild next to a live projector) serialize here, and the one that waited sees the
+ * other's committed position, so an event is applied once.
  */
 export async function lockCheckpoint(tx: DbTx, name: string): Promise<number> {
-  await ensureCheckpoint(tx, name);
   const row = await tx
-    .selectFrom('projection_checkpoints')
-    .select('position')
-    .where('name', '=', name)
-    .forUpdate()
+    .insertInto('projection_checkpoints')
+    .values({ name, position: 0 })
+    .onConflict((oc) => oc.column('name').doUpdateSet((eb) => ({ position: eb.ref('projection_checkpoints.position') })))
+    .returning('position')
     .executeTakeFirstOrThrow();
   return row.position;
 }

@@ -15,10 +15,15 @@ export class BadEventError extends TunnoxError {
 
 /** A projection stopped on an error; its checkpoint stays before the event that failed. */
 export class ProjectionHaltedError extends TunnoxError {
-  constructor(projection: string, position: number, options?: { cause?: unknown }) {
-    super('TNX_PROJECTION_HALTED', `projection ${projection} halted; checkpoint stays at ${position}`, {
+  /**
+   * @param checkpoint the committed position, which stays put
+   * @param failedAt the event that could not be projected (null when the subscription itself failed)
+   */
+  constructor(projection: string, checkpoint: number, failedAt: number | null, options?: { cause?: unknown }) {
+    const where = failedAt === null ? '' : ` at position ${failedAt}`;
+    super('TNX_PROJECTION_HALTED', `projection ${projection} halted${where}; checkpoint stays at ${checkpoint}`, {
       ...options,
-      details: { projection, position },
+      details: { projection, checkpoint, failedAt },
     });
   }
 }

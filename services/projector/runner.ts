@@ -2,7 +2,7 @@ import type { StoredEvent } from '../../shared/contracts/envelope.js';
 import { parseStoredEvent, type TypedStoredEvent } from '../../shared/contracts/events.js';
 import type { ChangeBus, ChangeNotice } from '../../shared/contracts/notices.js';
 import type { Db, DbTx } from '../../shared/db/connect.js';
-import type { EventStore, Subscription } from '../../shared/eventstore/types.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { ensureCheckpoint, lockCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoints.js';
 import { BadEventError, ProjectionHaltedError } from './errors.js';
@@ -79,13 +79,12 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
   await ensureCheckpoint(db, name);
   let position = await readCheckpoint(db, name);
   let halted: ProjectionHaltedError | null = null;
-  let subscription: Subscription | undefined;
   let stopping: Promise<void> | undefined;
 
-  const halt = (err: unknown): void => {
+  const halt = (err: unknown, failedAt: number | null): void => {
     if (halted) return;
-    halted = err instanceof ProjectionHaltedError ? err : new ProjectionHaltedError(name, position, { cause: err });
-    log.error({ err, position }, 'projection halted; fix the cause and restart (the event was not skipped)');
+    halted = new ProjectionHaltedError(name, position, failedAt, { cause: err });
+    log.error({ err, position, failedAt }, 'projection halted; fix the cause and restart (the event was not skipped)');
     opts.onHalt?.(halted);
   };
 
@@ -123,18 +122,20 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
   };
 
   log.info({ position, projections: projections.map((p) => `${p.name}@${p.version}`) }, 'projection starting');
-  subscription = await store.subscribe({
+  const subscription = await store.subscribe({
     name,
     afterPosition: position,
     handler: async (raw) => {
       try {
         await project(raw);
       } catch (err) {
-        halt(err);
+        halt(err, raw.position);
         throw err;
       }
     },
-    onError: halt,
+    // Reached with the handler's own error (already reported above) or a failure of the
+    // subscription itself (e.g. the event log became unreadable).
+    onError: (err) => halt(err, null),
   });
 
   return {
@@ -148,7 +149,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
     stop() {
       stopping ??= (async () => {
         try {
-          await subscription?.stop();
+          await subscription.stop();
         } finally {
           log.info({ position }, 'projection stopped');
         }

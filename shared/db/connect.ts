@@ -9,8 +9,8 @@ export type DbTx = Transaction<Database>;
 const INT8_OID = 20;
 
 /** A pg pool whose int8 columns come back as numbers (ids, positions and counters all fit in 2^53). */
-export function createPool(connectionString: string, max = 10): pg.Pool {
-  return new pg.Pool({
+export function createPool(connectionString: string, max = 10, onIdleError?: (err: Error) => void): pg.Pool {
+  const pool = new pg.Pool({
     connectionString,
     max,
     types: {
@@ -18,6 +18,10 @@ export function createPool(connectionString: string, max = 10): pg.Pool {
         oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
     },
   });
+  // An idle client whose server connection dies (PostgreSQL restart, DROP DATABASE ... FORCE) makes
+  // the pool emit 'error'; unhandled, that would crash the process. The pool replaces the client.
+  pool.on('error', (err) => onIdleError?.(err));
+  return pool;
 }
 
 export function createDb(pool: pg.Pool): Db {

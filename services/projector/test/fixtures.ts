@@ -187,3 +187,12 @@ export function captureLogs(): CapturedLogs {
         .map((l) => JSON.parse(l) as { level: number; msg: string }),
   };
 }
+
+/**
+ * pg.Pool emits 'error' when an idle client's backend dies, and an unhandled 'error' event crashes
+ * the process. TestDatabase.drop() uses DROP DATABASE ... WITH (FORCE), which can terminate
+ * backends of clients the pool is still closing, so the owning test absorbs those here.
+ */
+export function absorbIdleClientErrors(pool: { on(event: 'error', fn: (err: Error) => void): unknown }): void {
+  pool.on('error', () => undefined);
+}
