@@ -1,0 +1,56 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Actor } from '../../shared/contracts/envelope.js';
+import type { CommandMetadata } from '../../shared/eventstore/command.js';
+import { API_ERRORS, problem, sendProblem } from './errors.js';
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** A non-secret, stable name for an API key (audit actor id): the first 12 hex of its sha256. */
+export function apiKeyId(key: string): string {
+  return sha256(key).toString('hex').slice(0, 12);
+}
+
+const authenticated = new WeakMap<FastifyRequest, string>();
+
+/**
+ * `Authorization: Bearer <key>` against the configured keys. Digests are compared, so every
+ * comparison has the same length, and every key is compared, so timing says nothing about which
+ * key (or how much of one) matched.
+ */
+export function createAuthHook(apiKeys: readonly string[]) {
+  const keys = apiKeys.map((k) => ({ digest: sha256(k), id: apiKeyId(k) }));
+  return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    const header = request.headers.authorization;
+    const match = header === undefined ? null : /^Bearer ([^\s]+)$/i.exec(header.trim());
+    if (match?.[1]) {
+      const presented = sha256(match[1]);
+      let found: string | null = null;
+      for (const k of keys) if (timingSafeEqual(presented, k.digest) && found === null) found = k.id;
+      if (found !== null) {
+        authenticated.set(request, found);
+        return undefined;
+      }
+    }
+    // Returning the reply tells fastify the hook answered; the route (and body validation) never runs.
+    return sendProblem(
+      reply.header('www-authenticate', 'Bearer realm="tunnox"'),
+      problem(401, API_ERRORS.unauthorized, header === undefined ? 'missing Authorization: Bearer <api key>' : 'invalid API key'),
+    );
+  };
+}
+
+/** Envelope metadata for a command issued by an authenticated request. */
+export function commandMeta(request: FastifyRequest): CommandMetadata {
+  const keyId = authenticated.get(request);
+  if (keyId === undefined) throw new Error('commandMeta called on an unauthenticated request');
+  const actor: Actor = { kind: 'api_key', id: keyId };
+  const traceparent = request.headers['traceparent'];
+  return {
+    actor,
+    correlationId: request.id,
+    ...(typeof traceparent === 'string' ? { traceparent } : {}),
+  };
+}

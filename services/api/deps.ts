@@ -1,0 +1,18 @@
+import type { Db } from '../../shared/db/connect.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import type { Logger } from '../../shared/platform/logger.js';
+
+/** Everything the Management API needs; the caller (main/server) owns and closes all of it. */
+export interface ApiDeps {
+  store: EventStore;
+  db: Db;
+  /** Resolves true once the read models include `position`, false after timeoutMs. */
+  waiter: { waitFor(position: number, timeoutMs: number): Promise<boolean> };
+  logger: Logger;
+  /** Accepted `Authorization: Bearer` keys. Empty means every /api request is refused. */
+  apiKeys: string[];
+  /** Ports public mappings may use; omitted public_port takes the first free one. */
+  publicPortRange: { min: number; max: number };
+  /** How long a command waits for its read-your-writes projection; default 5000 ms. */
+  projectionTimeoutMs?: number;
+}

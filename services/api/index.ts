@@ -1,0 +1,2 @@
+export { API_PREFIX, buildApp, type ApiDeps } from './app.js';
+export { API_ERRORS } from './errors.js';

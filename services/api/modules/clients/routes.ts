@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { createManagedClient } from '../../../../shared/domain/client/client.commands.js';
+import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
+import { commandMeta } from '../../auth.js';
+import type { ApiDeps } from '../../deps.js';
+import { problem, sendProblem } from '../../errors.js';
+import { waitForProjection } from '../../readYourWrites.js';
+import { ClientIdParam, COMMON_PROBLEMS, ProblemSchema, etag } from '../../schemas.js';
+import { findClient } from './queries.js';
+import { ClientAccepted, ClientView, CreateClientBody, CreatedClient, clientView } from './schemas.js';
+
+export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+  app.post(
+    '/clients',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'Create a managed client (returns its auth code once)',
+        body: CreateClientBody,
+        response: { 201: CreatedClient, 202: ClientAccepted, ...COMMON_PROBLEMS, 409: ProblemSchema, 422: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const { user_id, client_name, client_desc } = request.body;
+      const { clientId, authCode, position } = await createManagedClient(
+        deps.store,
+        { userId: user_id, clientName: client_name, ...(client_desc === undefined ? {} : { clientDesc: client_desc }) },
+        commandMeta(request),
+      );
+      const location = `/api/v1/clients/${clientId}`;
+      const row = (await waitForProjection(deps, position)) ? await findClient(deps.db, clientId) : undefined;
+      if (!row) return reply.code(202).header('location', location).send({ client_id: clientId, auth_code: authCode });
+      const { last_seen: _lastSeen, ...view } = clientView(row);
+      return reply
+        .code(201)
+        .header('location', location)
+        .header('etag', etag(row.version))
+        .send({ ...view, client_type: 'managed' as const, auth_code: authCode });
+    },
+  );
+
+  app.get(
+    '/clients/:client_id',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'Get a client (never its auth code)',
+        params: z.object({ client_id: ClientIdParam }),
+        response: { 200: ClientView, ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const row = await findClient(deps.db, request.params.client_id);
+      if (!row) return sendProblem(reply, problem(404, DOMAIN_ERRORS.clientNotFound, `client ${request.params.client_id} not found`));
+      return reply.header('etag', etag(row.version)).send(clientView(row));
+    },
+  );
+};

@@ -1,0 +1,44 @@
+import { z } from 'zod';
+import { ClientId, Timestamp, UserId, iso } from '../../schemas.js';
+import type { ClientReadRow } from './queries.js';
+
+export const CreateClientBody = z.strictObject({
+  user_id: UserId,
+  client_name: z.string().trim().min(1).max(128),
+  client_desc: z.string().max(1024).optional().describe('Free text; recorded in the event log, not shown by GET yet'),
+});
+
+export const ClientView = z.object({
+  client_id: ClientId,
+  user_id: UserId.nullable(),
+  client_name: z.string(),
+  client_type: z.enum(['managed', 'anonymous']),
+  status: z.enum(['online', 'offline']),
+  node_id: z.string().nullable(),
+  last_seen: Timestamp.nullable(),
+  created_at: Timestamp,
+});
+export type ClientView = z.infer<typeof ClientView>;
+
+/** The create response is the only place the auth code ever appears. */
+export const CreatedClient = ClientView.omit({ last_seen: true }).extend({
+  auth_code: z.string().describe('Shown once; only its hash is stored'),
+  client_type: z.literal('managed'),
+});
+
+export const ClientAccepted = z
+  .object({ client_id: ClientId, auth_code: z.string() })
+  .describe('Recorded; the read model has not caught up yet (GET Location). The auth code is still shown only here.');
+
+export function clientView(row: ClientReadRow): ClientView {
+  return {
+    client_id: row.client_id,
+    user_id: row.user_id,
+    client_name: row.client_name,
+    client_type: row.client_type,
+    status: row.status,
+    node_id: row.node_id,
+    last_seen: row.last_seen_at === null ? null : iso(row.last_seen_at),
+    created_at: iso(row.created_at),
+  };
+}

@@ -1,0 +1,90 @@
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
+import { createMapping, deleteMapping } from '../../../../shared/domain/mapping/mapping.commands.js';
+import { commandMeta } from '../../auth.js';
+import type { ApiDeps } from '../../deps.js';
+import { problem, sendProblem } from '../../errors.js';
+import { waitForProjection } from '../../readYourWrites.js';
+import { COMMON_PROBLEMS, MappingId, MappingIdParam, ProblemSchema, etag } from '../../schemas.js';
+import { findMapping } from './queries.js';
+import { CreateMappingBody, MappingAccepted, MappingView, mappingView } from './schemas.js';
+
+export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+  app.post(
+    '/mappings',
+    {
+      schema: {
+        tags: ['mappings'],
+        summary: 'Create a tcp mapping (client-to-client or public)',
+        description: 'The mapping secret is never returned: agents receive it over their control connection.',
+        body: CreateMappingBody,
+        response: { 201: MappingView, 202: MappingAccepted, ...COMMON_PROBLEMS, 409: ProblemSchema, 422: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const b = request.body;
+      const { mappingId, publicPort, position } = await createMapping(
+        deps.store,
+        {
+          userId: b.user_id,
+          protocol: b.protocol,
+          sourceClientId: b.source_client_id ?? null,
+          targetClientId: b.target_client_id,
+          targetHost: b.target_host,
+          targetPort: b.target_port,
+          localHost: b.local_host ?? null,
+          localPort: b.local_port ?? null,
+          publicPort: b.public_port ?? null,
+          publicPortRange: deps.publicPortRange,
+        },
+        commandMeta(request),
+      );
+      const location = `/api/v1/mappings/${mappingId}`;
+      const row = (await waitForProjection(deps, position)) ? await findMapping(deps.db, mappingId) : undefined;
+      if (!row) return reply.code(202).header('location', location).send({ mapping_id: mappingId, public_port: publicPort });
+      return reply.code(201).header('location', location).header('etag', etag(row.version)).send(mappingView(row));
+    },
+  );
+
+  app.get(
+    '/mappings/:mapping_id',
+    {
+      schema: {
+        tags: ['mappings'],
+        summary: 'Get a mapping (without its secret)',
+        params: z.object({ mapping_id: MappingIdParam }),
+        response: { 200: MappingView, ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const row = await findMapping(deps.db, request.params.mapping_id);
+      if (!row) return sendProblem(reply, problem(404, DOMAIN_ERRORS.mappingNotFound, `mapping ${request.params.mapping_id} not found`));
+      return reply.header('etag', etag(row.version)).send(mappingView(row));
+    },
+  );
+
+  app.delete(
+    '/mappings/:mapping_id',
+    {
+      schema: {
+        tags: ['mappings'],
+        summary: 'Delete a mapping (frees its public port)',
+        params: z.object({ mapping_id: MappingIdParam }),
+        response: {
+          204: z.null().describe('Deleted, and the read model no longer shows it'),
+          202: z.object({ mapping_id: MappingId }).describe('Deleted; the read model has not caught up yet'),
+          ...COMMON_PROBLEMS,
+          404: ProblemSchema,
+          409: ProblemSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      const mappingId = request.params.mapping_id;
+      const { position } = await deleteMapping(deps.store, { mappingId }, commandMeta(request));
+      if (!(await waitForProjection(deps, position))) return reply.code(202).send({ mapping_id: mappingId });
+      return reply.code(204).send(null);
+    },
+  );
+};

@@ -1,0 +1,49 @@
+import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { createUser } from '../../../../shared/domain/user/user.commands.js';
+import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
+import { commandMeta } from '../../auth.js';
+import type { ApiDeps } from '../../deps.js';
+import { problem, sendProblem } from '../../errors.js';
+import { waitForProjection } from '../../readYourWrites.js';
+import { COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
+import { findUser } from './queries.js';
+import { CreateUserBody, UserAccepted, UserView, userView } from './schemas.js';
+
+export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
+  app.post(
+    '/users',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Create a user',
+        body: CreateUserBody,
+        response: { 201: UserView, 202: UserAccepted, ...COMMON_PROBLEMS, 409: ProblemSchema, 422: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const { userId, position } = await createUser(deps.store, request.body, commandMeta(request));
+      const location = `/api/v1/users/${userId}`;
+      const row = (await waitForProjection(deps, position)) ? await findUser(deps.db, userId) : undefined;
+      if (!row) return reply.code(202).header('location', location).send({ user_id: userId });
+      return reply.code(201).header('location', location).header('etag', etag(row.version)).send(userView(row));
+    },
+  );
+
+  app.get(
+    '/users/:user_id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Get a user',
+        params: z.object({ user_id: UserIdParam }),
+        response: { 200: UserView, ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const row = await findUser(deps.db, request.params.user_id);
+      if (!row) return sendProblem(reply, problem(404, DOMAIN_ERRORS.userNotFound, `user ${request.params.user_id} not found`));
+      return reply.header('etag', etag(row.version)).send(userView(row));
+    },
+  );
+};
