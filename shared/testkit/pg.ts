@@ -44,6 +44,9 @@ export async function createTestDatabase(prefix = 'tnx_test', migrate = true): P
     db,
     pool,
     async drop() {
+      // pool.end() resolves before its clients' sockets are closed, so DROP ... WITH (FORCE) below
+      // can still terminate one (57P01); unhandled, the pool would re-emit that as a fatal 'error'.
+      pool.on('error', () => undefined);
       await db.destroy().catch(() => undefined);
       const a = new pg.Client({ connectionString: TEST_PG_ADMIN_URL });
       await a.connect();
