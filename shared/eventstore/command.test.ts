@@ -51,6 +51,7 @@ function withReadBarrier(store: EventStore, parties: number): { store: EventStor
         if (reads <= parties) await barrier;
         return result;
       },
+      readLastEvent: (stream) => store.readLastEvent(stream),
       readAll: (...args) => store.readAll(...args),
       headPosition: () => store.headPosition(),
       subscribe: (options) => store.subscribe(options),

@@ -49,7 +49,13 @@ export async function loadAggregate<State, Cmd>(
   store: EventStore,
   stream: string,
   decider: Decider<State, Cmd>,
+  lastEventOnly = false,
 ): Promise<AggregateState<State>> {
+  if (lastEventOnly) {
+    const { event, revision } = await store.readLastEvent(stream);
+    const state = event ? decider.evolve(decider.initialState(), parseStoredEvent(event)) : decider.initialState();
+    return { state, revision, version: event?.version ?? 0, position: event?.position ?? 0 };
+  }
   const { events, revision } = await store.readStream(stream);
   let state = decider.initialState();
   for (const e of events) state = decider.evolve(state, parseStoredEvent(e));
@@ -80,6 +86,11 @@ export interface HandleCommandOptions {
   maxRetries?: number;
   /** Require the aggregate to be at this version (If-Match); a mismatch is a ConflictError, not retried. */
   expectedVersion?: number;
+  /**
+   * Fold only the stream's last event (one read, whatever the stream's length). Only for deciders
+   * whose state is fully determined by their last event, e.g. id sequences.
+   */
+  lastEventOnly?: boolean;
 }
 
 /**
@@ -96,7 +107,7 @@ export async function handleCommand<State, Cmd>(
 ): Promise<HandleCommandResult<State>> {
   const maxRetries = options.maxRetries ?? 5;
   for (let attempt = 0; ; attempt++) {
-    const current = await loadAggregate(store, stream, decider);
+    const current = await loadAggregate(store, stream, decider, options.lastEventOnly ?? false);
     if (options.expectedVersion !== undefined && options.expectedVersion !== current.version) {
       throw new ConflictError('TNX_CONFLICT_VERSION', `${stream} is at version ${current.version}, not ${options.expectedVersion}`);
     }

@@ -39,6 +39,12 @@ export function eventStoreContract(
     t.same(envelopeOf(read.events[1]), second);
 
     t.same(await store.readStream('sequence.unknown'), { events: [], revision: null }, 'absent stream');
+
+    const last = await store.readLastEvent('sequence.mapping');
+    t.equal(last.revision, b.revision, 'readLastEvent: same revision as the last append');
+    t.same(last.event && [last.event.position, last.event.version, last.event.stream], [b.position, 2, 'sequence.mapping']);
+    t.same(last.event && envelopeOf(last.event), second, 'readLastEvent: the last envelope');
+    t.same(await store.readLastEvent('sequence.unknown'), { event: null, revision: null }, 'readLastEvent: absent stream');
   });
 
   t.test("'no_stream' on an existing stream is a conflict and writes nothing", async (t) => {

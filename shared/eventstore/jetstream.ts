@@ -178,6 +178,15 @@ class JetStreamEventStore implements EventStore {
     return { events, revision: last.seq };
   }
 
+  async readLastEvent(stream: string): Promise<{ event: StoredEvent | null; revision: number | null }> {
+    assertStreamName(stream);
+    this.#assertOpen();
+    const subject = this.#evtPrefix + stream;
+    const msg = await call(`read last event of ${stream}`, () => this.#jsm.streams.getMessage(this.#stream, { last_by_subj: subject }));
+    if (!msg) return { event: null, revision: null };
+    return { event: this.#decodeStored(msg.subject, msg.header, msg.data, msg.seq), revision: msg.seq };
+  }
+
   async readAll(afterPosition: number, limit: number): Promise<StoredEvent[]> {
     this.#assertOpen();
     if (limit <= 0) return [];

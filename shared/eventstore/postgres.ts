@@ -106,6 +106,23 @@ export class PostgresEventStore implements EventStore {
     return { events, revision: events.length === 0 ? null : events.length };
   }
 
+  async readLastEvent(stream: string): Promise<{ event: StoredEvent | null; revision: number | null }> {
+    assertStreamName(stream);
+    this.#assertOpen();
+    const row = await this.#query(`read last event of ${stream}`, () =>
+      this.#db
+        .selectFrom('tnx_events')
+        .select(['position', 'stream', 'version', 'envelope'])
+        .where('stream', '=', stream)
+        .orderBy('version', 'desc')
+        .limit(1)
+        .executeTakeFirst(),
+    );
+    if (!row) return { event: null, revision: null };
+    const event = toEvent(row);
+    return { event, revision: event.version };
+  }
+
   async readAll(afterPosition: number, limit: number): Promise<StoredEvent[]> {
     this.#assertOpen();
     return this.#readAll(afterPosition, limit);

@@ -63,6 +63,12 @@ export interface EventStore {
    */
   append(stream: string, event: EventEnvelope, options: AppendOptions): Promise<AppendResult>;
   readStream(stream: string): Promise<ReadStreamResult>;
+  /**
+   * The stream's last event and revision in one round trip (null/null when the stream does not
+   * exist). For aggregates whose state is a function of their last event only, such as id
+   * sequences, whose streams grow without bound.
+   */
+  readLastEvent(stream: string): Promise<{ event: StoredEvent | null; revision: number | null }>;
   /** Reads up to `limit` events with position > afterPosition, across all streams, in order. */
   readAll(afterPosition: number, limit: number): Promise<StoredEvent[]>;
   /** The position of the last stored event (0 when empty). */
