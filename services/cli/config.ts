@@ -26,6 +26,8 @@ export const ServerConfigSchema = z.strictObject({
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
 export function defaultDataDir(): string {
+  // Root runs services: the FHS place (and the embedded PostgreSQL's system user can reach it).
+  if (typeof process.getuid === 'function' && process.getuid() === 0) return '/var/lib/tunnox/server';
   const base = process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share');
   return join(base, 'tunnox', 'server');
 }

