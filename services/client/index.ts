@@ -1,0 +1,288 @@
+import { connect, type Socket } from 'node:net';
+import { ControlChannel } from '../../shared/net/control.js';
+import { readFirstFrame, splitHostPort } from '../../shared/net/frames.js';
+import { TunnoxError, errorMessage } from '../../shared/platform/errors.js';
+import type { Logger } from '../../shared/platform/logger.js';
+import { FrameDecoder } from '../../shared/wire/codec.js';
+import { SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
+import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ControlMessage } from '../../shared/wire/messages.js';
+import { PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
+import { loadCredentials, saveCredentials } from './credentials.js';
+import { AgentFatalError } from './errors.js';
+import { MappingRuntime, type TunnelContext } from './mappings.js';
+
+export { AgentFatalError } from './errors.js';
+export type { AgentMapping } from '../../shared/wire/messages.js';
+
+/** Reported to the edge in the handshake. */
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentOptions {
+  /** Edge control address, host:port. */
+  server: string;
+  clientId?: number;
+  authCode?: string;
+  /** Where anonymous credentials are saved (0600) and loaded from when no clientId is given. */
+  credentialsPath?: string;
+  logger: Logger;
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+  /** Heartbeat period; never slower than the edge's. Default: the edge's. */
+  heartbeatIntervalMs?: number;
+  /** Time for the handshake and for a tunnel open to be acked; default 10 s. */
+  handshakeTimeoutMs?: number;
+  onReady?: (info: { clientId: number; clientType: 'managed' | 'anonymous'; nodeId: string }) => void;
+  onConfig?: (mappings: AgentMapping[], version: number) => void;
+  /** The agent gave up for good (bad credentials, replaced by another login, ...); it is stopped. */
+  onFatal?: (err: AgentFatalError) => void;
+}
+
+export interface RunningAgent {
+  stop(): Promise<void>;
+  readonly clientId: number | undefined;
+  listeningPorts(): Map<number, number>;
+}
+
+const FROM_EDGE: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.Command]);
+
+interface Identity {
+  clientId: number;
+  authCode: string;
+}
+
+/**
+ * Starts the agent: connects to the edge, authenticates (or registers anonymously and saves the
+ * issued credentials), applies pushed config, and reconnects with exponential backoff and jitter.
+ * Mappings keep running across reconnects and are resynced from the full config each time.
+ */
+export function startAgent(opts: AgentOptions): RunningAgent {
+  const agent = new Agent(opts);
+  const done = agent.run();
+  return {
+    get clientId() {
+      return agent.clientId;
+    },
+    listeningPorts: () => agent.runtime.listeningPorts(),
+    async stop() {
+      agent.stop();
+      await done;
+    },
+  };
+}
+
+class Agent {
+  clientId: number | undefined;
+  readonly runtime: MappingRuntime;
+  private readonly log: Logger;
+  private readonly edge: { host: string; port: number };
+  private identity: Identity | undefined;
+  private stopped = false;
+  private tunnelContext: TunnelContext | undefined;
+  private channel: ControlChannel | undefined;
+  private socket: Socket | undefined;
+  private wake: (() => void) | undefined;
+  private configQueue: Promise<void> = Promise.resolve();
+
+  constructor(private readonly o: AgentOptions) {
+    this.log = o.logger.child({ server: o.server });
+    this.edge = splitHostPort(o.server);
+    this.runtime = new MappingRuntime(this.log, () => this.tunnelContext);
+    if (o.clientId !== undefined && o.authCode !== undefined) this.identity = { clientId: o.clientId, authCode: o.authCode };
+    this.clientId = o.clientId;
+  }
+
+  async run(): Promise<void> {
+    try {
+      if ((this.o.clientId === undefined) !== (this.o.authCode === undefined)) {
+        throw new AgentFatalError('TNX_AGENT_CREDENTIALS_INVALID', 'clientId and authCode go together (omit both for saved or anonymous credentials)');
+      }
+      if (!this.identity && this.o.credentialsPath) {
+        const saved = await loadCredentials(this.o.credentialsPath);
+        if (saved && saved.server !== this.o.server) {
+          throw new AgentFatalError(
+            'TNX_AGENT_CREDENTIALS_MISMATCH',
+            `credentials in ${this.o.credentialsPath} were issued by ${saved.server}, not ${this.o.server}; ` +
+              'use --server ' + saved.server + ', or point --credentials at another file to register a new anonymous client',
+          );
+        }
+        if (saved) {
+          this.identity = { clientId: saved.client_id, authCode: saved.auth_code };
+          this.clientId = saved.client_id;
+          this.log.info({ clientId: saved.client_id, path: this.o.credentialsPath }, 'using saved credentials');
+        }
+      }
+      let attempt = 0;
+      while (!this.stopped) {
+        const established = await this.session();
+        if (this.stopped) break;
+        attempt = established ? 0 : attempt + 1;
+        const delay = this.backoff(attempt);
+        this.log.info({ delayMs: delay }, 'reconnecting');
+        await this.sleep(delay);
+      }
+    } catch (err) {
+      const fatal = err instanceof AgentFatalError ? err : new AgentFatalError('TNX_AGENT_FAILED', errorMessage(err), { cause: err });
+      this.log.error({ code: fatal.code }, fatal.message);
+      this.stopped = true;
+      this.o.onFatal?.(fatal);
+    } finally {
+      this.runtime.stop();
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.channel?.close('agent stopping');
+    this.socket?.destroy();
+    this.wake?.();
+  }
+
+  /** 1st retry after ~min, doubling up to max; the delay is drawn from [d/2, d] so agents spread out. */
+  private backoff(attempt: number): number {
+    const min = this.o.reconnectMinMs ?? 1_000;
+    const max = this.o.reconnectMaxMs ?? 30_000;
+    const d = Math.min(max, min * 2 ** Math.min(attempt, 20));
+    return Math.round(d / 2 + Math.random() * (d / 2));
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+
+  /**
+   * One control connection, from dial to close. Returns whether the handshake succeeded.
+   * Throws AgentFatalError for what reconnecting cannot fix.
+   */
+  private async session(): Promise<boolean> {
+    const timeoutMs = this.o.handshakeTimeoutMs ?? 10_000;
+    const socket = connect({ host: this.edge.host, port: this.edge.port, noDelay: true });
+    this.socket = socket;
+    let socketError: Error | undefined;
+    socket.on('error', (err) => {
+      socketError ??= err;
+    });
+    const sentAt = Date.now();
+    socket.write(
+      encodeMessage(PacketType.Handshake, {
+        protocol_version: PROTOCOL_VERSION,
+        client_version: AGENT_VERSION,
+        ...(this.identity ? { client_id: this.identity.clientId, auth_code: this.identity.authCode } : {}),
+      }),
+    );
+    const decoder = new FrameDecoder();
+    let msg: ControlMessage;
+    try {
+      const frame = await readFirstFrame(socket, decoder, timeoutMs);
+      if (frame.type !== PacketType.HandshakeResp) throw new TunnoxError('TNX_AGENT_PROTOCOL', `edge answered with ${packetTypeName(frame.type)}`);
+      msg = decodeMessage(frame);
+    } catch (err) {
+      socket.destroy();
+      if (!this.stopped) this.log.warn({ err: errorMessage(socketError ?? err) }, 'cannot reach the edge');
+      return false;
+    }
+    if (msg.type !== PacketType.HandshakeResp) return false;
+    const resp = msg.body;
+    if (!resp.ok) {
+      socket.destroy();
+      if (resp.error.code === WireErrorCode.AuthFailed) {
+        const where = this.o.credentialsPath && this.o.clientId === undefined ? ` (credentials from ${this.o.credentialsPath})` : '';
+        throw new AgentFatalError(
+          WireErrorCode.AuthFailed,
+          `the edge refused client ${this.identity?.clientId ?? '?'}${where}: unknown client id or wrong auth code`,
+        );
+      }
+      if (resp.error.code === WireErrorCode.ProtocolVersion) throw new AgentFatalError(resp.error.code, resp.error.message);
+      this.log.warn({ code: resp.error.code }, `handshake refused: ${resp.error.message}`);
+      return false;
+    }
+    const receivedAt = Date.now();
+    if (this.stopped) {
+      socket.destroy();
+      return true;
+    }
+    if (resp.auth_code !== undefined) await this.adoptIssuedIdentity(resp.client_id, resp.auth_code);
+    this.clientId = resp.client_id;
+    // Assume the edge stamped its clock half-way through the round trip.
+    const clockOffsetMs = resp.server_time_ms - (sentAt + receivedAt) / 2;
+    this.tunnelContext = { edgeHost: this.edge.host, edgePort: this.edge.port, clientId: resp.client_id, clockOffsetMs, timeoutMs };
+    const log = this.log.child({ clientId: resp.client_id, nodeId: resp.node_id });
+    log.info({ clientType: resp.client_type, sessionId: resp.session_id }, 'connected to the edge');
+
+    let fatal: AgentFatalError | undefined;
+    await new Promise<void>((resolve) => {
+      const channel = new ControlChannel({
+        socket,
+        decoder,
+        accept: FROM_EDGE,
+        heartbeatIntervalMs: Math.min(this.o.heartbeatIntervalMs ?? resp.heartbeat_interval_ms, resp.heartbeat_interval_ms),
+        silenceTimeoutMs: resp.heartbeat_interval_ms * 3,
+        onMessage: (m) => {
+          if (m.type !== PacketType.Command) return;
+          if (m.body.name === 'session.close') {
+            log.info({ reason: m.body.payload.reason }, 'edge closed the session');
+            if (m.body.payload.reason === SessionCloseReason.Replaced) {
+              fatal = new AgentFatalError('TNX_AGENT_REPLACED', `another agent logged in as client ${resp.client_id}; this one stops`);
+            }
+            return;
+          }
+          this.onCommand(channel, m.body, log);
+        },
+        onClose: (reason) => {
+          if (!this.stopped) log.warn({ reason }, 'control connection closed');
+          resolve();
+        },
+      });
+      this.channel = channel;
+      channel.start();
+      this.o.onReady?.({ clientId: resp.client_id, clientType: resp.client_type, nodeId: resp.node_id });
+    });
+    this.channel = undefined;
+    this.tunnelContext = undefined;
+    if (fatal) throw fatal;
+    return true;
+  }
+
+  private onCommand(channel: ControlChannel, cmd: Command, log: Logger): void {
+    if (cmd.name === 'config.sync') {
+      // Configs apply one at a time, in the order they were pushed.
+      const { version, mappings } = cmd.payload;
+      this.configQueue = this.configQueue.then(async () => {
+        const failures = await this.runtime.apply(mappings);
+        channel.send(PacketType.CommandResp, {
+          id: cmd.id,
+          ok: failures.length === 0,
+          ...(failures.length > 0
+            ? { error: { code: WireErrorCode.AgentListenFailed, message: failures.map((f) => `mapping ${f.mapping_id}: ${f.error}`).join('; ') } }
+            : {}),
+        });
+        log.info({ version, mappings: mappings.length, failed: failures.length }, 'config applied');
+        this.o.onConfig?.(mappings, version);
+      });
+      return;
+    }
+    if (cmd.name === 'tunnel.open') {
+      void this.runtime.handleTunnelRequest(cmd.payload).then((answer) => channel.send(PacketType.CommandResp, { id: cmd.id, ...answer }));
+    }
+  }
+
+  private async adoptIssuedIdentity(clientId: number, authCode: string): Promise<void> {
+    this.identity = { clientId, authCode };
+    if (!this.o.credentialsPath) {
+      this.log.warn({ clientId }, 'registered as an anonymous client, but no credentials path is set: the identity is lost when the agent stops');
+      return;
+    }
+    try {
+      await saveCredentials(this.o.credentialsPath, { server: this.o.server, client_id: clientId, auth_code: authCode });
+      this.log.info({ clientId, path: this.o.credentialsPath }, 'registered as an anonymous client; credentials saved');
+    } catch (err) {
+      this.log.error({ clientId, path: this.o.credentialsPath, err: errorMessage(err) }, 'could not save the issued credentials; this identity is lost when the agent stops');
+    }
+  }
+}

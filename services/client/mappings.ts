@@ -1,0 +1,245 @@
+import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { pipeSockets } from '../../shared/net/pipe.js';
+import { errorMessage } from '../../shared/platform/errors.js';
+import type { Logger } from '../../shared/platform/logger.js';
+import { WireErrorCode } from '../../shared/wire/codes.js';
+import type { AgentMapping, TunnelRequest } from '../../shared/wire/messages.js';
+import { dialTunnel, type TunnelDial } from './tunnel.js';
+
+/** What a tunnel needs from the current control session. */
+export interface TunnelContext {
+  edgeHost: string;
+  edgePort: number;
+  clientId: number;
+  clockOffsetMs: number;
+  timeoutMs: number;
+}
+
+interface Running {
+  readonly mapping: AgentMapping;
+  /** Source role: the local listener. */
+  server?: Server;
+  boundPort?: number;
+  /** Every socket of this mapping's tunnels (both halves, pending or piping), for teardown. */
+  readonly sockets: Set<Socket>;
+}
+
+export interface ApplyFailure {
+  mapping_id: number;
+  role: AgentMapping['role'];
+  error: string;
+}
+
+export interface CommandAnswer {
+  ok: boolean;
+  error?: { code: string; message: string };
+}
+
+const keyOf = (m: AgentMapping): string => `${m.role}:${m.mapping_id}`;
+
+/** Canonical form: two mappings that compare equal need no restart. */
+function fingerprint(m: AgentMapping): string {
+  return JSON.stringify([m.protocol, m.local_host ?? null, m.local_port ?? null, m.target_host ?? null, m.target_port ?? null, m.secret_key]);
+}
+
+/**
+ * The agent's running mappings, diffed against each pushed config (rathole style): new ones
+ * start, vanished ones stop, changed ones restart. Stopping a mapping closes its listener and
+ * its tunnels (a deleted mapping revokes access). Survives control reconnects: listeners keep
+ * running while the agent resyncs.
+ */
+export class MappingRuntime {
+  private readonly running = new Map<string, Running>();
+  private stopped = false;
+
+  constructor(
+    private readonly log: Logger,
+    /** The current tunnel context, or undefined while there is no control session. */
+    private readonly context: () => TunnelContext | undefined,
+  ) {}
+
+  listeningPorts(): Map<number, number> {
+    const ports = new Map<number, number>();
+    for (const r of this.running.values()) if (r.boundPort !== undefined) ports.set(r.mapping.mapping_id, r.boundPort);
+    return ports;
+  }
+
+  /** Applies a full config. Resolves once listeners are bound, with the mappings that failed. */
+  async apply(mappings: readonly AgentMapping[]): Promise<ApplyFailure[]> {
+    const wanted = new Map(mappings.map((m) => [keyOf(m), m]));
+    for (const [key, r] of this.running) {
+      const next = wanted.get(key);
+      if (!next) this.remove(key, 'mapping removed');
+      else if (fingerprint(next) !== fingerprint(r.mapping)) this.remove(key, 'mapping changed');
+    }
+    const failures: ApplyFailure[] = [];
+    for (const [key, m] of wanted) {
+      if (this.running.has(key) || this.stopped) continue;
+      const error = await this.add(key, m);
+      if (error) failures.push({ mapping_id: m.mapping_id, role: m.role, error });
+    }
+    return failures;
+  }
+
+  /** Target role: the edge asks for the other half of a tunnel. */
+  async handleTunnelRequest(req: TunnelRequest): Promise<CommandAnswer> {
+    const ctx = { mappingId: req.mapping_id, tunnelId: req.tunnel_id };
+    const r = this.running.get(`target:${req.mapping_id}`);
+    const tunnel = this.context();
+    if (!r || !tunnel) {
+      this.log.warn(ctx, 'tunnel request for a mapping this agent is not the target of');
+      return { ok: false, error: { code: WireErrorCode.AgentUnknownMapping, message: `mapping ${req.mapping_id} is not a target here` } };
+    }
+    const { target_host: host, target_port: port } = r.mapping;
+    // Never an open proxy: only the exact host:port of our own config is ever dialed.
+    if (host === undefined || port === undefined || req.target_host !== host || req.target_port !== port) {
+      this.log.warn({ ...ctx, requested: `${req.target_host}:${req.target_port}` }, 'tunnel request for a target other than the configured one');
+      return { ok: false, error: { code: WireErrorCode.AgentTargetMismatch, message: 'requested target does not match this agent\'s config' } };
+    }
+    let local: Socket;
+    try {
+      local = await dialTarget(host, port, tunnel.timeoutMs);
+    } catch (err) {
+      this.log.info({ ...ctx, target: `${host}:${port}`, err: errorMessage(err) }, 'target service unreachable');
+      return { ok: false, error: { code: WireErrorCode.AgentDialFailed, message: `${host}:${port}: ${errorMessage(err)}` } };
+    }
+    if (this.running.get(`target:${req.mapping_id}`) !== r) {
+      local.destroy();
+      return { ok: false, error: { code: WireErrorCode.AgentUnknownMapping, message: 'mapping removed' } };
+    }
+    // The target service may speak first (SSH/MySQL banners): hold it until the tunnel is acked.
+    local.pause();
+    const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId: req.tunnel_id, role: 'target' });
+    this.bridge(r, local, dial, ctx);
+    return { ok: true };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const key of [...this.running.keys()]) this.remove(key, 'agent stopping');
+  }
+
+  private async add(key: string, m: AgentMapping): Promise<string | undefined> {
+    const r: Running = { mapping: m, sockets: new Set() };
+    if (m.role === 'target') {
+      this.running.set(key, r);
+      this.log.info({ mappingId: m.mapping_id, target: `${m.target_host}:${m.target_port}` }, 'target mapping ready');
+      return undefined;
+    }
+    if (m.local_port === undefined) return 'source mapping without local_port';
+    const host = m.local_host ?? '127.0.0.1';
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    server.on('connection', (visitor: Socket) => this.onVisitor(r, visitor));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host, port: m.local_port }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      this.log.error({ mappingId: m.mapping_id, listen: `${host}:${m.local_port}`, err: errorMessage(err) }, 'cannot listen for this mapping');
+      return `listen ${host}:${m.local_port}: ${errorMessage(err)}`;
+    }
+    server.on('error', (err) => this.log.error({ mappingId: m.mapping_id, err }, 'listener error'));
+    if (this.stopped) {
+      server.close();
+      return undefined;
+    }
+    r.server = server;
+    r.boundPort = (server.address() as AddressInfo).port;
+    this.running.set(key, r);
+    this.log.info({ mappingId: m.mapping_id, listen: `${host}:${r.boundPort}` }, 'source mapping listening');
+    return undefined;
+  }
+
+  private remove(key: string, reason: string): void {
+    const r = this.running.get(key);
+    if (!r) return;
+    this.running.delete(key);
+    r.server?.close();
+    for (const s of r.sockets) s.destroy();
+    this.log.info({ mappingId: r.mapping.mapping_id, role: r.mapping.role, reason }, 'mapping stopped');
+  }
+
+  /** Source role: a local visitor connected. It stays paused until the edge acks the tunnel. */
+  private onVisitor(r: Running, visitor: Socket): void {
+    visitor.setNoDelay(true);
+    visitor.on('error', () => undefined);
+    const tunnel = this.context();
+    const tunnelId = randomBytes(16).toString('hex');
+    const ctx = { mappingId: r.mapping.mapping_id, tunnelId };
+    if (!tunnel) {
+      this.log.info(ctx, 'visitor refused: not connected to the edge');
+      visitor.destroy();
+      return;
+    }
+    const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId, role: 'source' });
+    this.bridge(r, visitor, dial, ctx);
+  }
+
+  private bridge(r: Running, local: Socket, dial: TunnelDial, ctx: { mappingId: number; tunnelId: string }): void {
+    r.sockets.add(local);
+    r.sockets.add(dial.socket);
+    const forget = (): void => {
+      r.sockets.delete(local);
+      r.sockets.delete(dial.socket);
+    };
+    // If the local side gives up while we wait for the ack, drop the tunnel connection too.
+    const onLocalClose = (): void => void dial.socket.destroy();
+    local.once('close', onLocalClose);
+    dial.ready.then(
+      (early) => {
+        local.off('close', onLocalClose);
+        if (local.destroyed) {
+          dial.socket.destroy();
+          forget();
+          return;
+        }
+        if (early.length > 0) local.write(early);
+        void pipeSockets(local, dial.socket).then((res) => {
+          forget();
+          this.log.debug({ ...ctx, bytesOut: res.bytesAtoB, bytesIn: res.bytesBtoA, err: res.error?.message }, 'tunnel closed');
+        });
+      },
+      (err: unknown) => {
+        local.off('close', onLocalClose);
+        this.log.info({ ...ctx, err: errorMessage(err), code: (err as { code?: string }).code }, 'tunnel not opened');
+        local.destroy();
+        dial.socket.destroy();
+        forget();
+      },
+    );
+  }
+
+  private tunnelParams(t: TunnelContext, m: AgentMapping) {
+    return {
+      edgeHost: t.edgeHost,
+      edgePort: t.edgePort,
+      mappingId: m.mapping_id,
+      secretKey: m.secret_key,
+      clientId: t.clientId,
+      clockOffsetMs: t.clockOffsetMs,
+      timeoutMs: t.timeoutMs,
+    };
+  }
+}
+
+function dialTarget(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${timeoutMs} ms`)), timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.off('error', reject);
+      socket.on('error', () => undefined);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}

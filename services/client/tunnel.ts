@@ -1,0 +1,64 @@
+import { connect, type Socket } from 'node:net';
+import { readFirstFrame } from '../../shared/net/frames.js';
+import { TunnoxError } from '../../shared/platform/errors.js';
+import { FrameDecoder } from '../../shared/wire/codec.js';
+import { decodeMessage, encodeMessage } from '../../shared/wire/messages.js';
+import { PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
+import { computeProof, newNonce } from '../../shared/wire/proof.js';
+
+export interface TunnelDialParams {
+  edgeHost: string;
+  edgePort: number;
+  mappingId: number;
+  secretKey: string;
+  tunnelId: string;
+  role: 'source' | 'target';
+  clientId: number;
+  /** Edge clock minus local clock, learned at handshake, so the edge's replay window sees its own time. */
+  clockOffsetMs: number;
+  timeoutMs: number;
+}
+
+export interface TunnelDial {
+  /** Created at once so the caller can destroy it at any time (that rejects `ready`). */
+  readonly socket: Socket;
+  /** Resolves after a positive TunnelOpenAck with the raw bytes that followed it. */
+  readonly ready: Promise<Buffer>;
+}
+
+/**
+ * Opens a tunnel connection: TunnelOpen with a proof of the mapping secret (the secret itself never
+ * travels), then waits for the ack. After that the socket carries raw bytes only.
+ */
+export function dialTunnel(p: TunnelDialParams): TunnelDial {
+  const socket = connect({ host: p.edgeHost, port: p.edgePort, allowHalfOpen: true, noDelay: true });
+  let socketError: Error | undefined;
+  socket.on('error', (err) => {
+    socketError ??= err;
+  });
+  const fields = {
+    mapping_id: p.mappingId,
+    tunnel_id: p.tunnelId,
+    role: p.role,
+    client_id: p.clientId,
+    ts: Math.round(Date.now() + p.clockOffsetMs),
+    nonce: newNonce(),
+  };
+  socket.write(encodeMessage(PacketType.TunnelOpen, { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(p.secretKey, fields) }));
+  const decoder = new FrameDecoder();
+  const ready = readFirstFrame(socket, decoder, p.timeoutMs).then(
+    (frame) => {
+      if (frame.type !== PacketType.TunnelOpenAck) {
+        throw new TunnoxError('TNX_AGENT_PROTOCOL', `edge answered TunnelOpen with ${packetTypeName(frame.type)}`);
+      }
+      const msg = decodeMessage(frame);
+      if (msg.type !== PacketType.TunnelOpenAck) throw new TunnoxError('TNX_AGENT_PROTOCOL', 'unexpected answer');
+      if (!msg.body.ok) throw new TunnoxError(msg.body.error.code, msg.body.error.message);
+      return decoder.takeRemainder();
+    },
+    (err: unknown) => {
+      throw socketError ?? err;
+    },
+  );
+  return { socket, ready };
+}

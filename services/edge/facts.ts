@@ -1,0 +1,54 @@
+import type { CommandMetadata } from '../../shared/eventstore/command.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import { recordClientConnected, recordClientDisconnected } from '../../shared/domain/index.js';
+import type { Logger } from '../../shared/platform/logger.js';
+
+/**
+ * Records session facts (ClientConnected / ClientDisconnected) in order per client: a replacing
+ * session's connect is appended only after the facts of the session it replaced, so the event log
+ * tells the story in the order it happened. Failures are logged, never thrown: a lost fact must
+ * not break a live session (the projection only drives presence).
+ */
+export class SessionFacts {
+  private readonly queues = new Map<number, Promise<void>>();
+  private readonly meta: CommandMetadata;
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly nodeId: string,
+    private readonly log: Logger,
+  ) {
+    this.meta = { actor: { kind: 'node', id: nodeId } };
+  }
+
+  connected(clientId: number, sessionId: string, remoteAddr: string): void {
+    this.enqueue(clientId, () =>
+      recordClientConnected(this.store, { clientId, nodeId: this.nodeId, sessionId, remoteAddr }, { ...this.meta, correlationId: sessionId }),
+    );
+  }
+
+  disconnected(clientId: number, sessionId: string, reason: string): void {
+    this.enqueue(clientId, () =>
+      recordClientDisconnected(this.store, { clientId, nodeId: this.nodeId, sessionId, reason }, { ...this.meta, correlationId: sessionId }),
+    );
+  }
+
+  /** Resolves when every queued fact has been appended (or has failed and been logged). */
+  async drain(): Promise<void> {
+    while (this.queues.size > 0) await Promise.all([...this.queues.values()]);
+  }
+
+  private enqueue(clientId: number, append: () => Promise<unknown>): void {
+    const prev = this.queues.get(clientId) ?? Promise.resolve();
+    const next: Promise<void> = prev
+      .then(append)
+      .then(
+        () => undefined,
+        (err: unknown) => this.log.error({ err, clientId }, 'could not record a session fact'),
+      )
+      .finally(() => {
+        if (this.queues.get(clientId) === next) this.queues.delete(clientId);
+      });
+    this.queues.set(clientId, next);
+  }
+}

@@ -1,0 +1,76 @@
+import { clientStream, registerAnonymousClient } from '../../shared/domain/index.js';
+import type { Db } from '../../shared/db/connect.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import { hashSecret, randomToken, verifySecret } from '../../shared/platform/secrets.js';
+import { WireErrorCode } from '../../shared/wire/codes.js';
+import type { Handshake } from '../../shared/wire/messages.js';
+import { PROTOCOL_VERSION } from '../../shared/wire/packets.js';
+import { loadClientAuth } from './readmodel.js';
+
+export type HandshakeOutcome =
+  | { ok: true; clientId: number; clientType: 'managed' | 'anonymous'; issuedAuthCode?: string }
+  | { ok: false; code: WireErrorCode; message: string; logReason: string };
+
+/**
+ * A valid scrypt hash of a random secret nobody knows. Unknown client ids are verified against it,
+ * so they cost the same time as a wrong code: the answer and its timing do not reveal which ids exist.
+ */
+let decoyHash: Promise<string> | undefined;
+/** Computed once per process; call at startup so not even the first probe is slower. */
+export function decoy(): Promise<string> {
+  decoyHash ??= hashSecret(randomToken('decoy_'));
+  return decoyHash;
+}
+
+const AUTH_FAILED = 'authentication failed';
+
+/** Decides who the agent is: a known client proving its auth code, or a new anonymous client. */
+export async function authenticate(hs: Handshake, deps: { db: Db; store: EventStore; nodeId: string }): Promise<HandshakeOutcome> {
+  if (hs.protocol_version !== PROTOCOL_VERSION) {
+    return {
+      ok: false,
+      code: WireErrorCode.ProtocolVersion,
+      message: `protocol version ${hs.protocol_version} is not supported; this edge speaks ${PROTOCOL_VERSION}`,
+      logReason: `unsupported protocol version ${hs.protocol_version}`,
+    };
+  }
+  if (hs.client_id === undefined && hs.auth_code === undefined) {
+    const authCode = randomToken('tnxc_');
+    const { clientId } = await registerAnonymousClient(
+      deps.store,
+      { authCodeHash: await hashSecret(authCode) },
+      { actor: { kind: 'node', id: deps.nodeId } },
+    );
+    return { ok: true, clientId, clientType: 'anonymous', issuedAuthCode: authCode };
+  }
+  if (hs.client_id === undefined || hs.auth_code === undefined) {
+    return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'client_id and auth_code must come together' };
+  }
+  const row = await loadClientRow(deps, hs.client_id);
+  const valid = await verifySecret(hs.auth_code, row?.auth_code_hash ?? (await decoy()));
+  if (!row) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'unknown client id' };
+  if (!valid) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'wrong auth code' };
+  return { ok: true, clientId: row.client_id, clientType: row.client_type };
+}
+
+/** How long a login waits for a just-registered client to reach the read model. */
+const PROJECTION_GRACE_MS = 3_000;
+
+/**
+ * The read model is the authority for auth, but it trails the event log by a few milliseconds. An
+ * agent that registered anonymously and restarted at once would be refused and stop for good, so
+ * when the row is missing but the client's stream exists, wait briefly for the projection.
+ */
+async function loadClientRow(deps: { db: Db; store: EventStore }, clientId: number) {
+  const row = await loadClientAuth(deps.db, clientId);
+  if (row) return row;
+  const { revision } = await deps.store.readStream(clientStream(clientId));
+  if (revision === null) return undefined;
+  const deadline = Date.now() + PROJECTION_GRACE_MS;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    const projected = await loadClientAuth(deps.db, clientId);
+    if (projected) return projected;
+  }
+  return undefined;
+}

@@ -1,0 +1,212 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import type { ChangeBus, ChangeNotice } from '../../shared/contracts/notices.js';
+import type { Db } from '../../shared/db/connect.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import { closeAfterFlush, readFirstFrame } from '../../shared/net/frames.js';
+import { errorMessage } from '../../shared/platform/errors.js';
+import type { Logger } from '../../shared/platform/logger.js';
+import { FrameDecoder } from '../../shared/wire/codec.js';
+import { SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
+import { decodeMessage, encodeMessage, type ControlMessage, type Handshake } from '../../shared/wire/messages.js';
+import { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
+import { SessionFacts } from './facts.js';
+import { authenticate, decoy } from './handshake.js';
+import { PublicListeners } from './public.js';
+import { ControlSession } from './session.js';
+import { TunnelBroker } from './tunnels.js';
+
+export interface EdgeOptions {
+  store: EventStore;
+  db: Db;
+  bus: ChangeBus;
+  logger: Logger;
+  nodeId: string;
+  controlHost: string;
+  /** 0 = ephemeral (tests). */
+  controlPort: number;
+  /** Bind address for public mapping listeners; default '0.0.0.0'. */
+  publicHost?: string;
+  maxFrameSize?: number;
+  /** Default 30 s; a session silent for 3 intervals is closed. */
+  heartbeatIntervalMs?: number;
+  /** Time allowed for the first frame (Handshake or TunnelOpen); default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** Time a visitor waits for the target agent's half of the tunnel; default 10 s. */
+  tunnelOpenTimeoutMs?: number;
+  /** Accepted clock difference for TunnelOpen timestamps (replay window); default 60 s. */
+  replayWindowMs?: number;
+}
+
+export interface RunningEdge {
+  readonly controlPort: number;
+  readonly nodeId: string;
+  stop(): Promise<void>;
+  stats(): { sessions: number; tunnels: number; publicListeners: number };
+}
+
+/**
+ * The edge: one TCP port for both connection kinds (the first frame decides: Handshake → control
+ * session, TunnelOpen → tunnel half), public TCP listeners, config push on change notices.
+ * Holds no durable state; everything it knows comes from the read models and the bus.
+ */
+export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
+  const { store, db, bus, nodeId } = opts;
+  // The caller may have bound nodeId already (pino would repeat the key).
+  const log = opts.logger.bindings().nodeId === nodeId ? opts.logger : opts.logger.child({ nodeId });
+  const maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
+  const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 30_000;
+  const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+  const tunnelOpenTimeoutMs = opts.tunnelOpenTimeoutMs ?? 10_000;
+
+  const sessions = new Map<number, ControlSession>();
+  /** Connections still deciding what they are (before the first frame is handled). */
+  const unclassified = new Set<Socket>();
+  const facts = new SessionFacts(store, nodeId, log);
+  const broker = new TunnelBroker({
+    db,
+    logger: log,
+    findSession: (clientId) => sessions.get(clientId),
+    openTimeoutMs: tunnelOpenTimeoutMs,
+    replayWindowMs: opts.replayWindowMs ?? 60_000,
+  });
+  const publicListeners = new PublicListeners({ db, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
+  let stopping: Promise<void> | undefined;
+
+  const onSessionClosed = (session: ControlSession, reason: string): void => {
+    if (sessions.get(session.clientId) === session) sessions.delete(session.clientId);
+    broker.failSession(session);
+    facts.disconnected(session.clientId, session.sessionId, reason);
+    log.info({ clientId: session.clientId, sessionId: session.sessionId, reason }, 'agent session closed');
+  };
+
+  async function onHandshake(socket: Socket, decoder: FrameDecoder, hs: Handshake): Promise<void> {
+    const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
+    const outcome = await authenticate(hs, { db, store, nodeId }).catch((err: unknown) => {
+      log.error({ err, clientId: hs.client_id }, 'handshake failed on an internal error');
+      return { ok: false as const, code: WireErrorCode.EdgeInternal, message: 'edge error, retry later', logReason: 'internal error' };
+    });
+    if (!outcome.ok) {
+      log.warn({ clientId: hs.client_id, remoteAddr, code: outcome.code }, `handshake refused: ${outcome.logReason}`);
+      socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error: { code: outcome.code, message: outcome.message } }));
+      closeAfterFlush(socket);
+      return;
+    }
+    const { clientId, clientType } = outcome;
+    if (stopping || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    const session = new ControlSession({
+      clientId,
+      clientType,
+      sessionId: randomUUID(),
+      remoteAddr,
+      socket,
+      decoder,
+      db,
+      logger: log,
+      heartbeatIntervalMs,
+      commandTimeoutMs: tunnelOpenTimeoutMs,
+      onClosed: onSessionClosed,
+    });
+    const previous = sessions.get(clientId);
+    // Registered before the first config read, so a notice arriving meanwhile is not missed.
+    sessions.set(clientId, session);
+    if (previous) {
+      log.info({ clientId, sessionId: previous.sessionId }, 'replacing the previous session of this client');
+      previous.close('replaced by a new login', SessionCloseReason.Replaced);
+    }
+    socket.write(
+      encodeMessage(PacketType.HandshakeResp, {
+        ok: true,
+        protocol_version: PROTOCOL_VERSION,
+        client_id: clientId,
+        client_type: clientType,
+        ...(outcome.issuedAuthCode ? { auth_code: outcome.issuedAuthCode } : {}),
+        node_id: nodeId,
+        session_id: session.sessionId,
+        server_time_ms: Date.now(),
+        heartbeat_interval_ms: heartbeatIntervalMs,
+      }),
+    );
+    facts.connected(clientId, session.sessionId, remoteAddr);
+    session.start();
+    log.info({ clientId, sessionId: session.sessionId, clientType, remoteAddr, issued: outcome.issuedAuthCode !== undefined }, 'agent session open');
+    void session.syncConfig();
+  }
+
+  async function onConnection(socket: Socket): Promise<void> {
+    socket.setNoDelay(true);
+    // Permanent: whoever owns the socket later adds its own handling, this one prevents a crash.
+    socket.on('error', (err) => log.debug({ err: err.message }, 'connection error'));
+    if (stopping) {
+      socket.destroy();
+      return;
+    }
+    unclassified.add(socket);
+    const decoder = new FrameDecoder(maxFrameSize);
+    const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
+    let msg: ControlMessage;
+    try {
+      const frame = await readFirstFrame(socket, decoder, handshakeTimeoutMs);
+      if (frame.type !== PacketType.Handshake && frame.type !== PacketType.TunnelOpen) {
+        throw new Error(`first frame must be Handshake or TunnelOpen, got ${packetTypeName(frame.type)}`);
+      }
+      msg = decodeMessage(frame);
+    } catch (err) {
+      log.warn({ remoteAddr, reason: errorMessage(err) }, 'connection closed: bad first frame');
+      socket.destroy();
+      return;
+    } finally {
+      unclassified.delete(socket);
+    }
+    try {
+      if (msg.type === PacketType.Handshake) await onHandshake(socket, decoder, msg.body);
+      else if (msg.type === PacketType.TunnelOpen) await broker.handleOpen(socket, decoder.takeRemainder(), msg.body);
+    } catch (err) {
+      log.error({ err, remoteAddr }, 'connection closed: internal error');
+      socket.destroy();
+    }
+  }
+
+  const onNotice = (notice: ChangeNotice): void => {
+    if (notice.kind === 'client-config') void sessions.get(notice.clientId)?.syncConfig(notice.version);
+    else if (notice.kind === 'public-mappings') void publicListeners.reconcile();
+  };
+
+  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void onConnection(socket));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: opts.controlHost, port: opts.controlPort }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err }, 'control listener error'));
+  await decoy();
+  const unsubscribe = bus.subscribe(onNotice);
+  await publicListeners.reconcile();
+  const controlPort = (server.address() as AddressInfo).port;
+  log.info({ host: opts.controlHost, port: controlPort }, 'edge listening');
+
+  return {
+    controlPort,
+    nodeId,
+    stats: () => ({ sessions: sessions.size, tunnels: broker.stats().active, publicListeners: publicListeners.count }),
+    stop() {
+      stopping ??= (async () => {
+        unsubscribe();
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await publicListeners.stop();
+        for (const socket of unclassified) socket.destroy();
+        for (const session of [...sessions.values()]) session.close('edge shutting down', SessionCloseReason.Shutdown);
+        broker.stop();
+        await facts.drain();
+        await closed;
+        log.info('edge stopped');
+      })();
+      return stopping;
+    },
+  };
+}

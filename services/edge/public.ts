@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server, type Socket } from 'node:net';
+import type { Db } from '../../shared/db/connect.js';
+import type { MappingRow } from '../../shared/db/schema.js';
+import type { Logger } from '../../shared/platform/logger.js';
+import { loadPublicMappings } from './readmodel.js';
+import type { TunnelBroker } from './tunnels.js';
+
+interface PublicListener {
+  mapping: MappingRow;
+  readonly server: Server;
+}
+
+export interface PublicListenersOptions {
+  db: Db;
+  logger: Logger;
+  host: string;
+  broker: TunnelBroker;
+}
+
+/**
+ * One TCP listener per enabled public mapping, reconciled against the read model whenever a
+ * `public-mappings` notice arrives. Reconciles never overlap; notices arriving during one are
+ * folded into a single follow-up run.
+ *
+ * Removing a mapping closes its listener and also tears down its established tunnels: deleting
+ * (or disabling) a mapping revokes access, like a firewall rule that also drops its flows.
+ */
+export class PublicListeners {
+  private readonly listeners = new Map<number, PublicListener>();
+  private running: Promise<void> | undefined;
+  private again = false;
+  private stopped = false;
+
+  constructor(private readonly o: PublicListenersOptions) {}
+
+  get count(): number {
+    return this.listeners.size;
+  }
+
+  /** Brings the listeners in line with the read model. Never rejects (errors are logged). */
+  reconcile(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        await this.reconcileOnce().catch((err: unknown) => this.o.logger.error({ err }, 'public listener reconcile failed; the next notice retries'));
+      } while (this.again && !this.stopped);
+      this.running = undefined;
+    })();
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+    for (const id of [...this.listeners.keys()]) this.close(id, 'edge shutting down');
+  }
+
+  private async reconcileOnce(): Promise<void> {
+    const rows = await loadPublicMappings(this.o.db);
+    if (this.stopped) return;
+    const wanted = new Map(rows.map((r) => [r.mapping_id, r]));
+    for (const [id, l] of this.listeners) {
+      const row = wanted.get(id);
+      if (!row) this.close(id, 'mapping removed');
+      else if (row.public_port !== l.mapping.public_port || row.target_client_id !== l.mapping.target_client_id) this.close(id, 'mapping changed');
+      else l.mapping = row; // same port and target: keep the listener, pick up the new details
+    }
+    await Promise.all(rows.filter((r) => !this.listeners.has(r.mapping_id)).map((r) => this.open(r)));
+  }
+
+  private async open(mapping: MappingRow): Promise<void> {
+    const log = this.o.logger.child({ mappingId: mapping.mapping_id });
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
+    const listener: PublicListener = { mapping, server };
+    server.on('connection', (visitor: Socket) => {
+      visitor.setNoDelay(true);
+      this.o.broker.openForVisitor(visitor, listener.mapping, randomBytes(16).toString('hex'));
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: this.o.host, port: mapping.public_port! }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      log.error({ err, port: mapping.public_port }, 'could not open the public port; the next notice retries');
+      return;
+    }
+    server.on('error', (err) => log.error({ err }, 'public listener error'));
+    if (this.stopped || this.listeners.has(mapping.mapping_id)) {
+      server.close();
+      return;
+    }
+    this.listeners.set(mapping.mapping_id, listener);
+    log.info({ port: mapping.public_port, host: this.o.host }, 'public listener open');
+  }
+
+  private close(mappingId: number, reason: string): void {
+    const l = this.listeners.get(mappingId);
+    if (!l) return;
+    this.listeners.delete(mappingId);
+    l.server.close(); // stops accepting at once; returns before existing connections end
+    this.o.broker.closeMapping(mappingId);
+    this.o.logger.info({ mappingId, port: l.mapping.public_port, reason }, 'public listener closed');
+  }
+}

@@ -1,0 +1,132 @@
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { FrameDecoder, encodeFrame } from '../wire/codec.js';
+import { encodeMessage } from '../wire/messages.js';
+import { PacketType } from '../wire/packets.js';
+import { ControlChannel } from './control.js';
+import { closeAfterFlush, readFirstFrame, splitHostPort } from './frames.js';
+
+async function socketPair(t: Test): Promise<[Socket, Socket]> {
+  const server = createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<Socket>((r) => server.once('connection', r));
+  const client = connect({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, allowHalfOpen: true });
+  await new Promise((r) => client.once('connect', r));
+  const s = await accepted;
+  server.close();
+  for (const x of [client, s]) x.on('error', () => undefined);
+  t.teardown(() => {
+    client.destroy();
+    s.destroy();
+  });
+  return [client, s];
+}
+
+t.test('readFirstFrame returns the first frame and leaves raw bytes after it untouched', async (t) => {
+  const [c, s] = await socketPair(t);
+  const open = encodeMessage(PacketType.TunnelOpenAck, { ok: true, tunnel_id: 't1' });
+  const raw = Buffer.concat([Buffer.from([0x22, 0xff, 0xff, 0xff, 0xff]), randomBytes(5000)]); // not a valid frame
+  // Byte by byte for the frame, then the raw bytes in one go: boundaries must not matter.
+  for (const b of open) c.write(Buffer.from([b]));
+  c.write(raw);
+  const decoder = new FrameDecoder();
+  const frame = await readFirstFrame(s, decoder, 5_000);
+  t.equal(frame.type, PacketType.TunnelOpenAck);
+  t.equal(s.listenerCount('data'), 0, 'no data listener left behind');
+  t.ok(s.isPaused(), 'socket left paused');
+  // Whatever was not yet read is still in the socket; the remainder plus the rest is exactly `raw`.
+  const rest: Buffer[] = [decoder.takeRemainder()];
+  s.on('data', (chunk: Buffer) => rest.push(chunk));
+  s.resume();
+  c.end();
+  await new Promise((r) => s.once('end', r));
+  t.ok(Buffer.concat(rest).equals(raw), 'exact raw remainder');
+});
+
+t.test('readFirstFrame rejects on a violation, an early close and a timeout', async (t) => {
+  {
+    const [c, s] = await socketPair(t);
+    c.write(Buffer.from([0x23, 0, 0, 0, 0]));
+    await t.rejects(readFirstFrame(s, new FrameDecoder(), 5_000), { code: 'TNX_WIRE_UNKNOWN_TYPE' });
+  }
+  {
+    const [c, s] = await socketPair(t);
+    c.write(Buffer.from([PacketType.Handshake, 0, 1, 0, 0]));
+    await t.rejects(readFirstFrame(s, new FrameDecoder(1024), 5_000), { code: 'TNX_WIRE_FRAME_TOO_LARGE' });
+  }
+  {
+    const [c, s] = await socketPair(t);
+    c.end(encodeFrame(PacketType.Handshake, Buffer.from('{"pro')).subarray(0, 8));
+    await t.rejects(readFirstFrame(s, new FrameDecoder(), 5_000), { code: 'TNX_WIRE_CLOSED' });
+  }
+  {
+    const [, s] = await socketPair(t);
+    await t.rejects(readFirstFrame(s, new FrameDecoder(), 50), { code: 'TNX_WIRE_TIMEOUT' });
+  }
+});
+
+t.test('closeAfterFlush delivers what was queued, then closes', async (t) => {
+  const [c, s] = await socketPair(t);
+  const msg = randomBytes(100_000);
+  const got: Buffer[] = [];
+  c.on('data', (b: Buffer) => got.push(b));
+  s.write(msg);
+  closeAfterFlush(s, 1_000);
+  await new Promise((r) => c.once('end', r));
+  t.ok(Buffer.concat(got).equals(msg));
+  c.end();
+  await new Promise((r) => s.once('close', r));
+});
+
+t.test('ControlChannel: frames already buffered are delivered; heartbeats are internal; violations close', async (t) => {
+  const [c, s] = await socketPair(t);
+  const decoder = new FrameDecoder();
+  const first = encodeMessage(PacketType.Handshake, { protocol_version: 1, client_version: 'x' });
+  const next = encodeMessage(PacketType.CommandResp, { id: 'c1', ok: true });
+  c.write(Buffer.concat([first, next, encodeMessage(PacketType.Heartbeat, { ts: 1 })]));
+  await readFirstFrame(s, decoder, 5_000);
+  const seen: unknown[] = [];
+  let closedWith: string | undefined;
+  const channel = new ControlChannel({
+    socket: s,
+    decoder,
+    accept: new Set([PacketType.Heartbeat, PacketType.CommandResp]),
+    heartbeatIntervalMs: 60_000,
+    onMessage: (m) => seen.push(m),
+    onClose: (reason) => (closedWith = reason),
+  });
+  channel.start();
+  await new Promise((r) => setImmediate(r));
+  t.same(seen, [{ type: PacketType.CommandResp, body: { id: 'c1', ok: true } }], 'the frame that arrived with the handshake is not lost');
+  c.write(encodeMessage(PacketType.Command, { id: 'x', name: 'session.close', payload: { reason: 'r' } }));
+  await new Promise((r) => s.once('close', r));
+  t.match(closedWith, /protocol violation: unexpected Command/);
+  t.ok(channel.closed);
+  t.notOk(channel.send(PacketType.Heartbeat, { ts: 1 }), 'nothing is sent after close');
+});
+
+t.test('ControlChannel: a silent peer is closed after the silence timeout', async (t) => {
+  const [c, s] = await socketPair(t);
+  let heartbeats = 0;
+  c.on('data', () => heartbeats++);
+  const closed = new Promise<string>((resolve) => {
+    new ControlChannel({
+      socket: s,
+      decoder: new FrameDecoder(),
+      accept: new Set([PacketType.Heartbeat]),
+      heartbeatIntervalMs: 20,
+      onMessage: () => undefined,
+      onClose: resolve,
+    }).start();
+  });
+  t.match(await closed, /heartbeat timeout/);
+  t.ok(heartbeats >= 1, 'heartbeats were sent meanwhile');
+});
+
+t.test('splitHostPort', async (t) => {
+  t.same(splitHostPort('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080 });
+  t.same(splitHostPort('edge.example.com:443'), { host: 'edge.example.com', port: 443 });
+  t.same(splitHostPort('[::1]:9'), { host: '::1', port: 9 });
+  for (const bad of ['8080', 'host:', 'host:0', 'host:65536', '::1:80', 'a:b:c', '']) t.throws(() => splitHostPort(bad), `${bad} refused`);
+});

@@ -1,0 +1,74 @@
+import type { Socket } from 'node:net';
+import { FrameError, type Frame, type FrameDecoder } from '../wire/codec.js';
+
+/**
+ * Reads exactly one frame from a fresh connection (the Handshake or TunnelOpen that decides what
+ * the connection is, or the TunnelOpenAck an agent waits for). On success the socket is left
+ * paused with no 'data' listener, and anything received after the frame stays in `decoder`
+ * unparsed: for a tunnel it is raw payload (`decoder.takeRemainder()`), for a control connection
+ * the next frames. Rejects with a FrameError on a violation, a timeout or an early close; the
+ * socket is not destroyed (the caller owns it). The caller must keep its own 'error' listener.
+ */
+export function readFirstFrame(socket: Socket, decoder: FrameDecoder, timeoutMs: number): Promise<Frame> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      socket.pause();
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+    };
+    const onData = (chunk: Buffer): void => {
+      let frames: Frame[];
+      try {
+        frames = decoder.push(chunk, 1);
+      } catch (err) {
+        done();
+        reject(err);
+        return;
+      }
+      const frame = frames[0];
+      if (frame) {
+        done();
+        resolve(frame);
+      }
+    };
+    const onEnd = (): void => {
+      done();
+      reject(new FrameError('TNX_WIRE_CLOSED', 'connection closed before a complete frame arrived'));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new FrameError('TNX_WIRE_TIMEOUT', `no complete frame within ${timeoutMs} ms`));
+    }, timeoutMs);
+    timer.unref();
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', onEnd);
+    socket.resume();
+  });
+}
+
+/**
+ * Ends a connection gracefully: queued writes (e.g. a refusal frame) are flushed before FIN, and
+ * incoming bytes are discarded so the peer's FIN can complete the close. A peer that never closes
+ * is cut off after `graceMs`.
+ */
+export function closeAfterFlush(socket: Socket, graceMs = 2_000): void {
+  if (socket.destroyed) return;
+  socket.removeAllListeners('data');
+  socket.on('data', () => undefined);
+  socket.end();
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), graceMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
+/** Splits `host:port` (IPv6 as `[::1]:8080`). Throws on anything else. */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address.trim());
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) throw new Error(`invalid address "${address}": expected host:port`);
+  return { host: (m[1] ?? m[2])!, port };
+}

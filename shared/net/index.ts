@@ -1,0 +1,3 @@
+export * from './pipe.js';
+export * from './frames.js';
+export * from './control.js';

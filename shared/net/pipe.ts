@@ -1,0 +1,73 @@
+import type { Socket } from 'node:net';
+
+export interface PipeResult {
+  readonly bytesAtoB: number;
+  readonly bytesBtoA: number;
+  /** The first error seen on either side, if the pipe ended abnormally. */
+  readonly error: Error | undefined;
+}
+
+/**
+ * The one byte pump. Copies bytes both ways between two connected sockets until both directions
+ * are done, and owns both sockets from the moment it is called (it destroys them when finished).
+ *
+ * - Backpressure: `stream.pipe` pauses a reader whose peer's write buffer is full.
+ * - Half-close: when one side ends (FIN), the other side's write half is ended and the reverse
+ *   direction keeps flowing. Both sockets must be created with `allowHalfOpen: true`, otherwise
+ *   Node would end the write half on its own as soon as the read half ends.
+ * - Errors: an error or an abrupt close on either side resets both at once (no half-dead pairs).
+ *   A reset, not a FIN: a peer must never mistake a truncated stream (say, an upload cut off by a
+ *   crashed visitor) for a complete one.
+ *
+ * Bytes already read before the hand-off (e.g. a decoder's remainder) must be written to the
+ * other side by the caller before calling this, so ordering is preserved.
+ */
+export function pipeSockets(a: Socket, b: Socket): Promise<PipeResult> {
+  return new Promise((resolve) => {
+    let bytesAtoB = 0;
+    let bytesBtoA = 0;
+    let error: Error | undefined;
+    let closed = 0;
+
+    const countA = (chunk: Buffer): void => {
+      bytesAtoB += chunk.length;
+    };
+    const countB = (chunk: Buffer): void => {
+      bytesBtoA += chunk.length;
+    };
+    const abort = (): void => {
+      a.resetAndDestroy();
+      b.resetAndDestroy();
+    };
+    const onError = (err: Error): void => {
+      error ??= err;
+      abort();
+    };
+    const onClose = (socket: Socket): void => {
+      // A clean close means the socket both received and sent FIN, so its peer's remaining bytes
+      // were already handed over and the peer will close by itself once they are flushed.
+      // Anything else (reset, destroy, error) leaves the peer with nobody to talk to.
+      if (!(socket.readableEnded && socket.writableFinished)) abort();
+      if (++closed === 2) {
+        a.off('data', countA);
+        b.off('data', countB);
+        resolve({ bytesAtoB, bytesBtoA, error });
+      }
+    };
+
+    a.pipe(b);
+    b.pipe(a);
+    // pipe() only forwards an 'end' it sees; one that already happened must be forwarded here.
+    if (a.readableEnded) b.end();
+    if (b.readableEnded) a.end();
+    a.on('data', countA);
+    b.on('data', countB);
+    a.on('error', onError);
+    b.on('error', onError);
+    for (const s of [a, b]) {
+      // Handed an already closed socket: its 'close' event is gone, count it now.
+      if (s.closed) queueMicrotask(() => onClose(s));
+      else s.once('close', () => onClose(s));
+    }
+  });
+}

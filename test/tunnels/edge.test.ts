@@ -1,0 +1,444 @@
+import t, { type Test } from 'tap';
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { isAnonymousClientId } from '../../shared/contracts/ids.js';
+import { verifySecret } from '../../shared/platform/secrets.js';
+import { readFirstFrame } from '../../shared/net/frames.js';
+import { FrameDecoder, encodeFrame } from '../../shared/wire/codec.js';
+import { decodeMessage, encodeMessage, type ControlMessage } from '../../shared/wire/messages.js';
+import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
+import { computeProof, newNonce } from '../../shared/wire/proof.js';
+import { createWorld, eventually, freePort, canConnect, sha, WirePeer, type World } from './world.js';
+
+const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
+
+async function login(w: World, clientId: number, authCode: string): Promise<WirePeer> {
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.Handshake, { ...HELLO, client_id: clientId, auth_code: authCode });
+  const resp = await peer.next();
+  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error(`login failed: ${JSON.stringify(resp)}`);
+  return peer;
+}
+
+async function sessionEvents(w: World, clientId: number): Promise<{ type: string; session: string }[]> {
+  const { events } = await w.store.readStream(`client-session.${clientId}`);
+  return events.map((e) => ({ type: e.type, session: (e.data as { session_id: string }).session_id }));
+}
+
+t.test('handshake with a managed client: accepted, full config pushed, session recorded', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const m = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 3306, localPort: 13306 });
+
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.Handshake, { ...HELLO, client_id: a.clientId, auth_code: a.authCode });
+  const resp = await peer.next();
+  t.equal(resp?.type, PacketType.HandshakeResp);
+  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error('not ok');
+  t.equal(resp.body.client_id, a.clientId);
+  t.equal(resp.body.client_type, 'managed');
+  t.equal(resp.body.node_id, 'node-001');
+  t.equal(resp.body.protocol_version, PROTOCOL_VERSION);
+  t.notOk('auth_code' in resp.body, 'no auth code is ever sent back to a managed client');
+
+  const sync = await peer.next();
+  if (sync?.type !== PacketType.Command || sync.body.name !== 'config.sync') throw new Error(`expected config.sync, got ${JSON.stringify(sync)}`);
+  const row = await w.tdb.db.selectFrom('clients').select('config_version').where('client_id', '=', a.clientId).executeTakeFirstOrThrow();
+  t.equal(sync.body.payload.version, row.config_version);
+  t.same(sync.body.payload.mappings, [
+    { mapping_id: m.mappingId, protocol: 'tcp', role: 'source', local_host: '127.0.0.1', local_port: 13306, secret_key: await w.secretOf(m.mappingId) },
+  ]);
+  peer.send(PacketType.CommandResp, { id: sync.body.id, ok: true });
+
+  // The target sees its own side only: where to dial, never where the source listens.
+  const peerB = await login(w, b.clientId, b.authCode);
+  const syncB = await peerB.next();
+  if (syncB?.type !== PacketType.Command || syncB.body.name !== 'config.sync') throw new Error('expected config.sync');
+  t.same(syncB.body.payload.mappings, [
+    { mapping_id: m.mappingId, protocol: 'tcp', role: 'target', target_host: '127.0.0.1', target_port: 3306, secret_key: await w.secretOf(m.mappingId) },
+  ]);
+
+  await eventually(async () => (await sessionEvents(w, a.clientId)).length === 1, 'ClientConnected');
+  t.same((await sessionEvents(w, a.clientId)).map((e) => e.type), ['ClientConnected']);
+  t.same(w.edge.stats(), { sessions: 2, tunnels: 0, publicListeners: 0 });
+
+  peer.close();
+  await eventually(async () => (await sessionEvents(w, a.clientId)).length === 2, 'ClientDisconnected');
+  const facts = await sessionEvents(w, a.clientId);
+  t.same(facts.map((e) => e.type), ['ClientConnected', 'ClientDisconnected']);
+  t.equal(facts[0]!.session, facts[1]!.session);
+  await eventually(() => w.edge.stats().sessions === 1, 'session removed');
+});
+
+t.test('a config change is pushed to the connected agent with a higher version', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const peer = await login(w, b.clientId, b.authCode);
+  const first = await peer.next();
+  if (first?.type !== PacketType.Command || first.body.name !== 'config.sync') throw new Error('expected config.sync');
+  t.same(first.body.payload.mappings, []);
+
+  const m = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 22, localPort: 2222 });
+  const second = await peer.next();
+  if (second?.type !== PacketType.Command || second.body.name !== 'config.sync') throw new Error('expected config.sync');
+  t.ok(second.body.payload.version > first.body.payload.version);
+  t.same(second.body.payload.mappings.map((x) => [x.mapping_id, x.role]), [[m.mappingId, 'target']]);
+
+  await w.deleteMapping(m.mappingId);
+  const third = await peer.next();
+  if (third?.type !== PacketType.Command || third.body.name !== 'config.sync') throw new Error('expected config.sync');
+  t.ok(third.body.payload.version > second.body.payload.version);
+  t.same(third.body.payload.mappings, []);
+  peer.close();
+});
+
+t.test('wrong auth code and unknown client id get the same refusal', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const answers = [];
+  for (const creds of [
+    { client_id: a.clientId, auth_code: a.authCode + 'x' },
+    { client_id: 600_999_999, auth_code: a.authCode },
+    { client_id: a.clientId }, // half a credential
+  ]) {
+    const peer = await WirePeer.connect(w.edge.controlPort);
+    peer.send(PacketType.Handshake, { ...HELLO, ...creds });
+    const resp = await peer.next();
+    answers.push(resp);
+    t.equal(await peer.next(), undefined, 'then the edge closes the connection');
+    await peer.closed;
+  }
+  for (const resp of answers) t.same(resp, { type: PacketType.HandshakeResp, body: { ok: false, error: { code: 'TNX_AUTH_FAILED', message: 'authentication failed' } } });
+  t.equal(w.edge.stats().sessions, 0);
+});
+
+t.test('an unsupported protocol version is refused', async (t) => {
+  const w = await createWorld(t);
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.Handshake, { protocol_version: 99, client_version: 'future' });
+  const resp = await peer.next();
+  t.match(resp, { type: PacketType.HandshakeResp, body: { ok: false, error: { code: 'TNX_WIRE_PROTOCOL_VERSION' } } });
+  await peer.closed;
+});
+
+t.test('no credentials: an anonymous client is registered and its code works once saved', async (t) => {
+  const w = await createWorld(t);
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.Handshake, HELLO);
+  const resp = await peer.next();
+  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error('not ok');
+  t.equal(resp.body.client_type, 'anonymous');
+  t.ok(isAnonymousClientId(resp.body.client_id), 'id in the anonymous range');
+  const code = resp.body.auth_code;
+  t.match(code, /^tnxc_/);
+  const row = await eventually(
+    () => w.tdb.db.selectFrom('clients').selectAll().where('client_id', '=', resp.body.ok ? resp.body.client_id : 0).executeTakeFirst(),
+    'projected client',
+  );
+  t.equal(row.client_type, 'anonymous');
+  t.not(row.auth_code_hash, code, 'only a hash is stored');
+  t.ok(await verifySecret(code!, row.auth_code_hash));
+  peer.close();
+
+  const again = await login(w, resp.body.client_id, code!);
+  t.pass('the issued code logs in');
+  again.close();
+});
+
+t.test('a second login of the same client replaces the first cleanly', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const first = await login(w, a.clientId, a.authCode);
+  await first.next(); // config.sync
+  const second = await login(w, a.clientId, a.authCode);
+
+  const notice = await first.next();
+  t.match(notice, { type: PacketType.Command, body: { name: 'session.close', payload: { reason: 'replaced' } } });
+  t.equal(await first.next(), undefined, 'the old connection is closed');
+  await first.closed;
+
+  const sync = await second.next();
+  t.match(sync, { type: PacketType.Command, body: { name: 'config.sync' } }, 'the new session is live');
+  t.equal(w.edge.stats().sessions, 1);
+
+  await eventually(async () => (await sessionEvents(w, a.clientId)).length === 3, 'three session facts');
+  const facts = await sessionEvents(w, a.clientId);
+  t.same(facts.map((f) => f.type), ['ClientConnected', 'ClientDisconnected', 'ClientConnected'], 'old session ends before the new one is recorded');
+  t.equal(facts[0]!.session, facts[1]!.session);
+  t.not(facts[2]!.session, facts[0]!.session);
+  const row = await eventually(async () => {
+    const r = await w.tdb.db.selectFrom('clients').select(['status', 'session_id']).where('client_id', '=', a.clientId).executeTakeFirstOrThrow();
+    return r.session_id === facts[2]!.session ? r : undefined;
+  }, 'client row shows the new session');
+  t.equal(row.status, 'online');
+  second.close();
+});
+
+t.test('malformed, oversized, unexpected and silent first frames close only their own connection', async (t) => {
+  const w = await createWorld(t, { maxFrameSize: 4096, handshakeTimeoutMs: 300 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const good = await login(w, b.clientId, b.authCode);
+  await good.next();
+
+  const attempts: [string, Buffer][] = [
+    ['garbage', Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n')],
+    ['oversized header only', Buffer.from([PacketType.Handshake, 0, 0, 0x10, 0x01])],
+    ['bad JSON', encodeFrame(PacketType.Handshake, Buffer.from('{nope'))],
+    ['schema violation', encodeFrame(PacketType.Handshake, Buffer.from('{"protocol_version":1}'))],
+    ['unexpected first type', encodeFrame(PacketType.Heartbeat, Buffer.from('{"ts":1}'))],
+    ['reserved type', encodeFrame(PacketType.TunnelData, Buffer.from('xx'))],
+    ['silent', Buffer.alloc(0)],
+  ];
+  for (const [label, bytes] of attempts) {
+    const s = connect({ host: '127.0.0.1', port: w.edge.controlPort });
+    s.on('error', () => undefined);
+    let got = 0;
+    s.on('data', (c: Buffer) => (got += c.length));
+    s.write(bytes);
+    await new Promise((r) => s.once('close', r));
+    t.equal(got, 0, `${label}: closed without an answer`);
+  }
+
+  // The established session still works: a new mapping reaches it.
+  await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 80, localPort: 8088 });
+  t.match(await good.next(), { type: PacketType.Command, body: { name: 'config.sync' } }, 'the good session is unaffected');
+  t.equal(w.edge.stats().sessions, 1);
+  good.close();
+});
+
+t.test('a protocol violation inside a session closes that session only', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const bad = await login(w, a.clientId, a.authCode);
+  const good = await login(w, b.clientId, b.authCode);
+  await bad.next();
+  await good.next();
+  bad.send(PacketType.Handshake, HELLO); // not allowed after the handshake
+  await bad.closed;
+  t.equal(w.edge.stats().sessions, 1);
+  good.send(PacketType.Heartbeat, { ts: Date.now() });
+  await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 80, localPort: 8089 });
+  t.match(await good.next(), { type: PacketType.Command, body: { name: 'config.sync' } });
+  good.close();
+});
+
+t.test('a silent session is closed after about three heartbeat intervals', async (t) => {
+  const w = await createWorld(t, { heartbeatIntervalMs: 50 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const peer = await login(w, a.clientId, a.authCode);
+  let heartbeats = 0;
+  peer.socket.on('data', (c: Buffer) => {
+    if (c[0] === PacketType.Heartbeat) heartbeats++;
+  });
+  // The edge heartbeats us but we never answer.
+  await peer.closed;
+  t.ok(heartbeats >= 1, 'the edge sent heartbeats before giving up');
+  await eventually(() => w.edge.stats().sessions === 0, 'session gone');
+});
+
+t.test('tunnel opens with a wrong secret, unknown mapping, wrong role, stale or replayed proof are refused', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const m = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 9, localPort: await freePort() });
+  const secret = await w.secretOf(m.mappingId);
+
+  const open = async (o: { mapping?: number; client?: number; role?: 'source' | 'target'; secret?: string; ts?: number; nonce?: string; frame?: Buffer }) => {
+    const fields = {
+      mapping_id: o.mapping ?? m.mappingId,
+      tunnel_id: newNonce(),
+      role: o.role ?? ('source' as const),
+      client_id: o.client ?? a.clientId,
+      ts: o.ts ?? Date.now(),
+      nonce: o.nonce ?? newNonce(),
+    };
+    const peer = await WirePeer.connect(w.edge.controlPort);
+    const frame = { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(o.secret ?? secret, fields) };
+    peer.send(PacketType.TunnelOpen, frame);
+    const ack = await peer.next();
+    await peer.closed;
+    return { ack, frame };
+  };
+  const refused = { type: PacketType.TunnelOpenAck, body: { ok: false, error: { code: 'TNX_TUNNEL_REFUSED' } } };
+
+  t.match((await open({ secret: 'x'.repeat(64) })).ack, refused, 'wrong secret');
+  t.match((await open({ mapping: 999_999 })).ack, refused, 'unknown mapping');
+  t.match((await open({ role: 'target' })).ack, refused, 'source client claiming the target role');
+  t.match((await open({ client: b.clientId })).ack, refused, 'target client claiming the source role');
+  t.match((await open({ ts: Date.now() - 3_600_000 })).ack, refused, 'stale timestamp');
+  t.match((await open({ role: 'target', client: b.clientId })).ack, refused, 'target half for a tunnel nobody requested');
+
+  // A genuine open is authorized (the target is offline, so it fails for that reason only) ...
+  const genuine = await open({});
+  t.match(genuine.ack, { body: { ok: false, error: { code: 'TNX_TUNNEL_TARGET_OFFLINE' } } });
+  // ... and the very same frame replayed is refused.
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.TunnelOpen, genuine.frame);
+  t.match(await peer.next(), refused, 'replayed TunnelOpen');
+  await peer.closed;
+  t.equal(w.edge.stats().tunnels, 0);
+});
+
+t.test('public listener follows the mapping: opened on create, closed on delete', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const b = await w.client(user);
+  const port = await freePort();
+  const m = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort: port });
+  await eventually(() => w.edge.stats().publicListeners === 1, 'public listener open');
+  t.ok(await canConnect(port), 'public port accepts');
+  await w.deleteMapping(m.mappingId);
+  await eventually(async () => w.edge.stats().publicListeners === 0 && !(await canConnect(port)), 'public listener closed');
+  t.notOk(await canConnect(port), 'public port refuses after delete');
+});
+
+t.test('stop() closes sessions with session.close and records the disconnects', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const peer = await login(w, a.clientId, a.authCode);
+  await peer.next();
+  await w.edge.stop();
+  t.match(await peer.next(), { type: PacketType.Command, body: { name: 'session.close', payload: { reason: 'shutdown' } } });
+  await peer.closed;
+  const facts = await sessionEvents(w, a.clientId);
+  t.same(facts.map((f) => f.type), ['ClientConnected', 'ClientDisconnected']);
+  t.notOk(await canConnect(w.edge.controlPort), 'control port closed');
+});
+
+/** Opens a raw tunnel connection; `early` is written in the same chunk as the TunnelOpen frame. */
+async function rawTunnel(
+  port: number,
+  f: { mapping_id: number; tunnel_id: string; role: 'source' | 'target'; client_id: number },
+  secret: string,
+  early: Buffer = Buffer.alloc(0),
+): Promise<{ socket: Socket; ack: ControlMessage; remainder: Buffer }> {
+  const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  const fields = { ...f, ts: Date.now(), nonce: newNonce() };
+  socket.write(Buffer.concat([encodeMessage(PacketType.TunnelOpen, { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(secret, fields) }), early]));
+  const decoder = new FrameDecoder();
+  const ack = decodeMessage(await readFirstFrame(socket, decoder, 10_000));
+  return { socket, ack, remainder: decoder.takeRemainder() };
+}
+
+function readAll(socket: Socket, initial: Buffer): Promise<Buffer> {
+  const chunks = [initial];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.resume();
+  return new Promise((resolve) => socket.once('end', () => resolve(Buffer.concat(chunks))));
+}
+
+async function pairedWorld(t: Test, edgeOpts: Parameters<typeof createWorld>[1] = {}) {
+  const w = await createWorld(t, edgeOpts);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const m = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 5432, localPort: await freePort() });
+  const secret = await w.secretOf(m.mappingId);
+  const target = await login(w, b.clientId, b.authCode);
+  const sync = await target.next();
+  if (sync?.type !== PacketType.Command) throw new Error('expected config.sync');
+  target.send(PacketType.CommandResp, { id: sync.body.id, ok: true }); // like an agent: tunnel requests wait for this
+  return { w, a, b, m, secret, target };
+}
+
+t.test('raw edge pairing: bytes sent right after TunnelOpen are delivered, in order, both ways', async (t) => {
+  const { w, a, b, m, secret, target } = await pairedWorld(t);
+  const early = randomBytes(3000);
+  const later = randomBytes(200_000);
+  const tunnelId = newNonce();
+  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret, early);
+
+  const cmd = await target.next();
+  if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error(`expected tunnel.open, got ${JSON.stringify(cmd)}`);
+  t.same(cmd.body.payload, { tunnel_id: tunnelId, mapping_id: m.mappingId, target_host: '127.0.0.1', target_port: 5432 });
+  const banner = randomBytes(5000);
+  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, secret, banner);
+  target.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
+  const src = await source;
+  t.same(src.ack.body, { ok: true, tunnel_id: tunnelId });
+  t.same(tgt.ack.body, { ok: true, tunnel_id: tunnelId });
+  t.equal(w.edge.stats().tunnels, 1);
+
+  const atTarget = readAll(tgt.socket, tgt.remainder);
+  const atSource = readAll(src.socket, src.remainder);
+  src.socket.end(later);
+  t.equal(sha(await atTarget), sha(Buffer.concat([early, later])), 'target got the early bytes first, then the rest');
+  tgt.socket.end();
+  t.equal(sha(await atSource), sha(banner), 'source got the target\'s early bytes');
+  await eventually(() => w.edge.stats().tunnels === 0, 'tunnel closed');
+  target.close();
+});
+
+t.test('a target that refuses or never answers fails the source with a reason', async (t) => {
+  const { w, a, m, secret, target } = await pairedWorld(t, { tunnelOpenTimeoutMs: 300 });
+  const open = (tunnelId: string) =>
+    rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret);
+
+  const refused = open(newNonce());
+  const cmd = await target.next();
+  if (cmd?.type !== PacketType.Command) throw new Error('expected a command');
+  target.send(PacketType.CommandResp, { id: cmd.body.id, ok: false, error: { code: 'TNX_AGENT_DIAL_FAILED', message: 'ECONNREFUSED' } });
+  const r1 = await refused;
+  t.match(r1.ack.body, { ok: false, error: { code: 'TNX_TUNNEL_TARGET_FAILED', message: 'ECONNREFUSED' } });
+  r1.socket.destroy();
+
+  const ignored = open(newNonce());
+  await target.next(); // tunnel.open, never answered
+  const r2 = await ignored;
+  t.match(r2.ack.body, { ok: false, error: { code: 'TNX_TUNNEL_TIMEOUT' } });
+  r2.socket.destroy();
+  t.same(w.edge.stats().tunnels, 0);
+  target.close();
+});
+
+t.test('pending tunnels fail when the target session is replaced', async (t) => {
+  const { w, a, b, m, secret, target } = await pairedWorld(t);
+  const pending = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: newNonce(), role: 'source', client_id: a.clientId }, secret);
+  t.match(await target.next(), { body: { name: 'tunnel.open' } });
+  const replacement = await login(w, b.clientId, b.authCode);
+  const r = await pending;
+  t.match(r.ack.body, { ok: false, error: { code: 'TNX_TUNNEL_TARGET_OFFLINE' } });
+  r.socket.destroy();
+  replacement.close();
+});
+
+t.test('a tunnel request never overtakes the config push that tells the target about the mapping', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const b = await w.client(user);
+  const target = await login(w, b.clientId, b.authCode);
+  const initial = await target.next();
+  if (initial?.type !== PacketType.Command) throw new Error('expected config.sync');
+  target.send(PacketType.CommandResp, { id: initial.body.id, ok: true });
+
+  const port = await freePort();
+  const m = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort: port });
+  const push = await target.next();
+  if (push?.type !== PacketType.Command || push.body.name !== 'config.sync') throw new Error('expected config.sync');
+  t.same(push.body.payload.mappings.map((x) => x.mapping_id), [m.mappingId]);
+  // The agent has not answered the push yet; a visitor arrives on the already open public port.
+  await eventually(() => w.edge.stats().publicListeners === 1, 'public listener');
+  const visitor = connect({ host: '127.0.0.1', port });
+  visitor.on('error', () => undefined);
+  await new Promise((r) => visitor.once('connect', r));
+  const early = await target.next(300).catch(() => 'nothing');
+  t.equal(early, 'nothing', 'no tunnel.open while the config push is unanswered');
+  target.send(PacketType.CommandResp, { id: push.body.id, ok: true });
+  t.match(await target.next(), { type: PacketType.Command, body: { name: 'tunnel.open', payload: { mapping_id: m.mappingId } } }, 'then the request follows');
+  visitor.destroy();
+  target.close();
+});

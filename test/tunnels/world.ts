@@ -1,0 +1,297 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Test } from 'tap';
+import { createMemoryBus } from '../../shared/bus/memory.js';
+import type { ChangeBus } from '../../shared/contracts/notices.js';
+import { createManagedClient, createMapping, createUser, deleteMapping } from '../../shared/domain/index.js';
+import type { CommandMetadata } from '../../shared/eventstore/command.js';
+import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
+import { silentLogger, type Logger } from '../../shared/platform/logger.js';
+import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
+import { FrameDecoder } from '../../shared/wire/codec.js';
+import { decodeMessage, encodeMessage, type ControlMessage, type MessageBody } from '../../shared/wire/messages.js';
+import { PacketType } from '../../shared/wire/packets.js';
+import { startAgent, type AgentOptions, type RunningAgent } from '../../services/client/index.js';
+import { startEdge, type EdgeOptions, type RunningEdge } from '../../services/edge/index.js';
+import { createProjectionWaiter, startProjector, type ProjectionWaiter } from '../../services/projector/index.js';
+
+/**
+ * In-process world for edge and agent tests: a fresh PostgreSQL database, the real PostgreSQL
+ * event store, projector and in-memory change bus, and an edge on an ephemeral loopback port.
+ * Everything is closed in reverse order at teardown.
+ */
+export interface World {
+  tdb: TestDatabase;
+  store: PostgresEventStore;
+  bus: ChangeBus;
+  edge: RunningEdge;
+  logger: Logger;
+  edgeAddress: string;
+  /** Waits until the read models include `position`. */
+  settle(position: number): Promise<void>;
+  user(): Promise<number>;
+  client(userId: number): Promise<{ clientId: number; authCode: string }>;
+  /** Creates a mapping through the domain command and waits for its projection. */
+  mapping(input: {
+    userId: number;
+    sourceClientId?: number | null;
+    targetClientId: number;
+    targetPort: number;
+    targetHost?: string;
+    localPort?: number;
+    publicPort?: number;
+  }): Promise<{ mappingId: number; publicPort: number | null }>;
+  deleteMapping(mappingId: number): Promise<void>;
+  /** Stops the edge and starts a new one on the same control port (agents reconnect to it). */
+  restartEdge(nodeId: string): Promise<RunningEdge>;
+  secretOf(mappingId: number): Promise<string>;
+  agent(opts: Partial<AgentOptions>): RunningAgent;
+}
+
+export const META: CommandMetadata = { actor: { kind: 'system', id: 'edge-test' } };
+
+export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}): Promise<World> {
+  const logger = silentLogger();
+  const tdb = await createTestDatabase('tnx_edge');
+  const store = new PostgresEventStore({ db: tdb.db, pool: tdb.pool, pollIntervalMs: 50 });
+  const bus = createMemoryBus();
+  const projector = await startProjector({ store, db: tdb.db, bus, logger });
+  const waiter: ProjectionWaiter = createProjectionWaiter({ db: tdb.db, bus, pollMs: 20 });
+  const launch = (nodeId: string, controlPort: number): Promise<RunningEdge> =>
+    startEdge({ store, db: tdb.db, bus, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', ...edgeOpts });
+  const edge = await launch('node-001', 0);
+  const agents: RunningAgent[] = [];
+  t.teardown(async () => {
+    const step = async (name: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        process.stderr.write(`TEARDOWN ${name}: ${(err as Error).stack}\n`);
+        throw err;
+      }
+    };
+    await step('agents', () => Promise.all(agents.map((a) => a.stop())));
+    await step('edge', () => world.edge.stop());
+    await step('waiter', () => waiter.close());
+    await step('projector', () => projector.stop());
+    await step('store', () => store.close());
+    await step('bus', () => bus.close());
+    await step('drop', () => tdb.drop());
+  });
+  let n = 0;
+  const world: World = {
+    tdb,
+    store,
+    bus,
+    edge,
+    logger,
+    edgeAddress: `127.0.0.1:${edge.controlPort}`,
+    async settle(position) {
+      if (!(await waiter.waitFor(position, 15_000))) throw new Error(`projection did not reach ${position}`);
+    },
+    async user() {
+      n++;
+      const res = await createUser(store, { username: `user${n}_${randomBytes(3).toString('hex')}`, email: `u${n}@example.com` }, META);
+      await world.settle(res.position);
+      return res.userId;
+    },
+    async client(userId) {
+      const res = await createManagedClient(store, { userId, clientName: `client-${++n}` }, META);
+      await world.settle(res.position);
+      return { clientId: res.clientId, authCode: res.authCode };
+    },
+    async mapping(input) {
+      const publicPort = input.publicPort ?? null;
+      const res = await createMapping(
+        store,
+        {
+          userId: input.userId,
+          protocol: 'tcp',
+          sourceClientId: input.sourceClientId ?? null,
+          targetClientId: input.targetClientId,
+          targetHost: input.targetHost ?? '127.0.0.1',
+          targetPort: input.targetPort,
+          localHost: input.localPort === undefined ? null : '127.0.0.1',
+          localPort: input.localPort ?? null,
+          publicPort,
+          publicPortRange: publicPort === null ? { min: 1, max: 1 } : { min: publicPort, max: publicPort },
+        },
+        META,
+      );
+      await world.settle(res.position);
+      return { mappingId: res.mappingId, publicPort: res.publicPort };
+    },
+    async deleteMapping(mappingId) {
+      const res = await deleteMapping(store, { mappingId }, META);
+      await world.settle(res.position);
+    },
+    async restartEdge(nodeId) {
+      await world.edge.stop();
+      world.edge = await launch(nodeId, world.edge.controlPort);
+      return world.edge;
+    },
+    async secretOf(mappingId) {
+      const row = await tdb.db.selectFrom('mappings').select('secret_key').where('mapping_id', '=', mappingId).executeTakeFirstOrThrow();
+      return row.secret_key;
+    },
+    agent(opts) {
+      const agent = startAgent({ server: world.edgeAddress, logger, reconnectMinMs: 50, reconnectMaxMs: 500, ...opts });
+      agents.push(agent);
+      return agent;
+    },
+  };
+  return world;
+}
+
+/** Polls `check` until it returns a value other than undefined/false (bounded). */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+export function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** A raw protocol peer, for driving the edge frame by frame. */
+export class WirePeer {
+  readonly socket: Socket;
+  readonly closed: Promise<void>;
+  private readonly decoder = new FrameDecoder();
+  private readonly queue: ControlMessage[] = [];
+  private waiter: (() => void) | undefined;
+  private failure: Error | undefined;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        for (const f of this.decoder.push(chunk)) this.queue.push(decodeMessage(f));
+      } catch (err) {
+        this.failure = err as Error;
+      }
+      this.waiter?.();
+    });
+    socket.on('close', () => this.waiter?.());
+  }
+
+  static connect(port: number): Promise<WirePeer> {
+    return new Promise((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.once('connect', () => resolve(new WirePeer(s)));
+      s.once('error', reject);
+    });
+  }
+
+  send<T extends ControlMessage['type']>(type: T, body: MessageBody<T>): void {
+    this.socket.write(encodeMessage(type, body));
+  }
+
+  /** The next message that is not a heartbeat; undefined if the connection closed first. */
+  async next(timeoutMs = 10_000): Promise<ControlMessage | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.failure) throw this.failure;
+      const m = this.queue.shift();
+      if (m) {
+        if (m.type === PacketType.Heartbeat) continue;
+        return m;
+      }
+      if (this.socket.destroyed || this.socket.readableEnded) return undefined;
+      if (Date.now() > deadline) throw new Error('timed out waiting for a message');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        this.waiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+export function sha(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/**
+ * A target service. 'reverse': reads until the visitor half-closes, then answers with the bytes
+ * reversed and closes (the visitor ended first, the service still sends). 'banner': sends a banner
+ * and half-closes at once, then keeps reading until the visitor ends (the service ended first).
+ */
+export async function startTargetService(t: Test, mode: 'reverse' | 'banner', banner: Buffer = randomBytes(64 * 1024)) {
+  const received: Buffer[] = [];
+  const server: Server = createServer({ allowHalfOpen: true }, (s) => {
+    const chunks: Buffer[] = [];
+    s.on('error', () => undefined);
+    if (mode === 'banner') s.end(banner);
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => {
+      const all = Buffer.concat(chunks);
+      received.push(all);
+      if (mode === 'reverse') s.end(Buffer.from(all).reverse());
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  return { port: (server.address() as AddressInfo).port, received, banner, server };
+}
+
+/** Like visit(), for tunnels expected to fail: resolves with what arrived and whether it was reset. */
+export function visitOutcome(port: number, payload: Buffer): Promise<{ received: Buffer; reset: boolean }> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    let reset = false;
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('error', () => (reset = true));
+    s.on('end', () => s.end());
+    s.on('close', () => resolve({ received: Buffer.concat(chunks), reset }));
+    s.end(payload);
+  });
+}
+
+/**
+ * A visitor: connects, sends `payload`, half-closes, and collects everything until the other side
+ * ends. Resolves with what it received; rejects on a reset.
+ */
+export function visit(port: number, payload: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('error', reject);
+    s.on('end', () => {
+      s.end();
+      resolve(Buffer.concat(chunks));
+    });
+    s.on('close', () => resolve(Buffer.concat(chunks)));
+    s.end(payload);
+  });
+}
