@@ -15,7 +15,7 @@ const trials = Number(arg('trials') ?? 100);
 async function main(): Promise<void> {
   const dir = await tempDir('tnx-bench-act');
   const extra = arg('nats') ? ['--nats', arg('nats')!, '--database', arg('database')!] : [];
-  const server = await startServer(['--data-dir', join(dir.path, 'server'), '--log-level', 'warn', ...extra], 'bench-admin-key-0123456789abcdef');
+  const server = await startServer(['--data-dir', join(dir.path, 'server'), ...extra], 'bench-admin-key-0123456789abcdef');
   const agents: ReturnType<typeof spawnTunnox>[] = [];
   try {
     const user = await server.api('POST', '/api/v1/users', { username: `act${Date.now()}`, email: 'act@example.com' });

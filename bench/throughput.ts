@@ -46,7 +46,7 @@ async function main(): Promise<void> {
   hop2.stop();
 
   const dir = await tempDir('tnx-bench');
-  const server = await startServer(['--data-dir', join(dir.path, 'server'), '--log-level', 'warn'], 'bench-admin-key-0123456789abcdef');
+  const server = await startServer(['--data-dir', join(dir.path, 'server')], 'bench-admin-key-0123456789abcdef');
   const agentProcs: ReturnType<typeof spawnTunnox>[] = [];
   try {
     const user = await server.api('POST', '/api/v1/users', { username: 'bench', email: 'bench@example.com' });

@@ -133,6 +133,9 @@ program
         ...(authCode !== undefined ? { authCode } : {}),
         credentialsPath: o.credentials,
         logger,
+        // Bad credentials or a takeover by another login: retrying would not help, so exit non-zero
+        // and let the supervisor (or the person) decide.
+        onFatal: () => void lifecycle.close().then(() => process.exit(1)),
       });
       lifecycle.add('agent', () => agent.stop());
     } catch (err) {

@@ -75,7 +75,7 @@ export async function tunnelScenario(t: Test, serverArgs: string[]): Promise<voi
   const intruder = spawnAgent(server, ['--client-id', String(a.body.client_id), '--auth-code', 'tnxc_wrong', '--credentials', join(dir.path, 'x.json')]);
   procs.push(intruder);
   await intruder.waitForLog((e) => /TNX_AUTH_FAILED|auth/i.test(String(e.msg) + String(e.code ?? '') + JSON.stringify(e.err ?? '')), 20_000);
-  await intruder.stop();
+  t.equal(await intruder.exited, 1, 'an agent with a wrong auth code exits 1');
   t.equal((await server.api('GET', `/api/v1/clients/${a.body.client_id}`)).body.status, 'offline', 'wrong auth code does not bring the client online');
 
   const agentA = spawnAgent(server, ['--client-id', String(a.body.client_id), '--auth-code', a.body.auth_code, '--credentials', join(dir.path, 'a.json')]);
