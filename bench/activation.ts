@@ -1,7 +1,11 @@
 // Mapping activation latency: time from `POST /api/v1/mappings` returning to the source agent's
 // local_port accepting a connection. 100 trials (client-to-client mappings created and deleted in
 // turn), p50/p99. Usage: node dist/bench/activation.js [--trials 100] [--nats URL --database URL]
+// (--database must name an existing, empty PostgreSQL database).
 import { join } from 'node:path';
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { uniqueName } from '../shared/testkit/pg.js';
 import { canConnect, eventually, freePort, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
 import { median, percentile } from './lib.js';
 
@@ -14,7 +18,11 @@ const trials = Number(arg('trials') ?? 100);
 
 async function main(): Promise<void> {
   const dir = await tempDir('tnx-bench-act');
-  const extra = arg('nats') ? ['--nats', arg('nats')!, '--database', arg('database')!] : [];
+  // JetStream mode gets its own stream and subject prefix, deleted afterwards (the NATS server is shared).
+  const stream = uniqueName('TNX_BENCH').toUpperCase();
+  const extra = arg('nats')
+    ? ['--nats', arg('nats')!, '--database', arg('database')!, '--stream', stream, '--subject-prefix', stream.toLowerCase()]
+    : [];
   const server = await startServer(['--data-dir', join(dir.path, 'server'), ...extra], 'bench-admin-key-0123456789abcdef');
   const agents: ReturnType<typeof spawnTunnox>[] = [];
   try {
@@ -57,6 +65,12 @@ async function main(): Promise<void> {
     for (const a of agents) await a.stop();
     await server.proc.stop();
     await dir.remove();
+    if (arg('nats')) {
+      const nc = await connect({ servers: arg('nats')! });
+      const jsm = await jetstreamManager(nc);
+      for (const name of [stream, `KV_${stream.toLowerCase()}_nodes`]) await jsm.streams.delete(name).catch(() => undefined);
+      await nc.close();
+    }
   }
 }
 

@@ -13,13 +13,10 @@ function arg(name: string, def: number): number {
 }
 
 const bytes = arg('mib', 1024) * MiB;
-const runs = arg('runs', 3);
+const runs = arg('runs', 5);
 const relayScript = join(fileURLToPath(new URL('.', import.meta.url)), 'relay.js');
 
-async function measure(label: string, port: number, sink: Awaited<ReturnType<typeof startSink>>): Promise<number> {
-  await measureTransfer(port, sink, 64 * MiB); // warm-up
-  const xs: number[] = [];
-  for (let i = 0; i < runs; i++) xs.push(await measureTransfer(port, sink, bytes));
+function report(label: string, xs: number[]): number {
   const m = median(xs);
   process.stdout.write(`${label.padEnd(34)} ${m.toFixed(0).padStart(7)} MB/s   (runs: ${xs.map((x) => x.toFixed(0)).join(', ')})\n`);
   return m;
@@ -36,14 +33,10 @@ function hasCommand(cmd: string): boolean {
 
 async function main(): Promise<void> {
   process.stdout.write(`throughput: one TCP stream, ${bytes / MiB} MiB per run, median of ${runs} runs, Node load generator\n`);
+  process.stdout.write('(the three paths are measured in turn within each round, so drift on a shared machine hits all alike)\n');
   const sink = await startSink();
-  const direct = await measure('direct loopback', sink.port, sink);
-
   const hop2 = await startRelayProcess(relayScript, sink.port);
   const hop1 = await startRelayProcess(relayScript, hop2.port);
-  const relay = await measure('two-hop Node pipe relay', hop1.port, sink);
-  hop1.stop();
-  hop2.stop();
 
   const dir = await tempDir('tnx-bench');
   const server = await startServer(['--data-dir', join(dir.path, 'server')], 'bench-admin-key-0123456789abcdef');
@@ -62,7 +55,15 @@ async function main(): Promise<void> {
     });
     const port = Number(mapping.body.public_port);
     await eventually('public port open', () => canConnect(port));
-    const tunnox = await measure('tunnox public TCP mapping', port, sink);
+
+    const paths = [
+      { label: 'direct loopback', port: sink.port, xs: [] as number[] },
+      { label: 'two-hop Node pipe relay', port: hop1.port, xs: [] as number[] },
+      { label: 'tunnox public TCP mapping', port, xs: [] as number[] },
+    ];
+    for (const p of paths) await measureTransfer(p.port, sink, 64 * MiB); // warm-up
+    for (let i = 0; i < runs; i++) for (const p of paths) p.xs.push(await measureTransfer(p.port, sink, bytes));
+    const [direct, relay, tunnox] = paths.map((p) => report(p.label, p.xs)) as [number, number, number];
 
     process.stdout.write(`ssh -R                             ${hasCommand('sshd') ? 'sshd present but not configured for unattended use: skipped' : 'skipped (no sshd on this machine)'}\n`);
     process.stdout.write(`\nratio tunnox / two-hop relay : ${(tunnox / relay).toFixed(2)}x   (goal >= 0.85x)\n`);
@@ -71,6 +72,8 @@ async function main(): Promise<void> {
   } finally {
     for (const p of agentProcs) await p.stop();
     await server.proc.stop();
+    hop1.stop();
+    hop2.stop();
     await sink.close();
     await dir.remove();
   }
