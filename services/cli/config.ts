@@ -19,6 +19,8 @@ export const ServerConfigSchema = z.strictObject({
   natsUrl: z.string().url().optional(),
   databaseUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
   nodeId: z.string().regex(/^node-\d{3,4}$/).optional(),
+  allowAnonymous: z.boolean(),
+  anonymousPerMinutePerIp: z.number().int().min(0),
   streamName: z.string().regex(/^[A-Za-z0-9_-]+$/),
   subjectPrefix: z.string().regex(/^[a-z0-9_-]+$/),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),

@@ -52,11 +52,13 @@ program
   .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
   .option('--nats <url>', 'NATS JetStream URL: use JetStream as the event log (cluster mode)')
   .option('--database <url>', 'PostgreSQL URL for read models (default: embedded PostgreSQL in the data dir)')
+  .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
+  .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
   .option('--node-id <id>', 'fixed node id (default: node-001 standalone, won from the NATS node registry otherwise)')
   .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
   .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
-  .action(async (o: Record<string, string | number | undefined>) => {
+  .action(async (o: Record<string, string | number | boolean | undefined>) => {
     let logger: Logger | undefined;
     try {
       const parsed = ServerConfigSchema.safeParse({
@@ -71,6 +73,8 @@ program
         natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
         databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
         nodeId: o.nodeId,
+        allowAnonymous: o.anonymous !== false,
+        anonymousPerMinutePerIp: o.anonymousRate,
         streamName: o.stream,
         subjectPrefix: o.subjectPrefix,
         logLevel: o.logLevel,

@@ -116,6 +116,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     controlHost: config.controlHost,
     controlPort: config.controlPort,
     publicHost: config.publicHost,
+    allowAnonymous: config.allowAnonymous,
+    anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
   });
   lifecycle.add('edge', () => edge.stop());
 

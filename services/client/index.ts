@@ -198,7 +198,9 @@ class Agent {
           `the edge refused client ${this.identity?.clientId ?? '?'}${where}: unknown client id or wrong auth code`,
         );
       }
-      if (resp.error.code === WireErrorCode.ProtocolVersion) throw new AgentFatalError(resp.error.code, resp.error.message);
+      if (resp.error.code === WireErrorCode.ProtocolVersion || resp.error.code === WireErrorCode.AnonymousDisabled) {
+        throw new AgentFatalError(resp.error.code, resp.error.message);
+      }
       this.log.warn({ code: resp.error.code }, `handshake refused: ${resp.error.message}`);
       return false;
     }

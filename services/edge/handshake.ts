@@ -25,7 +25,15 @@ export function decoy(): Promise<string> {
 const AUTH_FAILED = 'authentication failed';
 
 /** Decides who the agent is: a known client proving its auth code, or a new anonymous client. */
-export async function authenticate(hs: Handshake, deps: { db: Db; store: EventStore; nodeId: string }): Promise<HandshakeOutcome> {
+export interface AuthDeps {
+  db: Db;
+  store: EventStore;
+  nodeId: string;
+  /** Whether a new anonymous client may be registered for this peer now (policy + rate limit). */
+  admitAnonymous: () => 'ok' | 'disabled' | 'rate-limited';
+}
+
+export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<HandshakeOutcome> {
   if (hs.protocol_version !== PROTOCOL_VERSION) {
     return {
       ok: false,
@@ -35,6 +43,23 @@ export async function authenticate(hs: Handshake, deps: { db: Db; store: EventSt
     };
   }
   if (hs.client_id === undefined && hs.auth_code === undefined) {
+    const admission = deps.admitAnonymous();
+    if (admission === 'disabled') {
+      return {
+        ok: false,
+        code: WireErrorCode.AnonymousDisabled,
+        message: 'this edge does not register anonymous clients; use a managed client id and auth code',
+        logReason: 'anonymous registration disabled',
+      };
+    }
+    if (admission === 'rate-limited') {
+      return {
+        ok: false,
+        code: WireErrorCode.RateLimited,
+        message: 'too many anonymous registrations from this address; retry later',
+        logReason: 'anonymous registration rate limit',
+      };
+    }
     const authCode = randomToken('tnxc_');
     const { clientId } = await registerAnonymousClient(
       deps.store,

@@ -15,6 +15,7 @@ import { authenticate, decoy } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession } from './session.js';
 import { TunnelBroker } from './tunnels.js';
+import { KeyedRateLimiter } from './rate-limit.js';
 
 export interface EdgeOptions {
   store: EventStore;
@@ -36,6 +37,10 @@ export interface EdgeOptions {
   tunnelOpenTimeoutMs?: number;
   /** Accepted clock difference for TunnelOpen timestamps (replay window); default 60 s. */
   replayWindowMs?: number;
+  /** Register agents that connect without credentials (default true). */
+  allowAnonymous?: boolean;
+  /** Anonymous registrations allowed per remote IP per minute (burst of the same size); default 10. */
+  anonymousPerMinutePerIp?: number;
 }
 
 export interface RunningEdge {
@@ -57,6 +62,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
   const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 30_000;
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+  const anonymousLimiter = new KeyedRateLimiter(opts.anonymousPerMinutePerIp ?? 10);
   const tunnelOpenTimeoutMs = opts.tunnelOpenTimeoutMs ?? 10_000;
 
   const sessions = new Map<number, ControlSession>();
@@ -82,7 +88,13 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
 
   async function onHandshake(socket: Socket, decoder: FrameDecoder, hs: Handshake): Promise<void> {
     const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
-    const outcome = await authenticate(hs, { db, store, nodeId }).catch((err: unknown) => {
+    const outcome = await authenticate(hs, {
+      db,
+      store,
+      nodeId,
+      admitAnonymous: () =>
+        opts.allowAnonymous === false ? 'disabled' : anonymousLimiter.take(socket.remoteAddress ?? '?') ? 'ok' : 'rate-limited',
+    }).catch((err: unknown) => {
       log.error({ err, clientId: hs.client_id }, 'handshake failed on an internal error');
       return { ok: false as const, code: WireErrorCode.EdgeInternal, message: 'edge error, retry later', logReason: 'internal error' };
     });

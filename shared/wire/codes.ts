@@ -6,6 +6,10 @@ export const WireErrorCode = {
   /** Unknown client id or wrong auth code: deliberately the same answer for both. */
   AuthFailed: 'TNX_AUTH_FAILED',
   ProtocolVersion: 'TNX_WIRE_PROTOCOL_VERSION',
+  /** This edge does not register anonymous clients (operator setting): fatal for the agent. */
+  AnonymousDisabled: 'TNX_AUTH_ANONYMOUS_DISABLED',
+  /** Too many anonymous registrations from this address: the agent backs off and retries. */
+  RateLimited: 'TNX_AUTH_RATE_LIMITED',
   /** The tunnel open was not authorized (unknown mapping, wrong role, bad proof, replay, stale). */
   TunnelRefused: 'TNX_TUNNEL_REFUSED',
   TunnelTargetOffline: 'TNX_TUNNEL_TARGET_OFFLINE',

@@ -442,3 +442,24 @@ t.test('a tunnel request never overtakes the config push that tells the target a
   visitor.destroy();
   target.close();
 });
+
+t.test('anonymous registration is rationed per address and can be switched off', async (t) => {
+  const w = await createWorld(t, { anonymousPerMinutePerIp: 2 });
+  const codes: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const peer = await WirePeer.connect(w.edge.controlPort);
+    peer.send(PacketType.Handshake, HELLO);
+    const resp = await peer.next();
+    codes.push(resp?.type === PacketType.HandshakeResp ? (resp.body.ok ? 'ok' : resp.body.error.code) : 'none');
+    peer.close();
+  }
+  t.same(codes, ['ok', 'ok', 'TNX_AUTH_RATE_LIMITED'], 'a burst of 2, then refused');
+
+  const closed = await createWorld(t, { allowAnonymous: false });
+  const peer = await WirePeer.connect(closed.edge.controlPort);
+  peer.send(PacketType.Handshake, HELLO);
+  t.match(await peer.next(), { type: PacketType.HandshakeResp, body: { ok: false, error: { code: 'TNX_AUTH_ANONYMOUS_DISABLED' } } });
+  await peer.closed;
+  const registered = await closed.tdb.db.selectFrom('clients').select('client_id').execute();
+  t.same(registered, [], 'nothing was registered');
+});

@@ -127,46 +127,39 @@ export async function registerAnonymousClient(
   throw new RuleViolationError(DOMAIN_ERRORS.anonymousIdsExhausted, `no free anonymous client id after ${ANONYMOUS_ID_ATTEMPTS} random picks`);
 }
 
-/** Records that an edge accepted a control session for the client (no revision check; see client-session.decider.ts). */
-export async function recordClientConnected(
+/** Session facts go to `client-session.<id>` with no revision check (see client-session.decider.ts). */
+async function appendSessionFact(
+  store: EventStore,
+  clientId: number,
+  command: Parameters<typeof clientSessionDecider.decide>[0],
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
+  const stream = clientSessionStream(clientId);
+  const res = await decideAndAppend(store, stream, clientSessionDecider, clientSessionDecider.initialState(), command, meta, 'any');
+  if (!res) throw new Error(`client-session decider decided nothing for ${command.type}`);
+  return res;
+}
+
+/** Records that an edge accepted a control session for the client. */
+export function recordClientConnected(
   store: EventStore,
   input: { clientId: number; nodeId: string; sessionId: string; remoteAddr: string },
   meta: CommandMetadata,
 ): Promise<{ position: number }> {
-  const res = await decideAndAppend(
-    store,
-    clientSessionStream(input.clientId),
-    clientSessionDecider,
-    clientSessionDecider.initialState(),
-    {
-      type: 'RecordClientConnected',
-      data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, remote_addr: input.remoteAddr },
-    },
-    meta,
-    'any',
-  );
-  if (!res) throw new Error('client-session decider decided nothing for RecordClientConnected');
-  return res;
+  return appendSessionFact(store, input.clientId, {
+    type: 'RecordClientConnected',
+    data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, remote_addr: input.remoteAddr },
+  }, meta);
 }
 
 /** Records that a control session ended (closed, replaced by a re-login, timed out, node drained). */
-export async function recordClientDisconnected(
+export function recordClientDisconnected(
   store: EventStore,
   input: { clientId: number; nodeId: string; sessionId: string; reason: string },
   meta: CommandMetadata,
 ): Promise<{ position: number }> {
-  const res = await decideAndAppend(
-    store,
-    clientSessionStream(input.clientId),
-    clientSessionDecider,
-    clientSessionDecider.initialState(),
-    {
-      type: 'RecordClientDisconnected',
-      data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, reason: input.reason },
-    },
-    meta,
-    'any',
-  );
-  if (!res) throw new Error('client-session decider decided nothing for RecordClientDisconnected');
-  return res;
+  return appendSessionFact(store, input.clientId, {
+    type: 'RecordClientDisconnected',
+    data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, reason: input.reason },
+  }, meta);
 }

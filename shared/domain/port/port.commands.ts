@@ -16,35 +16,22 @@ export function portStream(port: number): string {
   return streamName(AGGREGATES.publicPort, port);
 }
 
-export async function reservePublicPort(
+async function decidePort(
   store: EventStore,
-  input: { port: number; mappingId: number },
+  command: Parameters<typeof portDecider.decide>[0],
   meta: CommandMetadata,
 ): Promise<{ position: number }> {
-  const res = await handleCommand(
-    store,
-    portStream(input.port),
-    portDecider,
-    { type: 'ReservePublicPort', data: { port: input.port, mapping_id: input.mappingId } },
-    meta,
-  );
+  const res = await handleCommand(store, portStream(command.data.port), portDecider, command, meta);
   return { position: res.position };
 }
 
+export function reservePublicPort(store: EventStore, input: { port: number; mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
+  return decidePort(store, { type: 'ReservePublicPort', data: { port: input.port, mapping_id: input.mappingId } }, meta);
+}
+
 /** Releases the port if `mappingId` holds it; a no-op when it is already free. */
-export async function releasePublicPort(
-  store: EventStore,
-  input: { port: number; mappingId: number },
-  meta: CommandMetadata,
-): Promise<{ position: number }> {
-  const res = await handleCommand(
-    store,
-    portStream(input.port),
-    portDecider,
-    { type: 'ReleasePublicPort', data: { port: input.port, mapping_id: input.mappingId } },
-    meta,
-  );
-  return { position: res.position };
+export function releasePublicPort(store: EventStore, input: { port: number; mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
+  return decidePort(store, { type: 'ReleasePublicPort', data: { port: input.port, mapping_id: input.mappingId } }, meta);
 }
 
 function isTaken(err: unknown): boolean {
