@@ -37,6 +37,7 @@ async function main(): Promise<void> {
     }
     const samples: number[] = [];
     const apiTimes: number[] = [];
+    const closeTimes: number[] = [];
     for (let i = 0; i < trials; i++) {
       const port = await freePort();
       const t0 = performance.now();
@@ -54,12 +55,20 @@ async function main(): Promise<void> {
       }
       samples.push(performance.now() - t1);
       apiTimes.push(t1 - t0);
-      await server.api('DELETE', `/api/v1/mappings/${res.body.mapping_id}`);
+      const del = await server.api('DELETE', `/api/v1/mappings/${res.body.mapping_id}`);
+      if (del.status !== 204) throw new Error(`delete failed: ${del.status}`);
+      const t2 = performance.now();
+      while (await canConnect(port)) {
+        if (performance.now() > t2 + 5000) throw new Error(`port ${port} never closed`);
+        await new Promise((r) => setTimeout(r, 1));
+      }
+      closeTimes.push(performance.now() - t2);
     }
     const f = (x: number): string => `${x.toFixed(1)} ms`;
     process.stdout.write(`activation (${extra.length ? 'JetStream' : 'standalone'} mode), ${trials} trials\n`);
     process.stdout.write(`  POST /mappings response → local_port accepting:  p50 ${f(median(samples))}   p99 ${f(percentile(samples, 99))}   max ${f(Math.max(...samples))}   (goal p99 < 100 ms)\n`);
     process.stdout.write(`  POST /mappings request → response (API + projection wait): p50 ${f(median(apiTimes))}   p99 ${f(percentile(apiTimes, 99))}\n`);
+    process.stdout.write(`  DELETE /mappings response → local_port refusing:   p50 ${f(median(closeTimes))}   p99 ${f(percentile(closeTimes, 99))}   (goal < 100 ms)\n`);
     process.stdout.write(`  request → local_port accepting (end to end): p50 ${f(median(samples.map((s, i) => s + apiTimes[i]!)))}   p99 ${f(percentile(samples.map((s, i) => s + apiTimes[i]!), 99))}\n`);
   } finally {
     for (const a of agents) await a.stop();
