@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { startAgent } from '../client/index.js';
+import { serveAgentHealth } from '../client/health.js';
 import { createLogger, type Logger } from '../../shared/platform/logger.js';
 import { Lifecycle } from '../../shared/platform/lifecycle.js';
 import { errorMessage } from '../../shared/platform/errors.js';
@@ -120,8 +121,9 @@ program
   .option('--client-id <id>', 'managed or previously issued client id', intArg('--client-id', 1, Number.MAX_SAFE_INTEGER))
   .option('--auth-code <code>', 'auth code for --client-id (or $TUNNOX_AUTH_CODE)')
   .option('--credentials <path>', 'where anonymous credentials are saved and reused', process.env.TUNNOX_CREDENTIALS ?? defaultCredentialsPath())
+  .option('--health <host:port>', 'serve GET /healthz (200 while connected to an edge, 503 otherwise) on this address')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
-  .action((o: { server: string; clientId?: number; authCode?: string; credentials: string; logLevel: string }) => {
+  .action(async (o: { server: string; clientId?: number; authCode?: string; credentials: string; health?: string; logLevel: string }) => {
     const logger = createLogger({ level: o.logLevel, name: 'tunnox-client' });
     try {
       parseHostPort(o.server);
@@ -142,6 +144,12 @@ program
         onFatal: () => void lifecycle.close().then(() => process.exit(1)),
       });
       lifecycle.add('agent', () => agent.stop());
+      if (o.health) {
+        const { host, port } = parseHostPort(o.health);
+        const health = await serveAgentHealth(host, port, () => agent.status());
+        lifecycle.add('health', () => health.close());
+        logger.info({ health: `${host}:${health.port}` }, 'health endpoint listening');
+      }
     } catch (err) {
       fail(logger, err);
     }

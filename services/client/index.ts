@@ -37,10 +37,20 @@ export interface AgentOptions {
   onFatal?: (err: AgentFatalError) => void;
 }
 
+export interface AgentStatus {
+  connected: boolean;
+  clientId: number | undefined;
+  nodeId: string | undefined;
+  configVersion: number | undefined;
+  /** mapping id → bound local port, for the source-side mappings this agent listens for. */
+  listening: Record<string, number>;
+}
+
 export interface RunningAgent {
   stop(): Promise<void>;
   readonly clientId: number | undefined;
   listeningPorts(): Map<number, number>;
+  status(): AgentStatus;
 }
 
 const FROM_EDGE: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.Command]);
@@ -63,6 +73,13 @@ export function startAgent(opts: AgentOptions): RunningAgent {
       return agent.clientId;
     },
     listeningPorts: () => agent.runtime.listeningPorts(),
+    status: () => ({
+      connected: agent.connectedTo !== undefined,
+      clientId: agent.clientId,
+      nodeId: agent.connectedTo,
+      configVersion: agent.configVersion,
+      listening: Object.fromEntries(agent.runtime.listeningPorts()),
+    }),
     async stop() {
       agent.stop();
       await done;
@@ -72,6 +89,9 @@ export function startAgent(opts: AgentOptions): RunningAgent {
 
 class Agent {
   clientId: number | undefined;
+  /** Node id of the edge while a session is up. */
+  connectedTo: string | undefined;
+  configVersion: number | undefined;
   readonly runtime: MappingRuntime;
   private readonly log: Logger;
   private readonly edge: { host: string; port: number };
@@ -242,10 +262,12 @@ class Agent {
         },
       });
       this.channel = channel;
+      this.connectedTo = resp.node_id;
       channel.start();
       this.o.onReady?.({ clientId: resp.client_id, clientType: resp.client_type, nodeId: resp.node_id });
     });
     this.channel = undefined;
+    this.connectedTo = undefined;
     this.tunnelContext = undefined;
     if (fatal) throw fatal;
     return true;
@@ -264,6 +286,7 @@ class Agent {
             ? { error: { code: WireErrorCode.AgentListenFailed, message: failures.map((f) => `mapping ${f.mapping_id}: ${f.error}`).join('; ') } }
             : {}),
         });
+        this.configVersion = version;
         log.info({ version, mappings: mappings.length, failed: failures.length }, 'config applied');
         this.o.onConfig?.(mappings, version);
       });

@@ -78,7 +78,8 @@ export async function tunnelScenario(t: Test, serverArgs: string[]): Promise<voi
   t.equal(await intruder.exited, 1, 'an agent with a wrong auth code exits 1');
   t.equal((await server.api('GET', `/api/v1/clients/${a.body.client_id}`)).body.status, 'offline', 'wrong auth code does not bring the client online');
 
-  const agentA = spawnAgent(server, ['--client-id', String(a.body.client_id), '--auth-code', a.body.auth_code, '--credentials', join(dir.path, 'a.json')]);
+  const healthPort = await freePort();
+  const agentA = spawnAgent(server, ['--client-id', String(a.body.client_id), '--auth-code', a.body.auth_code, '--credentials', join(dir.path, 'a.json'), '--health', `127.0.0.1:${healthPort}`]);
   const agentB = spawnAgent(server, ['--client-id', String(b.body.client_id), '--auth-code', b.body.auth_code, '--credentials', join(dir.path, 'b.json')]);
   procs.push(agentA, agentB);
   for (const c of [a, b]) {
@@ -88,6 +89,12 @@ export async function tunnelScenario(t: Test, serverArgs: string[]): Promise<voi
     });
     t.match(online.node_id, /^node-\d{3,4}$/, `client ${c.body.client_id} online on ${online.node_id}`);
   }
+
+  const health = await eventually('agent health endpoint', async () => {
+    const r = await fetch(`http://127.0.0.1:${healthPort}/healthz`);
+    return r.status === 200 ? ((await r.json()) as { connected: boolean; clientId: number; nodeId: string }) : undefined;
+  });
+  t.match(health, { connected: true, clientId: a.body.client_id }, 'agent /healthz reports the live session');
 
   const target = await startTransferTarget(SIZE);
   t.teardown(() => target.close());
