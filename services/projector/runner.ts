@@ -4,6 +4,7 @@ import type { ChangeBus, ChangeNotice } from '../../shared/contracts/notices.js'
 import type { Db, DbTx } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Logger } from '../../shared/platform/logger.js';
+import { isTransientDbError } from '../../shared/db/errors.js';
 import { ensureCheckpoint, lockCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoints.js';
 import { BadEventError, ProjectionHaltedError } from './errors.js';
 import { handlerFor, type Projection, type ProjectionContext } from './projection.js';
@@ -19,6 +20,8 @@ export interface RunnerOptions {
   logger: Logger;
   /** Called once when the projection halts (bad event, failing handler, lost subscription). */
   onHalt?: (err: ProjectionHaltedError) => void;
+  /** Longest pause between retries while PostgreSQL is unreachable; default 5 s. */
+  maxRetryDelayMs?: number;
 }
 
 export interface RunningProjection {
@@ -121,13 +124,29 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
     await publish([...notices.drain(), { kind: 'projection', name, position: event.position }]);
   };
 
+  // An unreachable database is not a bad event: keep the event (unacked) and retry the same
+  // transaction with backoff until PostgreSQL is back or we are stopped. Anything else halts.
+  const maxDelay = opts.maxRetryDelayMs ?? 5_000;
+  const projectWithRetry = async (raw: StoredEvent): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await project(raw);
+      } catch (err) {
+        if (stopping || !isTransientDbError(err)) throw err;
+        const delay = Math.min(maxDelay, 100 * 2 ** Math.min(attempt, 10));
+        log.warn({ err, position: raw.position, attempt, delayMs: delay }, 'read-model database unavailable; retrying the event');
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  };
+
   log.info({ position, projections: projections.map((p) => `${p.name}@${p.version}`) }, 'projection starting');
   const subscription = await store.subscribe({
     name,
     afterPosition: position,
     handler: async (raw) => {
       try {
-        await project(raw);
+        await projectWithRetry(raw);
       } catch (err) {
         halt(err, raw.position);
         throw err;
