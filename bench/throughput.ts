@@ -1,10 +1,12 @@
 // Single-stream bulk throughput through a public TCP mapping on one edge, against baselines measured
 // in the same run: a direct loopback transfer and a minimal two-hop Node pipe relay (two processes,
-// like edge + agent). Prints MB/s and ratios. Usage: node dist/bench/throughput.js [--mib 1024] [--runs 3]
-import { execFileSync } from 'node:child_process';
+// like edge + agent). Prints MB/s and ratios; repeats the comparison with iperf3 when it is installed.
+// Usage: node dist/bench/throughput.js [--mib 1024] [--runs 5] [--iperf-seconds 4] [--no-iperf3]
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { canConnect, eventually, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
+import { canConnect, eventually, freePort, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
 import { MiB, measureTransfer, median, startRelayProcess, startSink } from './lib.js';
 
 function arg(name: string, def: number): number {
@@ -20,6 +22,24 @@ function report(label: string, xs: number[]): number {
   const m = median(xs);
   process.stdout.write(`${label.padEnd(34)} ${m.toFixed(0).padStart(7)} MB/s   (runs: ${xs.map((x) => x.toFixed(0)).join(', ')})\n`);
   return m;
+}
+
+const execFileAsync = promisify(execFile);
+
+/** iperf3 client through `port` for `seconds`; MB/s received (reverse = server sends). */
+async function iperf3(port: number, seconds: number, reverse: boolean): Promise<number> {
+  const args = ['-c', '127.0.0.1', '-p', String(port), '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])];
+  let result: { error?: string; end?: { sum_received?: { bits_per_second: number } } } = {};
+  // iperf3 -s runs one test at a time: the previous test's connections may still be closing.
+  for (let attempt = 0; attempt < 20; attempt++) {
+    const { stdout } = await execFileAsync('iperf3', args, { timeout: (seconds + 20) * 1000 }).catch((err: { stdout?: string }) => ({ stdout: err.stdout ?? '{}' }));
+    result = JSON.parse(stdout) as typeof result;
+    if (!result.error?.includes('busy')) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const bps = result.end?.sum_received?.bits_per_second;
+  if (bps === undefined) throw new Error(`iperf3 through port ${port}: ${result.error ?? 'no result'}`);
+  return bps / 8 / MiB;
 }
 
 function hasCommand(cmd: string): boolean {
@@ -41,6 +61,7 @@ async function main(): Promise<void> {
   const dir = await tempDir('tnx-bench');
   const server = await startServer(['--data-dir', join(dir.path, 'server')], 'bench-admin-key-0123456789abcdef');
   const agentProcs: ReturnType<typeof spawnTunnox>[] = [];
+  const cleanups: (() => void)[] = [];
   try {
     const user = await server.api('POST', '/api/v1/users', { username: 'bench', email: 'bench@example.com' });
     const client = await server.api('POST', '/api/v1/clients', { user_id: user.body.user_id, client_name: 'bench-target' });
@@ -65,11 +86,53 @@ async function main(): Promise<void> {
     for (let i = 0; i < runs; i++) for (const p of paths) p.xs.push(await measureTransfer(p.port, sink, bytes));
     const [direct, relay, tunnox] = paths.map((p) => report(p.label, p.xs)) as [number, number, number];
 
+    if (hasCommand('iperf3') && !process.argv.includes('--no-iperf3')) {
+      // The same comparison with iperf3 as the load generator (its own server as the target).
+      const iperfPort = await freePort();
+      const iperfServer = spawn('iperf3', ['-s', '-p', String(iperfPort)], { stdio: 'ignore' });
+      try {
+        await eventually('iperf3 server', () => canConnect(iperfPort));
+        const r2 = await startRelayProcess(relayScript, iperfPort);
+        cleanups.push(() => r2.stop());
+        const r1 = await startRelayProcess(relayScript, r2.port);
+        cleanups.push(() => r1.stop());
+        const im = await server.api('POST', '/api/v1/mappings', {
+          user_id: user.body.user_id, target_client_id: client.body.client_id, protocol: 'tcp', target_host: '127.0.0.1', target_port: iperfPort,
+        });
+        const iport = Number(im.body.public_port);
+        await eventually('iperf3 mapping open', () => canConnect(iport));
+        // iperf3 -s serves one test at a time; let it finish with the probe connections first.
+        await new Promise((r) => setTimeout(r, 1000));
+        const seconds = arg('iperf-seconds', 4);
+        process.stdout.write(`\niperf3, ${seconds} s per run, median of ${runs} runs (upload = towards the service, download = -R)\n`);
+        const ipaths = [
+          { label: 'direct loopback', port: iperfPort },
+          { label: 'two-hop Node pipe relay', port: r1.port },
+          { label: 'tunnox public TCP mapping', port: iport },
+        ];
+        const medians: Record<string, number> = {};
+        for (const reverse of [false, true]) {
+          const xs = ipaths.map(() => [] as number[]);
+          for (let i = 0; i < runs; i++) for (const [k, p] of ipaths.entries()) xs[k]!.push(await iperf3(p.port, seconds, reverse));
+          for (const [k, p] of ipaths.entries()) medians[`${p.label}/${reverse}`] = report(`${p.label} (${reverse ? 'download' : 'upload'})`, xs[k]!);
+        }
+        for (const reverse of [false, true]) {
+          const ratio = medians[`tunnox public TCP mapping/${reverse}`]! / medians[`two-hop Node pipe relay/${reverse}`]!;
+          process.stdout.write(`ratio tunnox / two-hop relay (iperf3 ${reverse ? 'download' : 'upload'}) : ${ratio.toFixed(2)}x\n`);
+        }
+      } finally {
+        iperfServer.kill('SIGTERM');
+      }
+    } else {
+      process.stdout.write('iperf3 not installed: Node load generator only\n');
+    }
+
     process.stdout.write(`ssh -R                             ${hasCommand('sshd') ? 'sshd present but not configured for unattended use: skipped' : 'skipped (no sshd on this machine)'}\n`);
     process.stdout.write(`\nratio tunnox / two-hop relay : ${(tunnox / relay).toFixed(2)}x   (goal >= 0.85x)\n`);
     process.stdout.write(`ratio tunnox / direct        : ${(tunnox / direct).toFixed(2)}x\n`);
     process.stdout.write(`ratio relay  / direct        : ${(relay / direct).toFixed(2)}x\n`);
   } finally {
+    for (const c of cleanups) c();
     for (const p of agentProcs) await p.stop();
     await server.proc.stop();
     hop1.stop();
