@@ -100,6 +100,7 @@ async function stopOrphanedPostmaster(pgDir: string, log: Logger): Promise<void>
 export async function startEmbeddedPostgres(dataDir: string, logger: Logger): Promise<EmbeddedDatabase> {
   const pgDir = join(dataDir, 'postgres');
   const passwordFile = join(dataDir, 'postgres.password');
+  await mkdir(dirname(resolve(dataDir)), { recursive: true });
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   const asRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   if (asRoot) await allowTraversal(dataDir);

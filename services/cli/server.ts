@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { buildApp } from '../api/index.js';
 import { closeStaleSessions, startEdge } from '../edge/index.js';
@@ -48,6 +48,8 @@ async function resolveApiKey(config: ServerConfig): Promise<{ key: string; sourc
  * SIGTERM closes them in reverse order (API, edge, projector, bus, event log, NATS, database).
  */
 export async function runServer(config: ServerConfig, logger: Logger, lifecycle: Lifecycle): Promise<RunningServer> {
+  // Parents get the usual 0755 (mkdir -p); only the data dir itself is private.
+  await mkdir(dirname(resolve(config.dataDir)), { recursive: true });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const { key: apiKey, source: apiKeySource } = await resolveApiKey(config);
 
