@@ -42,7 +42,7 @@ export async function tunnelScenario(t: Test, serverArgs: string[]): Promise<voi
   t.teardown(() => dir.remove());
   const rangeStart = 30000 + Math.floor(Math.random() * 20000);
   const server = await startServer(
-    ['--data-dir', join(dir.path, 'server'), '--public-port-range', `${rangeStart}-${rangeStart + 50}`, ...serverArgs],
+    ['--data-dir', join(dir.path, 'var', 'lib', 'tunnox'), '--public-port-range', `${rangeStart}-${rangeStart + 50}`, ...serverArgs],
     'e2e-admin-key-0123456789abcdef',
   );
   const procs: Proc[] = [];
