@@ -3,11 +3,13 @@
 // like edge + agent). Prints MB/s and ratios; repeats the comparison with iperf3 when it is installed.
 // Usage: node dist/bench/throughput.js [--mib 1024] [--runs 5] [--iperf-seconds 4] [--no-iperf3]
 import { execFile, execFileSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { canConnect, eventually, freePort, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
 import { MiB, measureTransfer, median, startRelayProcess, startSink } from './lib.js';
+import { SSHD, startSshReverse, type SshReverse } from './ssh.js';
 
 function arg(name: string, def: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -124,10 +126,35 @@ async function main(): Promise<void> {
         iperfServer.kill('SIGTERM');
       }
     } else {
-      process.stdout.write('iperf3 not installed: Node load generator only\n');
+      process.stdout.write(hasCommand('iperf3') ? 'iperf3 skipped (--no-iperf3)\n' : 'iperf3 not installed: Node load generator only\n');
     }
 
-    process.stdout.write(`ssh -R                             ${hasCommand('sshd') ? 'sshd present but not configured for unattended use: skipped' : 'skipped (no sshd on this machine)'}\n`);
+    let ssh: SshReverse | undefined;
+    if (existsSync(SSHD) && hasCommand('ssh')) {
+      ssh = await startSshReverse(sink.port).catch((err: unknown) => {
+        process.stdout.write(`ssh -R                             skipped (${String(err)})\n`);
+        return undefined;
+      });
+    } else {
+      process.stdout.write('ssh -R                             skipped (no sshd on this machine)\n');
+    }
+    if (ssh) {
+      try {
+        process.stdout.write('\nssh -R (OpenSSH, encrypted) against tunnox, Node load generator, in turn per round\n');
+        await measureTransfer(ssh.port, sink, 64 * MiB);
+        const xs: number[] = [];
+        const ts: number[] = [];
+        for (let i = 0; i < runs; i++) {
+          xs.push(await measureTransfer(ssh.port, sink, bytes));
+          ts.push(await measureTransfer(port, sink, bytes));
+        }
+        const sshMedian = report('ssh -R', xs);
+        const tMedian = report('tunnox public TCP mapping', ts);
+        process.stdout.write(`ratio tunnox / ssh -R        : ${(tMedian / sshMedian).toFixed(2)}x\n`);
+      } finally {
+        await ssh.stop();
+      }
+    }
     process.stdout.write(`\nratio tunnox / two-hop relay : ${(tunnox / relay).toFixed(2)}x   (goal >= 0.85x)\n`);
     process.stdout.write(`ratio tunnox / direct        : ${(tunnox / direct).toFixed(2)}x\n`);
     process.stdout.write(`ratio relay  / direct        : ${(relay / direct).toFixed(2)}x\n`);
