@@ -98,6 +98,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     db,
     bus,
     logger: log,
+    // Every node runs the projector; per-node consumers, one shared checkpoint (applied once).
+    instance: nodeId,
     // A halted projection means writes can no longer be read back: stop loudly and let the
     // supervisor restart us from the checkpoint (a bad event halts again, by design).
     onHalt: (err) => {

@@ -31,6 +31,12 @@ export interface AuthDeps {
   nodeId: string;
   /** Whether a new anonymous client may be registered for this peer now (policy + rate limit). */
   admitAnonymous: () => 'ok' | 'disabled' | 'rate-limited';
+  /** Whether a credential check may start for this peer now (failed-login limit, concurrency cap). */
+  admitLogin: () => 'ok' | 'busy' | 'rate-limited';
+  /** Called after a failed credential check (unknown id or wrong code). */
+  loginFailed: () => void;
+  /** scrypt verification, bounded by the caller's concurrency cap. */
+  verify: (secret: string, hash: string) => Promise<boolean>;
 }
 
 export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<HandshakeOutcome> {
@@ -71,8 +77,23 @@ export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<Hands
   if (hs.client_id === undefined || hs.auth_code === undefined) {
     return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'client_id and auth_code must come together' };
   }
+  const admission = deps.admitLogin();
+  if (admission !== 'ok') {
+    return {
+      ok: false,
+      code: WireErrorCode.RateLimited,
+      message: 'too many logins in progress or failed from this address; retry later',
+      logReason: admission === 'busy' ? 'too many concurrent credential checks' : 'too many failed logins from this address',
+    };
+  }
   const row = await loadClientRow(deps, hs.client_id);
-  const valid = await verifySecret(hs.auth_code, row?.auth_code_hash ?? (await decoy()));
+  if (row === 'pending') {
+    // Registered in the event log but not yet in the read model: say "later", not "wrong", so the
+    // agent retries instead of giving up for good.
+    return { ok: false, code: WireErrorCode.EdgeInternal, message: 'edge is catching up, retry later', logReason: 'client not projected yet' };
+  }
+  const valid = await deps.verify(hs.auth_code, row?.auth_code_hash ?? (await decoy()));
+  if (!row || !valid) deps.loginFailed();
   if (!row) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'unknown client id' };
   if (!valid) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'wrong auth code' };
   return { ok: true, clientId: row.client_id, clientType: row.client_type };
@@ -89,7 +110,7 @@ const PROJECTION_GRACE_MS = 3_000;
 async function loadClientRow(deps: { db: Db; store: EventStore }, clientId: number) {
   const row = await loadClientAuth(deps.db, clientId);
   if (row) return row;
-  const { revision } = await deps.store.readStream(clientStream(clientId));
+  const { revision } = await deps.store.readLastEvent(clientStream(clientId));
   if (revision === null) return undefined;
   const deadline = Date.now() + PROJECTION_GRACE_MS;
   while (Date.now() < deadline) {
@@ -97,5 +118,5 @@ async function loadClientRow(deps: { db: Db; store: EventStore }, clientId: numb
     const projected = await loadClientAuth(deps.db, clientId);
     if (projected) return projected;
   }
-  return undefined;
+  return 'pending' as const;
 }

@@ -15,7 +15,11 @@ import { authenticate, decoy } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession } from './session.js';
 import { TunnelBroker } from './tunnels.js';
-import { KeyedRateLimiter } from './rate-limit.js';
+import { ConcurrencyCap, KeyedRateLimiter } from './rate-limit.js';
+import { verifySecret } from '../../shared/platform/secrets.js';
+
+/** Thrown when the credential-check cap is full; answered with a retryable code. */
+class LoginBusyError extends Error {}
 
 export { closeStaleSessions } from './facts.js';
 export interface EdgeOptions {
@@ -42,6 +46,10 @@ export interface EdgeOptions {
   allowAnonymous?: boolean;
   /** Anonymous registrations allowed per remote IP per minute (burst of the same size); default 10. */
   anonymousPerMinutePerIp?: number;
+  /** Failed logins tolerated per remote IP per minute before further logins are refused; default 30. */
+  failedLoginsPerMinutePerIp?: number;
+  /** Credential checks (scrypt) running at once; more are refused with a retryable code. Default 32. */
+  maxConcurrentLogins?: number;
 }
 
 export interface RunningEdge {
@@ -64,6 +72,11 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 30_000;
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const anonymousLimiter = new KeyedRateLimiter(opts.anonymousPerMinutePerIp ?? 10);
+  // Credential checks cost ~50 ms of scrypt on the libuv pool: cap them so a flood of bogus
+  // logins cannot starve real agents, and ration failures per address (brute force). Successful
+  // logins are not rationed: a fleet behind one NAT must be able to reconnect at once.
+  const failedLogins = new KeyedRateLimiter(opts.failedLoginsPerMinutePerIp ?? 30);
+  const scryptCap = new ConcurrencyCap(opts.maxConcurrentLogins ?? 32);
   const tunnelOpenTimeoutMs = opts.tunnelOpenTimeoutMs ?? 10_000;
 
   const sessions = new Map<number, ControlSession>();
@@ -95,7 +108,20 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       nodeId,
       admitAnonymous: () =>
         opts.allowAnonymous === false ? 'disabled' : anonymousLimiter.take(socket.remoteAddress ?? '?') ? 'ok' : 'rate-limited',
+      admitLogin: () => (failedLogins.exhausted(socket.remoteAddress ?? '?') ? 'rate-limited' : socket.destroyed ? 'busy' : 'ok'),
+      loginFailed: () => void failedLogins.take(socket.remoteAddress ?? '?'),
+      verify: async (secret, hash) => {
+        if (!scryptCap.tryAcquire()) throw new LoginBusyError();
+        try {
+          return await verifySecret(secret, hash);
+        } finally {
+          scryptCap.release();
+        }
+      },
     }).catch((err: unknown) => {
+      if (err instanceof LoginBusyError) {
+        return { ok: false as const, code: WireErrorCode.RateLimited, message: 'edge busy, retry later', logReason: 'too many concurrent credential checks' };
+      }
       log.error({ err, clientId: hs.client_id }, 'handshake failed on an internal error');
       return { ok: false as const, code: WireErrorCode.EdgeInternal, message: 'edge error, retry later', logReason: 'internal error' };
     });

@@ -13,6 +13,13 @@ export class KeyedRateLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** True when `key` has no token left right now (nothing is taken). */
+  exhausted(key: string): boolean {
+    const b = this.buckets.get(key);
+    if (!b || this.perMinute <= 0) return this.perMinute <= 0;
+    return Math.min(this.burst, b.tokens + ((this.now() - b.at) * this.perMinute) / 60_000) < 1;
+  }
+
   /** Takes one token for `key`; false when the key is over its rate. */
   take(key: string): boolean {
     if (this.perMinute <= 0) return false;
@@ -29,5 +36,21 @@ export class KeyedRateLimiter {
     this.buckets.set(key, b);
     if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
     return true;
+  }
+}
+
+/** Bounds how many expensive operations (scrypt checks) run at once; excess callers are refused. */
+export class ConcurrencyCap {
+  private running = 0;
+  constructor(private readonly max: number) {}
+
+  tryAcquire(): boolean {
+    if (this.running >= this.max) return false;
+    this.running++;
+    return true;
+  }
+
+  release(): void {
+    this.running = Math.max(0, this.running - 1);
   }
 }

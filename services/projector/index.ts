@@ -19,6 +19,12 @@ export interface ProjectorOptions {
   /** Checkpoint and durable subscriber name; default READ_MODEL_PROJECTION. */
   name?: string;
   /**
+   * Distinguishes this runner's durable subscription when several processes run the same
+   * projection (one per node in JetStream mode): each gets its own consumer, and the checkpoint
+   * row lock makes sure every event is applied exactly once among them. Default: none.
+   */
+  instance?: string;
+  /**
    * Called once if the projector halts (bad event, failing handler, lost subscription). The error
    * is already logged; a process would typically shut down so a supervisor restarts it.
    */
@@ -45,6 +51,7 @@ export function startProjector(opts: ProjectorOptions): Promise<RunningProjector
     db: opts.db,
     bus: opts.bus,
     logger: opts.logger,
+    ...(opts.instance ? { instance: opts.instance } : {}),
     ...(opts.onHalt ? { onHalt: opts.onHalt } : {}),
   });
 }

@@ -20,6 +20,8 @@ export interface RunnerOptions {
   logger: Logger;
   /** Called once when the projection halts (bad event, failing handler, lost subscription). */
   onHalt?: (err: ProjectionHaltedError) => void;
+  /** Suffix of the durable subscriber name, so runners of one projection do not share a consumer. */
+  instance?: string;
   /** Longest pause between retries while PostgreSQL is unreachable; default 5 s. */
   maxRetryDelayMs?: number;
 }
@@ -142,7 +144,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
 
   log.info({ position, projections: projections.map((p) => `${p.name}@${p.version}`) }, 'projection starting');
   const subscription = await store.subscribe({
-    name,
+    name: opts.instance ? `${name}-${opts.instance}` : name,
     afterPosition: position,
     handler: async (raw) => {
       try {
