@@ -463,3 +463,36 @@ t.test('anonymous registration is rationed per address and can be switched off',
   const registered = await closed.tdb.db.selectFrom('clients').select('client_id').execute();
   t.same(registered, [], 'nothing was registered');
 });
+
+t.test('failed logins are rationed per address; the limit answers with a retryable code', async (t) => {
+  const w = await createWorld(t, { failedLoginsPerMinutePerIp: 2 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const codes: string[] = [];
+  for (const code of [a.authCode + 'x', a.authCode + 'y', a.authCode]) {
+    const peer = await WirePeer.connect(w.edge.controlPort);
+    peer.send(PacketType.Handshake, { ...HELLO, client_id: a.clientId, auth_code: code });
+    const resp = await peer.next();
+    codes.push(resp?.type === PacketType.HandshakeResp ? (resp.body.ok ? 'ok' : resp.body.error.code) : 'none');
+    peer.close();
+  }
+  t.same(codes, ['TNX_AUTH_FAILED', 'TNX_AUTH_FAILED', 'TNX_AUTH_RATE_LIMITED'], 'after two failures even the right code waits');
+});
+
+t.test('credential checks beyond the concurrency cap are refused with a retryable code', async (t) => {
+  const w = await createWorld(t, { maxConcurrentLogins: 1 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const peers = await Promise.all(Array.from({ length: 6 }, () => WirePeer.connect(w.edge.controlPort)));
+  for (const p of peers) p.send(PacketType.Handshake, { ...HELLO, client_id: a.clientId, auth_code: a.authCode });
+  const codes = await Promise.all(
+    peers.map(async (p) => {
+      const resp = await p.next();
+      p.close();
+      return resp?.type === PacketType.HandshakeResp ? (resp.body.ok ? 'ok' : resp.body.error.code) : 'none';
+    }),
+  );
+  t.ok(codes.includes('ok'), 'at least one login got through');
+  t.ok(codes.includes('TNX_AUTH_RATE_LIMITED'), 'concurrent checks beyond the cap were refused, not queued');
+  t.notOk(codes.includes('TNX_AUTH_FAILED'), 'nobody was told the code is wrong');
+});
