@@ -43,3 +43,19 @@ t.test('an entry that is not refreshed expires with the bucket TTL', async (t) =
   t.equal(reg.nodeId, 'node-001', 'the expired id can be claimed again');
   await reg.release();
 });
+
+t.test('a registration whose entry was taken over reports itself lost', async (t) => {
+  const tn = await createTestNats();
+  t.teardown(() => tn.cleanup());
+  let lost: Error | undefined;
+  const reg = await claimNodeId({
+    nc: tn.nc, bucket: tn.streamName, ttlMs: 900, logger: silentLogger(),
+    info: { control_address: 'x', started_at: 'y', version: 'z' },
+    onLost: (err) => (lost = err),
+  });
+  const kv = await openNodeBucket(tn.nc, tn.streamName, 900);
+  await kv.put(reg.nodeId, JSON.stringify({ node_id: reg.nodeId, intruder: true }));
+  for (let i = 0; i < 40 && !lost; i++) await new Promise((r) => setTimeout(r, 100));
+  t.match(lost, { code: 'TNX_CLUSTER_NODE_ID_LOST' }, 'the heartbeat noticed the conflicting write');
+  await reg.release();
+});

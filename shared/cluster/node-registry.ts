@@ -53,13 +53,23 @@ export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistr
     }
     opts.logger.info({ nodeId }, 'node id claimed');
     let stopped = false;
+    let refreshedAt = Date.now();
     const timer = setInterval(() => {
       void kv.update(nodeId, JSON.stringify(info), revision).then(
         (rev) => {
           revision = rev;
+          refreshedAt = Date.now();
         },
         (err: unknown) => {
           if (stopped) return;
+          // A wrong last sequence means the entry changed under us (expired and re-claimed, or
+          // purged): the id is gone. Anything else (a NATS reconnect, a timeout) is retried on the
+          // next tick for as long as the entry can still be alive.
+          const conflict = (err as { code?: unknown } | null)?.code === 10071 || /wrong last sequence/i.test(errorMessage(err));
+          if (!conflict && Date.now() - refreshedAt < opts.ttlMs) {
+            opts.logger.warn({ err, nodeId }, 'node heartbeat failed; retrying');
+            return;
+          }
           stopped = true;
           clearInterval(timer);
           const lost = new InfrastructureError('TNX_CLUSTER_NODE_ID_LOST', `lost node id ${nodeId}: ${errorMessage(err)}`, { cause: err });
