@@ -199,13 +199,15 @@ export async function rebuildProjection(opts: RebuildOptions): Promise<{ positio
   const { name, projections, store, db } = opts;
   const batchSize = opts.batchSize ?? 500;
   const log = opts.logger.child({ projection: name, rebuild: true });
-  // Events appended after this point are left to the live projector, which resumes after our checkpoint.
-  const head = await store.headPosition();
-  log.info({ head }, 'rebuilding read models');
   const result = await db.transaction().execute(async (tx) => {
     // Holding the checkpoint lock keeps a live projector of the same name waiting; when we commit
     // it sees our checkpoint and skips what we already replayed.
-    await lockCheckpoint(tx, name);
+    const locked = await lockCheckpoint(tx, name);
+    // Read the head only now: everything the live projector committed is at or below it, so the
+    // replay covers it and the checkpoint never moves backwards. Later events are left to the live
+    // projector, which resumes after our checkpoint.
+    const head = Math.max(await store.headPosition(), locked);
+    log.info({ head }, 'rebuilding read models');
     // DELETE rather than TRUNCATE: readers keep seeing the old rows (MVCC) until the rebuild commits,
     // instead of blocking on TRUNCATE's exclusive lock for the whole replay.
     for (const table of opts.tables) await tx.deleteFrom(table).execute();

@@ -13,6 +13,8 @@ export function createPool(connectionString: string, max = 10, onIdleError?: (er
   const pool = new pg.Pool({
     connectionString,
     max,
+    // A PostgreSQL that hangs (rather than refusing) must not queue callers forever.
+    connectionTimeoutMillis: 10_000,
     types: {
       getTypeParser: ((oid: number, format?: string) =>
         oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,

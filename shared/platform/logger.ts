@@ -7,6 +7,7 @@ export const REDACT_PATHS = [
   'authCode', 'auth_code', 'secret', 'secretKey', 'secret_key', 'apiKey', 'api_key', 'password',
   'authorization', 'req.headers.authorization', 'proof',
   '*.authCode', '*.auth_code', '*.secret', '*.secretKey', '*.secret_key', '*.apiKey', '*.api_key', '*.proof',
+  '*.*.auth_code', '*.*.secret_key', '*.*.authCode', '*.*.secretKey', 'mappings[*].secret_key', '*.mappings[*].secret_key',
 ];
 
 export interface LoggerConfig {
