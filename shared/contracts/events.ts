@@ -55,7 +55,11 @@ export const MappingCreated = z.object({
   local_host: z.string().min(1).nullable(),
   local_port: Port.nullable(),
   public_port: Port.nullable(),
-  /** Shared secret proving tunnel opens for this mapping (HMAC key; never sent on the wire in clear). */
+  /**
+   * HMAC key proving tunnel opens for this mapping: a TunnelOpen carries a proof, never the key.
+   * The key itself reaches the mapping's two agents in config.sync over the control connection
+   * (plain TCP until the TLS transport lands; see docs/protocol.md).
+   */
   secret_key: z.string().min(32),
   enabled: z.boolean(),
 });
