@@ -46,6 +46,12 @@ export interface EdgeOptions {
   allowAnonymous?: boolean;
   /** Anonymous registrations allowed per remote IP per minute (burst of the same size); default 10. */
   anonymousPerMinutePerIp?: number;
+  /**
+   * Safety net for lost change notices (the NATS bus is at-most-once): every interval the edge
+   * re-reads which public mappings exist and which connected agents have a newer config than it
+   * pushed, and catches up. Default 30 s.
+   */
+  reconcileIntervalMs?: number;
   /** Failed logins tolerated per remote IP per minute before further logins are refused; default 30. */
   failedLoginsPerMinutePerIp?: number;
   /** Credential checks (scrypt) running at once; more are refused with a retryable code. Default 32. */
@@ -226,6 +232,15 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   await decoy();
   const unsubscribe = bus.subscribe(onNotice);
   await publicListeners.reconcile();
+  const reconcileTimer = setInterval(() => {
+    void (async () => {
+      await publicListeners.reconcile();
+      if (sessions.size === 0) return;
+      const rows = await db.selectFrom('clients').select(['client_id', 'config_version']).where('node_id', '=', nodeId).execute();
+      for (const row of rows) void sessions.get(row.client_id)?.syncConfig(row.config_version);
+    })().catch((err: unknown) => log.warn({ err }, 'periodic reconcile failed; retrying next interval'));
+  }, opts.reconcileIntervalMs ?? 30_000);
+  reconcileTimer.unref();
   const controlPort = (server.address() as AddressInfo).port;
   log.info({ host: opts.controlHost, port: controlPort }, 'edge listening');
 
@@ -235,6 +250,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     stats: () => ({ sessions: sessions.size, tunnels: broker.stats().active, publicListeners: publicListeners.count }),
     stop() {
       stopping ??= (async () => {
+        clearInterval(reconcileTimer);
         unsubscribe();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         await publicListeners.stop();

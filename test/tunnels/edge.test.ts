@@ -8,6 +8,7 @@ import { FrameDecoder, encodeFrame } from '../../shared/wire/codec.js';
 import { decodeMessage, encodeMessage, type ControlMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { computeProof, newNonce } from '../../shared/wire/proof.js';
+import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createWorld, eventually, freePort, canConnect, sha, WirePeer, type World } from './world.js';
 
 const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
@@ -495,4 +496,30 @@ t.test('credential checks beyond the concurrency cap are refused with a retryabl
   t.ok(codes.includes('ok'), 'at least one login got through');
   t.ok(codes.includes('TNX_AUTH_RATE_LIMITED'), 'concurrent checks beyond the cap were refused, not queued');
   t.notOk(codes.includes('TNX_AUTH_FAILED'), 'nobody was told the code is wrong');
+});
+
+t.test('lost change notices: the periodic reconcile still opens, pushes and closes', async (t) => {
+  // The edge listens on a bus nobody publishes to: every notice is "lost".
+  const deaf = createMemoryBus();
+  t.teardown(() => deaf.close());
+  const w = await createWorld(t, { bus: deaf, reconcileIntervalMs: 100 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const agentA = w.agent({ clientId: a.clientId, authCode: a.authCode });
+  t.teardown(() => agentA.stop());
+  await eventually(() => agentA.clientId !== undefined && w.edge.stats().sessions === 1, 'agent A connected');
+
+  const publicPort = await freePort();
+  const pub = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort });
+  await eventually(() => canConnect(publicPort), 'public listener opened by the reconcile');
+  const localPort = await freePort();
+  const c2c = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 9, localPort });
+  await eventually(() => agentA.listeningPorts().get(c2c.mappingId) === localPort, 'config pushed to agent A by the reconcile');
+
+  await w.deleteMapping(pub.mappingId);
+  await w.deleteMapping(c2c.mappingId);
+  await eventually(async () => !(await canConnect(publicPort)), 'public listener closed by the reconcile');
+  await eventually(() => !agentA.listeningPorts().has(c2c.mappingId), 'agent A dropped the deleted mapping');
+  t.pass('every change arrived without a single notice');
 });
