@@ -131,6 +131,17 @@ function suite(name: string, open: (t: Test) => Promise<EventStore>): void {
       t.equal(m4.publicPort, RANGE.min + 1, 'the released port is reused');
     });
 
+    t.test('a delete that recorded MappingDeleted but never freed the port is finished by a retry', async (t) => {
+      const store = await open(t);
+      const { userId, a } = await setupUserWithClients(store);
+      const m = await createMapping(store, { userId, protocol: 'tcp', targetClientId: a, targetHost: '127.0.0.1', targetPort: 80, publicPortRange: RANGE }, meta);
+      // The first half of a delete whose port release then failed (store unavailable, crash).
+      await store.append('mapping.1001', buildEnvelope('mapping.1001', { type: 'MappingDeleted', data: { mapping_id: m.mappingId } }, meta), { expectedRevision: 'any' });
+      t.same(types((await store.readStream(`port.${m.publicPort}`)).events), ['PublicPortReserved'], 'the port is still held');
+      await t.rejects(deleteMapping(store, { mappingId: m.mappingId }, meta), { code: 'TNX_MAPPING_NOT_FOUND' }, 'the retry still answers not found');
+      t.same(types((await store.readStream(`port.${m.publicPort}`)).events), ['PublicPortReserved', 'PublicPortReleased'], 'but the port is free again');
+    });
+
     t.test('two creates racing for one explicit port: exactly one wins', async (t) => {
       const store = await open(t);
       const { userId, a } = await setupUserWithClients(store);

@@ -121,8 +121,15 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
     return { mappingId, publicPort, position: res.position };
   } catch (err) {
     if (publicPort !== null) {
-      // Compensation is best effort; the original failure is what the caller must see.
-      await releasePublicPort(store, { port: publicPort, mappingId }, meta).catch(() => undefined);
+      // Compensation is best effort; the original failure is what the caller must see. A timed-out
+      // append may still have been stored: release only if no mapping with this port was recorded
+      // under our id, or two mappings could end up sharing the port.
+      const port = publicPort;
+      await loadMapping(store, mappingId)
+        .then((state) =>
+          state.status === 'absent' || state.mapping.public_port !== port ? releasePublicPort(store, { port, mappingId }, meta) : undefined,
+        )
+        .catch(() => undefined);
     }
     throw err;
   }
@@ -130,6 +137,16 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
 
 /** Deletes a mapping, then frees its public port. Deleting a deleted or unknown mapping is a NotFoundError. */
 export async function deleteMapping(store: EventStore, input: { mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
+  // A previous delete may have recorded MappingDeleted and then failed to free the port: a retry
+  // finishes that job (release is a no-op unless this mapping still holds the port) and then
+  // answers as before, not found.
+  const before = await loadMapping(store, input.mappingId);
+  if (before.status === 'deleted' && before.mapping.public_port !== null) {
+    await releasePublicPort(store, { port: before.mapping.public_port, mappingId: input.mappingId }, meta).catch((err: unknown) => {
+      // Already re-reserved by another mapping: nothing of ours to release.
+      if ((err as { code?: unknown }).code !== DOMAIN_ERRORS.portNotHeld) throw err;
+    });
+  }
   const res = await handleCommand(
     store,
     mappingStream(input.mappingId),
