@@ -90,7 +90,10 @@ export class PublicListeners {
         });
       });
     } catch (err) {
-      log.error({ err, port: mapping.public_port }, 'could not open the public port; the next notice retries');
+      // Typically EADDRINUSE (another process, or an outgoing connection's ephemeral port): retry
+      // soon rather than waiting for the next notice or the periodic reconcile.
+      log.error({ err, port: mapping.public_port }, 'could not open the public port; retrying in 2 s');
+      if (!this.stopped) setTimeout(() => void this.reconcile(), 2_000).unref();
       return;
     }
     server.on('error', (err) => log.error({ err }, 'public listener error'));

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { isAnonymousClientId } from '../../shared/contracts/ids.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { readFirstFrame } from '../../shared/net/frames.js';
@@ -522,4 +522,19 @@ t.test('lost change notices: the periodic reconcile still opens, pushes and clos
   await eventually(async () => !(await canConnect(publicPort)), 'public listener closed by the reconcile');
   await eventually(() => !agentA.listeningPorts().has(c2c.mappingId), 'agent A dropped the deleted mapping');
   t.pass('every change arrived without a single notice');
+});
+
+t.test('a public port that is busy when the mapping appears is retried until it can be bound', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const b = await w.client(user);
+  const port = await freePort();
+  const squatter = createServer();
+  await new Promise<void>((r) => squatter.listen(port, '127.0.0.1', r));
+  await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort: port });
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal(w.edge.stats().publicListeners, 0, 'not open while the port is taken');
+  await new Promise<void>((r) => squatter.close(() => r()));
+  await eventually(() => w.edge.stats().publicListeners === 1, 'public listener opened after the port came free', 10_000);
+  t.ok(await canConnect(port), 'public port accepts');
 });
