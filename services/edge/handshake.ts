@@ -1,7 +1,7 @@
 import { clientStream, registerAnonymousClient } from '../../shared/domain/index.js';
 import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
-import { hashSecret, randomToken, verifySecret } from '../../shared/platform/secrets.js';
+import { hashSecret, randomToken } from '../../shared/platform/secrets.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import type { Handshake } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION } from '../../shared/wire/packets.js';

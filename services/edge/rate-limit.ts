@@ -15,9 +15,13 @@ export class KeyedRateLimiter {
 
   /** True when `key` has no token left right now (nothing is taken). */
   exhausted(key: string): boolean {
+    if (this.perMinute <= 0) return true;
     const b = this.buckets.get(key);
-    if (!b || this.perMinute <= 0) return this.perMinute <= 0;
-    return Math.min(this.burst, b.tokens + ((this.now() - b.at) * this.perMinute) / 60_000) < 1;
+    return b !== undefined && this.tokensNow(b, this.now()) < 1;
+  }
+
+  private tokensNow(b: { tokens: number; at: number }, now: number): number {
+    return Math.min(this.burst, b.tokens + ((now - b.at) * this.perMinute) / 60_000);
   }
 
   /** Takes one token for `key`; false when the key is over its rate. */
@@ -25,7 +29,7 @@ export class KeyedRateLimiter {
     if (this.perMinute <= 0) return false;
     const now = this.now();
     const b = this.buckets.get(key) ?? { tokens: this.burst, at: now };
-    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) * this.perMinute) / 60_000);
+    b.tokens = this.tokensNow(b, now);
     b.at = now;
     this.buckets.delete(key);
     if (b.tokens < 1) {

@@ -20,7 +20,7 @@ async function setup(t: { teardown(fn: () => unknown): void }) {
 }
 
 t.test('an already reached position resolves true from the checkpoint', async (t) => {
-  const { db, store, bus } = await setup(t);
+  const { db, store } = await setup(t);
   const p = await append(store, `client.${CLIENT_A}`, clientRegistered(CLIENT_A), at(0));
   t.ok(await untilCheckpoint(db, READ_MODEL_PROJECTION, p));
   // A bus that never carries notices: only the first checkpoint read can answer.

@@ -137,23 +137,19 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
 
 /** Deletes a mapping, then frees its public port. Deleting a deleted or unknown mapping is a NotFoundError. */
 export async function deleteMapping(store: EventStore, input: { mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
-  // A previous delete may have recorded MappingDeleted and then failed to free the port: a retry
-  // finishes that job (release is a no-op unless this mapping still holds the port) and then
-  // answers as before, not found.
-  const before = await loadMapping(store, input.mappingId);
-  if (before.status === 'deleted' && before.mapping.public_port !== null) {
-    await releasePublicPort(store, { port: before.mapping.public_port, mappingId: input.mappingId }, meta).catch((err: unknown) => {
-      // Already re-reserved by another mapping: nothing of ours to release.
-      if ((err as { code?: unknown }).code !== DOMAIN_ERRORS.portNotHeld) throw err;
-    });
+  let res;
+  try {
+    res = await handleCommand(
+      store,
+      mappingStream(input.mappingId),
+      mappingDecider,
+      { type: 'DeleteMapping', data: { mapping_id: input.mappingId } },
+      meta,
+    );
+  } catch (err) {
+    if ((err as { code?: unknown }).code === DOMAIN_ERRORS.mappingNotFound) await finishInterruptedDelete(store, input.mappingId, meta);
+    throw err;
   }
-  const res = await handleCommand(
-    store,
-    mappingStream(input.mappingId),
-    mappingDecider,
-    { type: 'DeleteMapping', data: { mapping_id: input.mappingId } },
-    meta,
-  );
   let position = res.position;
   const port = res.state.status === 'absent' ? null : res.state.mapping.public_port;
   if (port !== null) {
@@ -162,4 +158,18 @@ export async function deleteMapping(store: EventStore, input: { mappingId: numbe
     position = Math.max(position, released.position);
   }
   return { position };
+}
+
+/**
+ * A previous delete may have recorded MappingDeleted and then failed to free the port: a retried
+ * delete finishes that job before answering "not found" as usual. Only this rare path pays the
+ * extra read.
+ */
+async function finishInterruptedDelete(store: EventStore, mappingId: number, meta: CommandMetadata): Promise<void> {
+  const state = await loadMapping(store, mappingId);
+  if (state.status !== 'deleted' || state.mapping.public_port === null) return;
+  await releasePublicPort(store, { port: state.mapping.public_port, mappingId }, meta).catch((err: unknown) => {
+    // Already re-reserved by another mapping: nothing of ours to release.
+    if ((err as { code?: unknown }).code !== DOMAIN_ERRORS.portNotHeld) throw err;
+  });
 }
