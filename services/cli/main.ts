@@ -1,6 +1,4 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { startAgent } from '../client/index.js';
-import { serveAgentHealth } from '../client/health.js';
 import { createLogger, type Logger } from '../../shared/platform/logger.js';
 import { Lifecycle } from '../../shared/platform/lifecycle.js';
 import { errorMessage } from '../../shared/platform/errors.js';
@@ -12,10 +10,11 @@ import {
   parsePortRange,
   type ServerConfig,
 } from './config.js';
-import { runServer } from './server.js';
 import { VERSION } from './version.js';
 
 // The only module that reads process.env and argv; everything below gets parsed config.
+// Each command imports its own code when it runs: an agent never loads fastify, kysely, pg, NATS
+// or the embedded database (faster start, smaller heap for its byte pumps).
 
 function intArg(name: string, min: number, max: number) {
   return (value: string): number => {
@@ -88,6 +87,7 @@ program
       logger = createLogger({ level: config.logLevel, name: 'tunnox-server' });
       const lifecycle = new Lifecycle(logger);
       lifecycle.installSignalHandlers();
+      const { runServer } = await import('./server.js');
       const running = await runServer(config, logger, lifecycle).catch(async (err: unknown) => {
         await lifecycle.close();
         throw err;
@@ -133,6 +133,7 @@ program
       }
       const lifecycle = new Lifecycle(logger);
       lifecycle.installSignalHandlers();
+      const { startAgent } = await import('../client/index.js');
       const agent = startAgent({
         server: o.server,
         ...(o.clientId !== undefined ? { clientId: o.clientId } : {}),
@@ -146,6 +147,7 @@ program
       lifecycle.add('agent', () => agent.stop());
       if (o.health) {
         const { host, port } = parseHostPort(o.health);
+        const { serveAgentHealth } = await import('../client/health.js');
         const health = await serveAgentHealth(host, port, () => agent.status());
         lifecycle.add('health', () => health.close());
         logger.info({ health: `${host}:${health.port}` }, 'health endpoint listening');
