@@ -1,4 +1,5 @@
-import { buildEnvelope, type CommandMetadata, type Decider } from '../eventstore/command.js';
+import { buildEnvelope, type CommandMetadata } from '../eventstore/command.js';
+import type { Decider } from './decider.js';
 import type { EventStore, ExpectedRevision } from '../eventstore/types.js';
 
 /**

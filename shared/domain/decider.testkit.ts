@@ -1,5 +1,6 @@
 import { parseStoredEvent, type DomainEvent } from '../contracts/events.js';
-import { buildEnvelope, type Decider } from '../eventstore/command.js';
+import { buildEnvelope } from '../eventstore/command.js';
+import type { Decider } from './decider.js';
 
 /**
  * Given/when/then for deciders, without any store: `given` folds past events (wrapped in envelopes

@@ -1,6 +1,7 @@
 // Public surface of the domain: pure deciders (one folder per aggregate) and the command services
 // that orchestrate them through an EventStore. Nothing here touches HTTP, NATS or SQL directly.
 export { DOMAIN_ERRORS, RuleViolationError, type DomainErrorCode } from './errors.js';
+export type { Decider } from './decider.js';
 
 export { sequenceDecider, type AllocateId, type SequenceCommand, type SequenceState } from './sequence/sequence.decider.js';
 export { allocateId, type AllocatedId } from './sequence/sequence.commands.js';

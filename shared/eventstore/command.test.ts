@@ -2,7 +2,8 @@ import t, { type Test } from 'tap';
 import type { DomainEvent } from '../contracts/events.js';
 import { ConflictError } from '../platform/errors.js';
 import { createTestDatabase } from '../testkit/pg.js';
-import { handleCommand, type CommandMetadata, type Decider } from './command.js';
+import type { Decider } from '../domain/decider.js';
+import { handleCommand, type CommandMetadata } from './command.js';
 import { PostgresEventStore } from './postgres.js';
 import type { EventStore } from './types.js';
 

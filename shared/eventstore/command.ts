@@ -1,21 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Actor, EventEnvelope, StoredEvent } from '../contracts/envelope.js';
-import { EVENT_SCHEMAS, parseStoredEvent, type DomainEvent, type TypedStoredEvent } from '../contracts/events.js';
+import { EVENT_SCHEMAS, parseStoredEvent, type DomainEvent } from '../contracts/events.js';
+import type { Decider } from '../domain/decider.js';
 import { ConflictError } from '../platform/errors.js';
 import { WrongExpectedRevisionError } from './errors.js';
 import type { EventStore, ExpectedRevision } from './types.js';
-
-/**
- * Emmett-style decider: pure functions, no I/O. Time and generated ids come in through the command
- * (its metadata), so a retried decision is deterministic. At most one event per command (NATS 2.9
- * has no atomic multi-message publish).
- */
-export interface Decider<State, Cmd> {
-  readonly initialState: () => State;
-  readonly evolve: (state: State, event: TypedStoredEvent) => State;
-  /** Returns the events to append (0 or 1), or throws a DomainError / NotFoundError. */
-  readonly decide: (command: Cmd, state: State) => readonly DomainEvent[];
-}
 
 /** Who is acting and why; copied into every envelope the command produces. */
 export interface CommandMetadata {

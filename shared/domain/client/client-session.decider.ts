@@ -1,5 +1,5 @@
 import type { DomainEvent, TypedStoredEvent } from '../../contracts/events.js';
-import type { Decider } from '../../eventstore/command.js';
+import type { Decider } from '../decider.js';
 
 /**
  * Stream `client-session.<client_id>`: facts reported by edges. They are recorded, never rejected

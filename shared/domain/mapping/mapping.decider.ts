@@ -1,5 +1,5 @@
 import type { DomainEvent, EventData, TypedStoredEvent } from '../../contracts/events.js';
-import type { Decider } from '../../eventstore/command.js';
+import type { Decider } from '../decider.js';
 import { DomainError, NotFoundError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 

@@ -21,7 +21,9 @@ async function decidePort(
   command: Parameters<typeof portDecider.decide>[0],
   meta: CommandMetadata,
 ): Promise<{ position: number }> {
-  const res = await handleCommand(store, portStream(command.data.port), portDecider, command, meta);
+  // A port's state is its last event (reserved by X, or released), so one read decides whatever the
+  // port's reserve/release history: allocation cost does not grow with churn.
+  const res = await handleCommand(store, portStream(command.data.port), portDecider, command, meta, { lastEventOnly: true });
   return { position: res.position };
 }
 
@@ -41,8 +43,8 @@ function isTaken(err: unknown): boolean {
 
 /**
  * Reserves the lowest free port of the range for the mapping, trying candidates in order until a
- * reservation succeeds. Each candidate costs one stream read, so the cost grows with the number of
- * held ports below the first free one; fine for ranges of a few thousand ports.
+ * reservation succeeds. Each candidate costs one last-event read (independent of that port's
+ * history), so the cost grows only with the number of ports held right now below the first free one.
  */
 export async function reserveFirstFreePort(
   store: EventStore,

@@ -1,5 +1,5 @@
 import type { DomainEvent, TypedStoredEvent } from '../../contracts/events.js';
-import type { Decider } from '../../eventstore/command.js';
+import type { Decider } from '../decider.js';
 import { DomainError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 
@@ -11,6 +11,7 @@ export type ReservePublicPort = { readonly type: 'ReservePublicPort'; readonly d
 export type ReleasePublicPort = { readonly type: 'ReleasePublicPort'; readonly data: { readonly port: number; readonly mapping_id: number } };
 export type PortCommand = ReservePublicPort | ReleasePublicPort;
 
+/** Invariant the command handler relies on (it folds only the last event): the state is a function of the last event. */
 export interface PortState {
   /** Mapping currently holding the port, or null when free. */
   readonly heldBy: number | null;

@@ -1,6 +1,6 @@
 import { SEQUENCE_MAX, SEQUENCE_START, type SequenceName } from '../../contracts/ids.js';
 import type { DomainEvent, TypedStoredEvent } from '../../contracts/events.js';
-import type { Decider } from '../../eventstore/command.js';
+import type { Decider } from '../decider.js';
 import { DomainError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS } from '../errors.js';
 

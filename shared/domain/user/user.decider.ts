@@ -1,6 +1,6 @@
 import type { DomainEvent, TypedStoredEvent } from '../../contracts/events.js';
 import { ID_RANGES } from '../../contracts/ids.js';
-import type { Decider } from '../../eventstore/command.js';
+import type { Decider } from '../decider.js';
 import { DomainError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 
