@@ -62,7 +62,7 @@ export function createProjectionWaiter(opts: { db: Db; bus: ChangeBus; name?: st
 }
 
 /**
- * Rebuilds the read models from the whole event log (used by `tunnox ctl`):
+ * Rebuilds the read models from the whole event log (no command runs it yet; the projector tests do):
  * 1. notes the store's head position;
  * 2. in ONE transaction: locks the `read-models` checkpoint row, empties users, clients and
  *    mappings, replays every event from position 0 up to that head through the same handlers as

@@ -21,7 +21,8 @@ export type ProjectionHandler<T extends EventType> = (
  * A projection folds events into read-model tables (STYLE.md habit 4). Handlers must be idempotent
  * (a replay over existing rows leaves the same state) and must never reject a recorded fact
  * (habit 5): an event that does not fit the current rows is logged and ignored, not thrown.
- * Bump `version` when a handler's output changes; existing read models then need a rebuild.
+ * Bump `version` when a handler's output changes. The version is only logged at start: nothing
+ * rebuilds by itself, so a changed handler also needs a migration or a rebuild of the read models.
  */
 export interface Projection {
   readonly name: string;
