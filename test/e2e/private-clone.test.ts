@@ -144,3 +144,13 @@ t.test('a port in use fails start-up with one line that says what to do', async 
   t.match(human[0], /choose another port \(--api-port/, 'and what to do');
   t.notOk(existsSync(join(dir.path, 'server', 'postgres', 'postmaster.pid')), 'the embedded PostgreSQL was stopped on the way out');
 });
+
+t.test('a built tree without its node_modules says to run make setup, in one line', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'tnx-e2e-nomodules-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  for (const entry of ['bin', 'dist', 'package.json']) await cp(join(ROOT, entry), join(dir, entry), { recursive: true });
+  const proc = spawnTunnox(['server', '--data-dir', join(dir, 'data')], {}, dir);
+  t.equal(await proc.exited, 1, 'exits with 1');
+  t.same(proc.lines.filter((l) => l.trim()), [proc.lines.find((l) => l.startsWith('tunnox: '))], 'its only output is one tunnox: line');
+  t.match(proc.lines.join('\n'), /Cannot find package .*; run `make setup`/, 'naming what is missing and what to do');
+});
