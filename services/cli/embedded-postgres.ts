@@ -319,7 +319,7 @@ async function stopPostmaster(child: ChildProcess): Promise<void> {
   stopping.add(child);
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.kill('SIGINT'); // "fast" shutdown: consistent on disk, no recovery at the next start
-  const timer = setTimeout(() => child.kill('SIGQUIT'), 20_000);
+  const timer = setTimeout(() => child.kill('SIGQUIT'), 10_000); // "immediate": within the lifecycle's 15 s grace
   await exited;
   clearTimeout(timer);
 }
