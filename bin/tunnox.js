@@ -17,4 +17,13 @@ if (!existsSync(entry)) {
 // relay, bimodal from run to run). Without incremental marking, the same churn is handled by
 // scavenges; full collections of our small heap stay short. Set before anything allocates much.
 setFlagsFromString('--no-incremental-marking');
-await import(entry);
+try {
+  await import(entry);
+} catch (err) {
+  // A missing dependency (node_modules not installed, or installed for another tree) or a partial
+  // build: one line that says what to do, not a stack trace.
+  const message = err instanceof Error ? err.message : String(err);
+  const missing = err && typeof err === 'object' && 'code' in err && err.code === 'ERR_MODULE_NOT_FOUND';
+  process.stderr.write(`tunnox: ${message}${missing ? `; run \`make setup\` (npm ci && npm run build) in ${root}` : ''}\n`);
+  process.exit(1);
+}

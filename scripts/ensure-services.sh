@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Makes sure the services the test suite talks to are running on loopback:
-# PostgreSQL 15 on 127.0.0.1:5432 (trust auth) and NATS with JetStream on 127.0.0.1:4222.
+# PostgreSQL 15 on 127.0.0.1:5432 (user postgres trusted from 127.0.0.1) and NATS with JetStream on 127.0.0.1:4222.
 # Installs them from Debian's packages when missing (CI runs as root on Debian).
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -19,10 +20,9 @@ if ! port_open 5432; then
   fi
   ver=$(ls /etc/postgresql | sort -V | tail -1)
   hba="/etc/postgresql/$ver/main/pg_hba.conf"
-  if ! grep -q '^host *all *all *127.0.0.1/32 *trust' "$hba"; then
-    # Test-only cluster on loopback: trust local connections (matches the dev machines).
-    as_root sed -i 's/^\(local\|host\)\(.*\)\(md5\|scram-sha-256\|peer\)$/\1\2trust/' "$hba"
-  fi
+  # The suite connects as postgres over 127.0.0.1 without a password: one marked rule for exactly
+  # that, added once; the cluster's other rules (and so everyone else's authentication) stay.
+  as_root "$here/pg-hba-allow-tests.sh" "$hba"
   echo "ensure-services: starting PostgreSQL $ver" >&2
   as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start
   for _ in $(seq 1 50); do port_open 5432 && break; sleep 0.2; done

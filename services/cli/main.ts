@@ -24,8 +24,17 @@ function intArg(name: string, min: number, max: number) {
   };
 }
 
+/** What to do about the system errors a start-up commonly meets (our own errors already say it). */
+function hint(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e.code === 'EADDRINUSE') return '; another process listens there: stop it, or choose another port (--api-port, --control-port)';
+  if (e.code === 'EACCES' && e.syscall === 'listen') return '; ports below 1024 need root or CAP_NET_BIND_SERVICE: choose another port';
+  if (e.code === 'ECONNREFUSED') return '; nothing answers there: start it, or check --nats / --database';
+  return '';
+}
+
 function fail(logger: Logger | undefined, err: unknown): never {
-  const message = errorMessage(err);
+  const message = errorMessage(err) + hint(err);
   if (logger) logger.fatal({ err }, message);
   process.stderr.write(`tunnox: ${message}\n`);
   process.exit(1);
@@ -96,16 +105,23 @@ program
         { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database },
         'tunnox server ready',
       );
-      const keyNote =
-        running.apiKeySource === 'flag' ? '(from --api-key / TUNNOX_API_KEY)' : `(${running.apiKeySource}; kept in ${config.dataDir}/admin-api-key)`;
+      // The key itself is printed once, when it is generated: under a supervisor this banner lands
+      // in the journal on every start. After that we say where it is kept.
+      const keyLine =
+        running.apiKeySource === 'flag'
+          ? 'the one given with --api-key / TUNNOX_API_KEY'
+          : running.apiKeySource === 'generated'
+            ? `${running.apiKey}   (new: shown this once; kept in ${running.apiKeyFile})`
+            : `kept in ${running.apiKeyFile}`;
+      const keyRef = running.apiKeySource === 'flag' ? '$TUNNOX_API_KEY' : `$(cat ${running.apiKeyFile})`;
       process.stderr.write(
         [
           '',
           `Tunnox ${VERSION} server, ${running.mode} mode, ${running.nodeId}, ${running.database} PostgreSQL`,
           `  Management API : ${running.apiUrl}/api/v1   (OpenAPI: ${running.apiUrl}/openapi.json)`,
           `  Agent control  : ${running.controlAddress}`,
-          `  Admin API key  : ${running.apiKey} ${keyNote}`,
-          `  Try            : curl -H "Authorization: Bearer ${running.apiKey}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
+          `  Admin API key  : ${keyLine}`,
+          `  Try            : curl -H "Authorization: Bearer ${keyRef}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
           '',
         ].join('\n') + '\n',
       );

@@ -26,14 +26,20 @@ export interface RunningServer {
   controlAddress: string;
   apiKey: string;
   apiKeySource: 'flag' | 'generated' | 'data-dir';
+  /** Where a generated key is kept (absolute). */
+  apiKeyFile: string;
   nodeId: string;
   database: 'embedded' | 'external';
+}
+
+export function apiKeyFile(dataDir: string): string {
+  return join(resolve(dataDir), 'admin-api-key');
 }
 
 /** The admin API key: given explicitly, or generated on first start and kept (0600) in the data dir. */
 async function resolveApiKey(config: ServerConfig): Promise<{ key: string; source: RunningServer['apiKeySource'] }> {
   if (config.apiKey) return { key: config.apiKey, source: 'flag' };
-  const file = join(config.dataDir, 'admin-api-key');
+  const file = apiKeyFile(config.dataDir);
   if (existsSync(file)) return { key: (await readFile(file, 'utf8')).trim(), source: 'data-dir' };
   const key = randomToken('tnxk_', 32);
   await writeFile(file, key + '\n', { mode: 0o600 });
@@ -143,6 +149,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     controlAddress: `${config.controlHost}:${edge.controlPort}`,
     apiKey,
     apiKeySource,
+    apiKeyFile: apiKeyFile(config.dataDir),
     nodeId,
     database: config.databaseUrl ? 'external' : 'embedded',
   };

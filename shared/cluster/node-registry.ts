@@ -30,6 +30,16 @@ export interface ClaimNodeIdOptions {
   onLost?: (err: Error) => void;
 }
 
+/**
+ * True when a write was refused because the key's revision was not the one we expected: the id is
+ * held by someone else (create-if-absent lost the race, or an update found a newer entry).
+ * 10071 is JetStream's "wrong last sequence", 10164 its variant for an unknown last sequence.
+ */
+function isRevisionConflict(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 10071 || code === 10164 || /wrong last sequence/i.test(errorMessage(err));
+}
+
 export async function openNodeBucket(nc: NatsConnection, bucket: string, ttlMs: number): Promise<KV> {
   return new Kvm(nc).create(bucket, { ttl: ttlMs, history: 1 });
 }
@@ -48,8 +58,15 @@ export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistr
     let revision: number;
     try {
       revision = await kv.create(nodeId, JSON.stringify(info));
-    } catch {
-      continue; // held by a live node
+    } catch (err) {
+      if (isRevisionConflict(err)) continue; // held by a live node
+      // Anything else (a refused write, a timeout, a closed connection) would fail for the next id
+      // too: say what really happened instead of claiming every id is taken.
+      throw new InfrastructureError(
+        'TNX_CLUSTER_NODE_REGISTRY_FAILED',
+        `could not claim ${nodeId} in the NATS KV bucket ${opts.bucket}: ${errorMessage(err)}`,
+        { cause: err },
+      );
     }
     opts.logger.info({ nodeId }, 'node id claimed');
     let stopped = false;
@@ -65,7 +82,7 @@ export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistr
           // A wrong last sequence means the entry changed under us (expired and re-claimed, or
           // purged): the id is gone. Anything else (a NATS reconnect, a timeout) is retried on the
           // next tick for as long as the entry can still be alive.
-          const conflict = (err as { code?: unknown } | null)?.code === 10071 || /wrong last sequence/i.test(errorMessage(err));
+          const conflict = isRevisionConflict(err);
           if (!conflict && Date.now() - refreshedAt < opts.ttlMs) {
             opts.logger.warn({ err, nodeId }, 'node heartbeat failed; retrying');
             return;

@@ -28,9 +28,10 @@ export interface Proc {
   exited: Promise<number | null>;
 }
 
-export function spawnTunnox(args: string[], env: Record<string, string> = {}): Proc {
-  const child = spawn(process.execPath, [TUNNOX_BIN, ...args], {
-    cwd: ROOT,
+/** `where` runs another copy of the built tree (its root: bin/tunnox.js is run from there, in there). */
+export function spawnTunnox(args: string[], env: Record<string, string> = {}, where = ROOT): Proc {
+  const child = spawn(process.execPath, [join(where, 'bin', 'tunnox.js'), ...args], {
+    cwd: where,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
