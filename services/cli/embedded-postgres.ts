@@ -15,6 +15,8 @@ export interface EmbeddedDatabase {
 
 const DATABASE = 'tunnox';
 const USER = 'tunnox';
+/** For `tunnox ctl`, which connects to a running server's embedded PostgreSQL. */
+export { DATABASE as EMBEDDED_DATABASE, USER as EMBEDDED_USER };
 
 /** Asks the kernel for a free loopback port, so we never collide with a PostgreSQL already on 5432. */
 export function freePort(host = '127.0.0.1'): Promise<number> {
