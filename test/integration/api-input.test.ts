@@ -6,6 +6,8 @@ import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import { silentLogger } from '../../shared/platform/logger.js';
 import { createTestDatabase } from '../../shared/testkit/pg.js';
 import { buildApp } from '../../services/api/index.js';
+import { toProblem } from '../../services/api/errors.js';
+import { UnstorableEventError } from '../../shared/eventstore/errors.js';
 import { createProjectionWaiter, startProjector } from '../../services/projector/index.js';
 
 /** Hostile strings and path ids at the Management API: refused with a 400 naming the field, before anything is decided. */
@@ -94,6 +96,7 @@ t.test('usernames and client names: hostile characters are a 400 naming the fiel
     t.match(c, { status: 400, json: { code: 'TNX_VALIDATION_FAILED', field: 'client_name' } }, `client_name with ${what}`);
   }
   t.match(await h.post('/api/v1/users', { username: 'x'.repeat(65), email: 'x@example.com' }), { status: 400, json: { field: 'username' } }, 'too long');
+  t.match(await h.post('/api/v1/users', { username: '用'.repeat(20_000), email: 'x@example.com' }), { status: 400, json: { field: 'username' } }, 'far too long');
   t.match(await h.post('/api/v1/users', { username: 'ok', email: 'a\u0000@example.com' }), { status: 400, json: { field: 'email' } }, 'email with NUL');
   t.equal(await h.store.headPosition(), head, 'no event was appended: no id allocated, nothing decided');
 
@@ -193,6 +196,28 @@ t.test('path ids must be canonical decimal: every other spelling is a 400 naming
   t.equal((await h.get('/api/v1/users/100000001')).status, 200, 'the canonical spelling still resolves');
   t.equal((await h.get(`/api/v1/clients/${client.json.client_id}`)).status, 200);
   t.match(await h.get('/api/v1/mappings/1001'), { status: 404 }, 'canonical but absent: 404, not 400');
+});
+
+t.test("the event store's own refusal reaches a caller as a 400 naming the field, not a 500", async (t) => {
+  const p = toProblem(new UnstorableEventError('UserCreated', 'data.username', 'contains U+0000 (NUL)'));
+  t.match(p, { status: 400, code: 'TNX_EVENTSTORE_UNSTORABLE_EVENT', field: 'username' });
+});
+
+t.test('a connection on which nothing arrives is closed by the idle timeout', async (t) => {
+  const h = await harness(t, { requestMs: 60_000, idleMs: 300 });
+  await h.app.listen({ host: '127.0.0.1', port: 0 });
+  const address = h.app.server.address();
+  if (typeof address !== 'object' || address === null) throw new Error('no address');
+  const socket = netConnect({ host: '127.0.0.1', port: address.port });
+  t.teardown(() => socket.destroy());
+  socket.on('data', () => undefined);
+  const closed = new Promise<boolean>((resolve) => {
+    socket.once('close', () => resolve(true));
+    setTimeout(() => resolve(false), 20_000).unref();
+  });
+  await new Promise<void>((resolve) => socket.once('connect', resolve));
+  socket.write('GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+  t.equal(await closed, true, 'closed well before the 60 s request timeout');
 });
 
 t.test('a request whose declared body never arrives is answered and closed by the request timeout', async (t) => {
