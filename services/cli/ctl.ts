@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import type { z } from 'zod';
 import type { StoredEvent } from '../../shared/contracts/envelope.js';
 import { descriptionText, nameText } from '../../shared/contracts/text.js';
 import type { Db } from '../../shared/db/connect.js';
@@ -125,7 +126,7 @@ async function failsInTrial(db: Db, event: StoredEvent): Promise<boolean> {
   return false;
 }
 
-function parseOr<T>(flag: string, schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } } }, value: unknown): T {
+function parseOr<T>(flag: string, schema: z.ZodType<T>, value: unknown): T {
   const r = schema.safeParse(value);
   if (!r.success) throw new CtlError('TNX_CTL_BAD_ARGUMENT', `${flag}: ${r.error.issues[0]?.message ?? 'invalid'}`);
   return r.data;
@@ -177,7 +178,7 @@ export async function openTarget(target: CtlTarget, logger: Logger): Promise<Ope
     closers.push(() => db.destroy());
     let store: EventStore;
     if (target.nats) {
-      const [{ connect }, { jetstreamManager }, { openJetStreamEventStore }] = await Promise.all([
+      const [{ connect }, { JetStreamApiCodes, JetStreamApiError, jetstreamManager }, { openJetStreamEventStore }] = await Promise.all([
         import('@nats-io/transport-node'),
         import('@nats-io/jetstream'),
         import('../../shared/eventstore/jetstream.js'),
@@ -186,11 +187,12 @@ export async function openTarget(target: CtlTarget, logger: Logger): Promise<Ope
       closers.push(() => nc.close());
       // Opening the store would create a missing stream: a wrong --stream must be an error instead.
       const jsm = await jetstreamManager(nc);
-      const exists = await jsm.streams.info(target.stream).then(
-        () => true,
-        () => false,
-      );
-      if (!exists) throw new CtlError('TNX_CTL_NO_STREAM', `no JetStream stream ${target.stream} at ${target.nats} (see --stream)`);
+      await jsm.streams.info(target.stream).catch((err: unknown) => {
+        if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+          throw new CtlError('TNX_CTL_NO_STREAM', `no JetStream stream ${target.stream} at ${target.nats} (see --stream)`);
+        }
+        throw err;
+      });
       store = await openJetStreamEventStore({ nc, streamName: target.stream, subjectPrefix: target.subjectPrefix, logger });
     } else {
       const { PostgresEventStore } = await import('../../shared/eventstore/postgres.js');

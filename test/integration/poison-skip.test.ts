@@ -142,6 +142,13 @@ for (const [name, makeRig, poisonFor, cause] of variants) {
     });
     t.ok(result.skip_position > later, 'the EventSkipped is appended to the log');
 
+    if (name === 'JetStream log') {
+      const wrongStream = rig.flags.map((f, i) => (rig.flags[i - 1] === '--stream' ? `${f}_NOPE` : f));
+      const noStream = await ctl(['skip', String(poisonAt), '--reason', 'x', ...wrongStream]);
+      t.equal(noStream.code, 1, 'a wrong --stream is refused, not created');
+      t.match(noStream.stderr, /no JetStream stream/);
+    }
+
     const again = await ctl(['skip', String(poisonAt), '--reason', 'twice', ...rig.flags]);
     t.equal(again.code, 1, 'one skip per position');
     t.match(again.stderr, /already has an EventSkipped/);
