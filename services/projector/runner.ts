@@ -261,7 +261,7 @@ export interface RebuildOptions {
  * checkpoint at the last replayed position. See rebuildReadModels in index.ts for the contract.
  */
 export async function rebuildProjection(opts: RebuildOptions): Promise<{ position: number; events: number }> {
-  const { name, projections, store, db } = opts;
+  const { name, store } = opts;
   const batchSize = opts.batchSize ?? 500;
   const log = opts.logger.child({ projection: name, rebuild: true });
   // Operator skips met so far (position -> envelope id). A failed handler aborts the PostgreSQL
