@@ -15,17 +15,34 @@ export type { ApiDeps } from './deps.js';
 export const API_PREFIX = '/api/v1';
 
 /**
+ * - requestMs: the whole request, headers and body, must arrive within it (else 408 and close), so
+ *   a client that declares a body and never sends it cannot hold a connection and its handler.
+ * - idleMs: a connection on which nothing moves for this long is closed (covers a request that
+ *   drips in, and idle keep-alive sockets).
+ */
+export const API_TIMEOUT_DEFAULTS = { requestMs: 30_000, idleMs: 60_000 } as const;
+
+/**
  * Builds the Management API from its dependencies; never listens (the caller owns listen/close).
  * Commands go to the event store through the command services in shared/domain; queries read the
  * PostgreSQL read models, which only the projector writes.
  */
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
+  const requestMs = deps.timeouts?.requestMs ?? API_TIMEOUT_DEFAULTS.requestMs;
+  const idleMs = deps.timeouts?.idleMs ?? API_TIMEOUT_DEFAULTS.idleMs;
   const root: FastifyInstance = Fastify({
     // Upcast: fastify is generic over the logger type, and callers expect the default instance type.
     loggerInstance: deps.logger as FastifyBaseLogger,
     genReqId: () => randomUUID(),
     // Bodies are small JSON documents; anything larger is a mistake or an attack.
     bodyLimit: 64 * 1024,
+    requestTimeout: requestMs,
+    connectionTimeout: idleMs,
+    http: {
+      headersTimeout: requestMs,
+      // Node checks request deadlines only this often (default 30 s): keep the slack small.
+      connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(requestMs / 2))),
+    },
   });
   const app = root.withTypeProvider<ZodTypeProvider>();
 

@@ -15,4 +15,6 @@ export interface ApiDeps {
   publicPortRange: { min: number; max: number };
   /** How long a command waits for its read-your-writes projection; default 5000 ms. */
   projectionTimeoutMs?: number;
+  /** HTTP timeouts once listening (app.listen); defaults in app.ts API_TIMEOUT_DEFAULTS. */
+  timeouts?: { requestMs?: number; idleMs?: number };
 }

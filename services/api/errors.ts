@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { WrongExpectedRevisionError } from '../../shared/eventstore/errors.js';
+import { UnstorableEventError, WrongExpectedRevisionError } from '../../shared/eventstore/errors.js';
 import { ConflictError, DomainError, InfrastructureError, NotFoundError, TunnoxError, ValidationError } from '../../shared/platform/errors.js';
 import { RuleViolationError } from '../../shared/domain/errors.js';
 import type { Problem } from './schemas.js';
@@ -76,6 +76,12 @@ export function toProblem(err: unknown): Problem {
   if (err instanceof DomainError || err instanceof ConflictError) {
     const field = fieldOf(err);
     return problem(409, err.code, err.message, field === undefined ? {} : { field });
+  }
+  if (err instanceof UnstorableEventError) {
+    // The schemas refuse such text first; this is the event store's own guard answering for an
+    // input the schemas missed. Still the caller's input, never a 500, and nothing was appended.
+    const field = err.path.startsWith('data.') ? err.path.slice('data.'.length) : undefined;
+    return problem(400, err.code, err.message, field === undefined ? {} : { field });
   }
   if (err instanceof WrongExpectedRevisionError) return problem(409, err.code, 'concurrent modification, retry the request');
   if (err instanceof InfrastructureError) return problem(503, err.code, 'a dependency is unavailable; retry later');

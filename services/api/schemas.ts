@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { ID_RANGES } from '../../shared/contracts/ids.js';
+import { HostText, descriptionText, nameText } from '../../shared/contracts/text.js';
 
 /** Shared API schemas. Field names are snake_case, as in the seed API. */
 
@@ -27,13 +28,27 @@ const mappingId = () => z.number().int().min(ID_RANGES.mapping.min).max(ID_RANGE
 export const UserId = userId();
 export const ClientId = clientId();
 export const MappingId = mappingId();
-/** Ids in URL paths arrive as strings. */
-export const UserIdParam = z.coerce.number().pipe(userId());
-export const ClientIdParam = z.coerce.number().pipe(clientId());
-export const MappingIdParam = z.coerce.number().pipe(mappingId());
+/**
+ * Ids in URL paths arrive as strings and must be canonical decimal: Number() would also read
+ * `0x5F5E101`, `1.00000001e8`, `+100000001`, ` 100000001` or `00100000001` as the same id, and one
+ * resource with many spellings defeats caches, logs and any rule keyed on the path.
+ */
+const canonicalId = (inRange: z.ZodNumber) =>
+  z
+    .string()
+    .regex(/^[1-9][0-9]{0,15}$/, 'must be a decimal id without sign, leading zeros or spaces')
+    .transform(Number)
+    .pipe(inRange);
+export const UserIdParam = canonicalId(userId());
+export const ClientIdParam = canonicalId(clientId());
+export const MappingIdParam = canonicalId(mappingId());
 export const Port = z.number().int().min(1).max(65535);
 export const Timestamp = z.string().describe('RFC 3339 timestamp');
-export const Host = z.string().trim().min(1).max(253);
+/** Free-text field kinds (shared/contracts/text.ts says what each admits). */
+export const Host = HostText;
+export const Username = nameText(64);
+export const ClientName = nameText(128);
+export const ClientDescription = descriptionText(1024);
 
 /** Problem responses every /api/v1 route can give; merged into each route's `response`. */
 export const COMMON_PROBLEMS = {

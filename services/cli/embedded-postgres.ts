@@ -23,6 +23,8 @@ const SYSTEM_USER = 'postgres';
 const STAGED_PREFIX = 'pgbin-';
 /** Private scratch dirs: initdb's password file, a partial copy of the binaries. Swept at start. */
 const SCRATCH_PREFIX = '.tnx-';
+/** For `tunnox ctl`, which connects to a running server's embedded PostgreSQL. */
+export { DATABASE as EMBEDDED_DATABASE, USER as EMBEDDED_USER };
 
 /** Asks the kernel for a free loopback port, so we never collide with a PostgreSQL already on 5432. */
 export function freePort(host = '127.0.0.1'): Promise<number> {

@@ -11,6 +11,7 @@ import {
   type ServerConfig,
 } from './config.js';
 import { VERSION } from './version.js';
+import { ctlCommand } from './ctl.js';
 
 // The only module that reads process.env and argv; everything below gets parsed config.
 // Each command imports its own code when it runs: an agent never loads fastify, kysely, pg, NATS
@@ -172,5 +173,7 @@ program
       fail(logger, err);
     }
   });
+
+program.addCommand(ctlCommand());
 
 await program.parseAsync(process.argv);

@@ -1,5 +1,5 @@
 import type { StoredEvent } from '../../shared/contracts/envelope.js';
-import { parseStoredEvent, type TypedStoredEvent } from '../../shared/contracts/events.js';
+import { EventSkipped, parseStoredEvent, skipStreamFor, type TypedStoredEvent } from '../../shared/contracts/events.js';
 import type { ChangeBus, ChangeNotice } from '../../shared/contracts/notices.js';
 import type { Db, DbTx } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
@@ -59,6 +59,38 @@ export function parseForProjection(name: string, raw: StoredEvent): TypedStoredE
   }
 }
 
+/** An operator's EventSkipped for one stored event: what the runner logs when it passes the event. */
+export interface OperatorSkip {
+  /** Position of the EventSkipped itself. */
+  skipPosition: number;
+  eventId: string;
+  reason: string;
+  actor: string;
+  occurredAt: string;
+}
+
+/**
+ * The operator's skip for `raw`, if `tunnox ctl events skip` recorded one: an EventSkipped in
+ * stream skip.<position> naming both this position and this envelope id (a skip written against
+ * another log, or a position that now holds another event, does not match).
+ */
+export async function findOperatorSkip(store: EventStore, raw: StoredEvent): Promise<OperatorSkip | null> {
+  const { events } = await store.readStream(skipStreamFor(raw.position));
+  for (const e of events) {
+    if (e.type !== 'EventSkipped') continue;
+    const parsed = EventSkipped.safeParse(e.data);
+    if (!parsed.success || parsed.data.position !== raw.position || parsed.data.event_id !== raw.id) continue;
+    return {
+      skipPosition: e.position,
+      eventId: parsed.data.event_id,
+      reason: parsed.data.reason,
+      actor: `${e.actor.kind}:${e.actor.id}`,
+      occurredAt: e.occurred_at,
+    };
+  }
+  return null;
+}
+
 /** Runs every projection's handler for one event inside the caller's transaction. */
 export async function applyEvent(
   tx: DbTx,
@@ -76,7 +108,9 @@ export async function applyEvent(
  * Subscribes from the committed checkpoint and, per event, commits the read-model changes and the
  * new checkpoint in one transaction (STYLE.md habit 4), then publishes the change notices and acks.
  * Any error halts the projection: it is logged, the subscription stops, and the checkpoint stays
- * before the failing event so a restart retries that very event.
+ * before the failing event so a restart retries that very event. The one exception is an event an
+ * operator has skipped (EventSkipped naming its position and id, see findOperatorSkip): then only
+ * the checkpoint moves past it, with a warning, and projection goes on.
  */
 export async function runProjection(opts: RunnerOptions): Promise<RunningProjection> {
   const { name, projections, store, db, bus } = opts;
@@ -89,7 +123,12 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
   const halt = (err: unknown, failedAt: number | null): void => {
     if (halted) return;
     halted = new ProjectionHaltedError(name, position, failedAt, { cause: err });
-    log.error({ err, position, failedAt }, 'projection halted; fix the cause and restart (the event was not skipped)');
+    log.error(
+      { err, position, failedAt },
+      failedAt === null
+        ? 'projection halted; fix the cause and restart (no event was skipped)'
+        : `projection halted; fix the cause and restart (the event was not skipped). An event that can never be projected: tunnox ctl events skip ${failedAt} --reason TEXT (docs/events.md)`,
+    );
     opts.onHalt?.(halted);
   };
 
@@ -126,6 +165,31 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
     await publish([...notices.drain(), { kind: 'projection', name, position: event.position }]);
   };
 
+  // The failed event's transaction rolled back; passing it commits only the checkpoint, so the
+  // read models hold nothing of it, and the EventSkipped in the log says who decided and why.
+  const passSkipped = async (raw: StoredEvent, failure: unknown): Promise<boolean> => {
+    let skip: OperatorSkip | null;
+    try {
+      skip = await findOperatorSkip(store, raw);
+      if (!skip) return false;
+      await db.transaction().execute(async (tx) => {
+        const checkpoint = await lockCheckpoint(tx, name);
+        if (checkpoint < raw.position) await saveCheckpoint(tx, name, raw.position);
+      });
+    } catch (err) {
+      // Halting on the original failure is the safe answer; a restart looks again.
+      log.warn({ err, position: raw.position }, 'could not look for or record an operator skip of the failing event');
+      return false;
+    }
+    position = Math.max(position, raw.position);
+    log.warn(
+      { err: failure, position: raw.position, eventId: raw.id, type: raw.type, stream: raw.stream, skip },
+      'event skipped by operator (EventSkipped in the log); its read-model changes were not applied',
+    );
+    await publish([{ kind: 'projection', name, position: raw.position }]);
+    return true;
+  };
+
   // An unreachable database is not a bad event: keep the event (unacked) and retry the same
   // transaction with backoff until PostgreSQL is back or we are stopped. Anything else halts.
   const maxDelay = opts.maxRetryDelayMs ?? 5_000;
@@ -150,6 +214,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
       try {
         await projectWithRetry(raw);
       } catch (err) {
+        if (!stopping && !halted && (await passSkipped(raw, err))) return;
         halt(err, raw.position);
         throw err;
       }
@@ -196,10 +261,49 @@ export interface RebuildOptions {
  * checkpoint at the last replayed position. See rebuildReadModels in index.ts for the contract.
  */
 export async function rebuildProjection(opts: RebuildOptions): Promise<{ position: number; events: number }> {
-  const { name, projections, store, db } = opts;
+  const { name, store } = opts;
   const batchSize = opts.batchSize ?? 500;
   const log = opts.logger.child({ projection: name, rebuild: true });
-  const result = await db.transaction().execute(async (tx) => {
+  // Operator skips met so far (position -> envelope id). A failed handler aborts the PostgreSQL
+  // transaction, so an event found to be skipped only after it failed is passed by replaying again
+  // from the start; skips are rare, and the rebuild stays one transaction.
+  const skipped = new Map<number, string>();
+  for (;;) {
+    try {
+      const result = await replayAll(opts, batchSize, log, skipped);
+      log.info({ ...result, skipped: [...skipped.keys()] }, 'read models rebuilt');
+      return result;
+    } catch (err) {
+      if (!(err instanceof ReplayFailure)) throw err;
+      const skip = skipped.has(err.event.position) ? null : await findOperatorSkip(store, err.event);
+      if (!skip) throw err.cause;
+      log.warn(
+        { err: err.cause, position: err.event.position, eventId: err.event.id, type: err.event.type, skip },
+        'event skipped by operator (EventSkipped in the log); replaying again without it',
+      );
+      skipped.set(err.event.position, err.event.id);
+    }
+  }
+}
+
+/** The event a replay failed on, carried out of the (rolled back) rebuild transaction. */
+class ReplayFailure extends Error {
+  constructor(
+    readonly event: StoredEvent,
+    override readonly cause: unknown,
+  ) {
+    super(`replay failed at position ${event.position}`);
+  }
+}
+
+async function replayAll(
+  opts: RebuildOptions,
+  batchSize: number,
+  log: Logger,
+  skipped: ReadonlyMap<number, string>,
+): Promise<{ position: number; events: number }> {
+  const { name, projections, store, db } = opts;
+  return db.transaction().execute(async (tx) => {
     // Holding the checkpoint lock keeps a live projector of the same name waiting; when we commit
     // it sees our checkpoint and skips what we already replayed.
     const locked = await lockCheckpoint(tx, name);
@@ -219,7 +323,13 @@ export async function rebuildProjection(opts: RebuildOptions): Promise<{ positio
       if (batch.length === 0) break;
       for (const raw of batch) {
         if (raw.position <= position) throw new Error(`event store returned position ${raw.position} after ${position}`);
-        await applyEvent(tx, projections, parseForProjection(name, raw), ctx);
+        if (skipped.get(raw.position) !== raw.id) {
+          try {
+            await applyEvent(tx, projections, parseForProjection(name, raw), ctx);
+          } catch (err) {
+            throw new ReplayFailure(raw, err);
+          }
+        }
         position = raw.position;
         events++;
       }
@@ -227,6 +337,4 @@ export async function rebuildProjection(opts: RebuildOptions): Promise<{ positio
     await saveCheckpoint(tx, name, position);
     return { position, events };
   });
-  log.info(result, 'read models rebuilt');
-  return result;
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 export const ActorSchema = z.object({
-  kind: z.enum(['api_key', 'client', 'node', 'system']),
+  kind: z.enum(['api_key', 'client', 'node', 'system', 'operator']),
   id: z.string().min(1),
 });
 export type Actor = z.infer<typeof ActorSchema>;

@@ -69,6 +69,23 @@ export const MappingDeleted = z.object({ mapping_id: Id });
 export const PublicPortReserved = z.object({ port: Port, mapping_id: Id });
 export const PublicPortReleased = z.object({ port: Port, mapping_id: Id });
 
+/**
+ * Operator commands (`tunnox ctl events skip`). EventSkipped is an operator's audited decision that
+ * projections pass the event at `position` (whose envelope id is `event_id`) instead of halting on
+ * it; one per position, in stream `skip.<position>` (SKIP_AGGREGATE). The skipped event stays in
+ * the log untouched; docs/events.md describes the procedure.
+ */
+export const EventSkipped = z.object({
+  position: z.number().int().positive(),
+  event_id: z.string().min(1),
+  event_type: z.string().min(1),
+  reason: z.string().min(1),
+});
+export const SKIP_AGGREGATE = 'skip';
+export function skipStreamFor(position: number): string {
+  return `${SKIP_AGGREGATE}.${position}`;
+}
+
 export const EVENT_SCHEMAS = {
   IdAllocated: { version: 1, schema: IdAllocated },
   UserCreated: { version: 1, schema: UserCreated },
@@ -79,6 +96,7 @@ export const EVENT_SCHEMAS = {
   MappingDeleted: { version: 1, schema: MappingDeleted },
   PublicPortReserved: { version: 1, schema: PublicPortReserved },
   PublicPortReleased: { version: 1, schema: PublicPortReleased },
+  EventSkipped: { version: 1, schema: EventSkipped },
 } as const;
 
 export type EventType = keyof typeof EVENT_SCHEMAS;

@@ -1,7 +1,7 @@
 import type { Test } from 'tap';
 import type { EventEnvelope, StoredEvent } from '../contracts/envelope.js';
 import { buildEnvelope } from './command.js';
-import { WrongExpectedRevisionError } from './errors.js';
+import { UnstorableEventError, WrongExpectedRevisionError } from './errors.js';
 import type { EventStore, Subscription } from './types.js';
 
 /**
@@ -280,6 +280,33 @@ export function eventStoreContract(
     t.same(seen, [p[0], p[1]]);
   });
 
+  t.test('an event with text no reader can store is refused and nothing is written', async (t) => {
+    const store = await open(t);
+    await store.append('user.8', allocated('user.8', 1), { expectedRevision: 'no_stream' });
+    const head = await store.headPosition();
+    const poisons: Array<[string, EventEnvelope, string]> = [
+      ['NUL in a payload string', withData({ sequence: 'a\u0000b', id: 2 }), 'data.sequence'],
+      ['lone high surrogate', withData({ sequence: 'a\ud800', id: 2 }), 'data.sequence'],
+      ['lone low surrogate', withData({ sequence: '\udc00b', id: 2 }), 'data.sequence'],
+      ['NUL in a nested key', withData({ sequence: 's', id: 2, extra: [{ ['k\u0000']: 1 }] }), 'data.extra[0].k\u0000'],
+      ['NUL in the actor id', { ...allocated('user.8', 2), actor: { kind: 'system', id: 'op\u0000' } }, 'actor.id'],
+    ];
+    for (const [what, envelope, path] of poisons) {
+      const err = await rejection(store.append('user.8', envelope, { expectedRevision: 'any' }));
+      t.type(err, UnstorableEventError, what);
+      t.equal((err as UnstorableEventError).code, 'TNX_EVENTSTORE_UNSTORABLE_EVENT', what);
+      t.equal((err as UnstorableEventError).path, path, `${what}: names ${path}`);
+    }
+    t.equal(await store.headPosition(), head, 'nothing was appended');
+    t.equal((await store.readStream('user.8')).events.length, 1);
+
+    // Proper surrogate pairs, non-ASCII text, tabs and newlines are ordinary text.
+    const fine = withData({ sequence: 'José 用户 🚀\tline\nnext \u202e', id: 3 });
+    await store.append('user.8', fine, { expectedRevision: 'any' });
+    const read = await store.readStream('user.8');
+    t.same(envelopeOf(read.events[1]), fine, 'round-trips unchanged');
+  });
+
   t.test('invalid stream names are refused', async (t) => {
     const store = await open(t);
     for (const bad of ['', 'user.', '.1', 'user 1', 'user.*', 'user.>']) {
@@ -301,6 +328,11 @@ function allocated(stream: string, id: number, trace?: { traceparent: string }):
     { type: 'IdAllocated', data: { sequence: `seq-${nextAllocation}-ünïcode`, id } },
     { actor: { kind: 'system', id: 'contract-test' }, ...(trace ? { traceparent: trace.traceparent } : {}) },
   );
+}
+
+/** An IdAllocated envelope on user.8 with arbitrary data (what a buggy or hostile writer might send). */
+function withData(data: Record<string, unknown>): EventEnvelope {
+  return { ...allocated('user.8', 0), data };
 }
 
 function envelopeOf(event: StoredEvent | undefined): EventEnvelope {

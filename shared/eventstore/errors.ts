@@ -39,3 +39,15 @@ export class EventStoreMisconfiguredError extends InfrastructureError {
     super('TNX_EVENTSTORE_MISCONFIGURED', message);
   }
 }
+
+/**
+ * The event holds text no reader can store (NUL, a lone surrogate): appended, it would halt every
+ * projection at it for good, so both stores refuse it before writing. `path` names the string.
+ */
+export class UnstorableEventError extends TunnoxError {
+  readonly path: string;
+  constructor(type: string, path: string, reason: string) {
+    super('TNX_EVENTSTORE_UNSTORABLE_EVENT', `${type} refused: ${path} ${reason}`, { details: { type, path } });
+    this.path = path;
+  }
+}

@@ -21,7 +21,7 @@ import { TunnoxError } from '../platform/errors.js';
 import { silentLogger, type Logger } from '../platform/logger.js';
 import { Delivery, DeliveryOutcome } from './delivery.js';
 import { CorruptEventError, EventStoreMisconfiguredError, EventStoreUnavailableError, WrongExpectedRevisionError } from './errors.js';
-import { assertStreamName, toStoredEvent } from './stored.js';
+import { assertStorable, assertStreamName, toStoredEvent } from './stored.js';
 import type { AppendOptions, AppendResult, EventStore, ExpectedRevision, ReadStreamResult, SubscribeOptions, Subscription } from './types.js';
 
 /**
@@ -125,6 +125,7 @@ class JetStreamEventStore implements EventStore {
 
   async append(stream: string, event: EventEnvelope, options: AppendOptions): Promise<AppendResult> {
     assertStreamName(stream);
+    assertStorable(event);
     this.#assertOpen();
     const subject = this.#evtPrefix + stream;
     const expected = options.expectedRevision;

@@ -6,7 +6,7 @@ import { TunnoxError } from '../platform/errors.js';
 import { silentLogger, type Logger } from '../platform/logger.js';
 import { Delivery, DeliveryOutcome } from './delivery.js';
 import { EventStoreUnavailableError, WrongExpectedRevisionError } from './errors.js';
-import { assertStreamName, toStoredEvent } from './stored.js';
+import { assertStorable, assertStreamName, toStoredEvent } from './stored.js';
 import type { AppendOptions, AppendResult, EventStore, ExpectedRevision, ReadStreamResult, SubscribeOptions, Subscription } from './types.js';
 
 /** NOTIFY channel raised by every append (payload: the new position). */
@@ -59,6 +59,7 @@ export class PostgresEventStore implements EventStore {
 
   async append(stream: string, event: EventEnvelope, options: AppendOptions): Promise<AppendResult> {
     assertStreamName(stream);
+    assertStorable(event);
     this.#assertOpen();
     const expected = options.expectedRevision;
     try {

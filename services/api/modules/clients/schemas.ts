@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { ClientId, Timestamp, UserId, iso } from '../../schemas.js';
+import { ClientDescription, ClientId, ClientName, Timestamp, UserId, iso } from '../../schemas.js';
 import type { ClientReadRow } from './queries.js';
 
 export const CreateClientBody = z.strictObject({
   user_id: UserId,
-  client_name: z.string().trim().min(1).max(128),
-  client_desc: z.string().max(1024).optional().describe('Free text; recorded in the event log, not shown by GET yet'),
+  client_name: ClientName,
+  client_desc: ClientDescription.optional().describe('Free text; recorded in the event log, not shown by GET yet'),
 });
 
 export const ClientView = z.object({

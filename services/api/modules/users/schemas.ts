@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import type { UserRow } from '../../../../shared/db/schema.js';
-import { Timestamp, UserId, iso } from '../../schemas.js';
+import { Timestamp, UserId, Username, iso } from '../../schemas.js';
 
 export const CreateUserBody = z.strictObject({
-  username: z.string().trim().min(1).max(64),
+  username: Username,
   email: z.email().max(254),
 });
 
