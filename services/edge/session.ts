@@ -130,11 +130,6 @@ export class ControlSession {
     });
   }
 
-  /** The newest config version the agent acknowledged; -1 before the first acknowledgement. */
-  get deliveredVersion(): number {
-    return this.ackedVersion;
-  }
-
   /**
    * Queues a config push for `minVersion` (a change notice or the periodic reconcile; omitted =
    * push whatever is current). Pushes run one at a time and never wait for each other's answers

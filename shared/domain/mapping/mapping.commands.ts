@@ -170,7 +170,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
   }
 }
 
-/** Deletes a mapping, then frees its public port. Deleting a deleted or unknown mapping is a NotFoundError. */
+/** Deletes a mapping, then frees the port it held (public port, or its source client's local port). Deleting a deleted or unknown mapping is a NotFoundError. */
 export async function deleteMapping(store: EventStore, input: { mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
   let res;
   try {
