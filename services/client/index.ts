@@ -32,6 +32,7 @@ export interface AgentOptions {
   /** Time for the handshake and for a tunnel open to be acked; default 10 s. */
   handshakeTimeoutMs?: number;
   onReady?: (info: { clientId: number; clientType: 'managed' | 'anonymous'; nodeId: string }) => void;
+  /** Called with each applied config before it is acknowledged; a throw leaves it unacknowledged (the edge pushes again). */
   onConfig?: (mappings: AgentMapping[], version: number) => void;
   /** The agent gave up for good (bad credentials, replaced by another login, ...); it is stopped. */
   onFatal?: (err: AgentFatalError) => void;
@@ -275,26 +276,47 @@ class Agent {
 
   private onCommand(channel: ControlChannel, cmd: Command, log: Logger): void {
     if (cmd.name === 'config.sync') {
-      // Configs apply one at a time, in the order they were pushed.
+      // Configs apply one at a time, in the order they were pushed. Each step settles on its own:
+      // a failed apply answers that push with an error (the edge pushes again) and the queue goes
+      // on with the next config; it never stays rejected and never rejects unhandled.
       const { version, mappings } = cmd.payload;
-      this.configQueue = this.configQueue.then(async () => {
-        const failures = await this.runtime.apply(mappings);
-        channel.send(PacketType.CommandResp, {
-          id: cmd.id,
-          ok: failures.length === 0,
-          ...(failures.length > 0
-            ? { error: { code: WireErrorCode.AgentListenFailed, message: failures.map((f) => `mapping ${f.mapping_id}: ${f.error}`).join('; ') } }
-            : {}),
-        });
-        this.configVersion = version;
-        log.info({ version, mappings: mappings.length, failed: failures.length }, 'config applied');
-        this.o.onConfig?.(mappings, version);
-      });
+      this.configQueue = this.configQueue.then(() =>
+        this.applyConfig(channel, cmd.id, version, mappings, log).catch((err: unknown) => {
+          log.error({ err, version }, 'could not apply the pushed config');
+          channel.send(PacketType.CommandResp, {
+            id: cmd.id,
+            ok: false,
+            error: { code: WireErrorCode.AgentConfigFailed, message: `config ${version} not applied: ${errorMessage(err)}`.slice(0, 300) },
+          });
+        }),
+      );
       return;
     }
     if (cmd.name === 'tunnel.open') {
       void this.runtime.handleTunnelRequest(cmd.payload).then((answer) => channel.send(PacketType.CommandResp, { id: cmd.id, ...answer }));
     }
+  }
+
+  /**
+   * Applies one pushed config and answers with one outcome per mapping: the edge's
+   * acknowledgement. The embedding's onConfig hook runs before the answer, so a throw there (like
+   * any throw in this step) leaves the push unacknowledged and the edge pushes again.
+   */
+  private async applyConfig(channel: ControlChannel, id: string, version: number, mappings: AgentMapping[], log: Logger): Promise<void> {
+    const outcomes = await this.runtime.apply(mappings);
+    const failed = outcomes.filter((o) => !o.ok);
+    this.o.onConfig?.(mappings, version);
+    channel.send(PacketType.CommandResp, {
+      id,
+      ok: failed.length === 0,
+      // `error` keeps the answer older edges understand; `applied` is what newer edges read.
+      ...(failed.length > 0
+        ? { error: { code: WireErrorCode.AgentListenFailed, message: failed.map((f) => `mapping ${f.mapping_id}: ${f.error}`).join('; ').slice(0, 1000) } }
+        : {}),
+      applied: { version, mappings: outcomes },
+    });
+    this.configVersion = version;
+    log.info({ version, mappings: mappings.length, failed: failed.length }, 'config applied');
   }
 
   private async adoptIssuedIdentity(clientId: number, authCode: string): Promise<void> {

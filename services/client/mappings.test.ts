@@ -29,17 +29,18 @@ function runtime(t: Test, ctx?: TunnelContext): MappingRuntime {
 }
 
 const source = (id: number, port: number): AgentMapping => ({ mapping_id: id, protocol: 'tcp', role: 'source', local_host: '127.0.0.1', local_port: port, secret_key: SECRET });
+const ok = (mapping_id: number, role: 'source' | 'target') => ({ mapping_id, role, ok: true });
 const target = (id: number, host: string, port: number): AgentMapping => ({ mapping_id: id, protocol: 'tcp', role: 'target', target_host: host, target_port: port, secret_key: SECRET });
 
 t.test('config diff: add, keep, change and remove source listeners', async (t) => {
   const r = runtime(t);
   const [p1, p2, p3] = [await freePort(), await freePort(), await freePort()];
-  t.same(await r.apply([source(1, p1), source(2, p2)]), []);
+  t.same(await r.apply([source(1, p1), source(2, p2)]), [ok(1, 'source'), ok(2, 'source')]);
   t.same([...r.listeningPorts()].sort(), [[1, p1], [2, p2]]);
   t.ok((await canConnect(p1)) && (await canConnect(p2)));
 
   // 1 unchanged, 2 moves to p3, 3 is new (target role: no listener).
-  t.same(await r.apply([source(1, p1), source(2, p3), target(3, '127.0.0.1', 9)]), []);
+  t.same(await r.apply([source(1, p1), source(2, p3), target(3, '127.0.0.1', 9)]), [ok(1, 'source'), ok(2, 'source'), ok(3, 'target')], 'one outcome per mapping, kept ones included');
   t.same([...r.listeningPorts()].sort(), [[1, p1], [2, p3]]);
   t.notOk(await canConnect(p2), 'the old port of a changed mapping is closed');
   t.ok(await canConnect(p3));
@@ -55,11 +56,10 @@ t.test('a port that cannot be bound is reported and retried on the next config',
   await new Promise<void>((res) => blocker.listen(0, '127.0.0.1', res));
   const port = (blocker.address() as AddressInfo).port;
   const r = runtime(t);
-  const failures = await r.apply([source(7, port)]);
-  t.equal(failures.length, 1);
-  t.match(failures[0], { mapping_id: 7, role: 'source', error: /EADDRINUSE/ });
+  const outcomes = await r.apply([source(7, port), target(8, '127.0.0.1', 9)]);
+  t.same(outcomes, [{ mapping_id: 7, role: 'source', ok: false, error: `local port ${port} in use (127.0.0.1:${port}: EADDRINUSE)` }, ok(8, 'target')], 'a plain reason; the other mapping still starts');
   await new Promise((res) => blocker.close(res));
-  t.same(await r.apply([source(7, port)]), [], 'bound once the port is free');
+  t.same(await r.apply([source(7, port), target(8, '127.0.0.1', 9)]), [ok(7, 'source'), ok(8, 'target')], 'bound once the port is free');
   t.equal(r.listeningPorts().get(7), port);
 });
 

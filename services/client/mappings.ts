@@ -4,7 +4,7 @@ import { pipeSockets } from '../../shared/net/pipe.js';
 import { errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
-import type { AgentMapping, TunnelRequest } from '../../shared/wire/messages.js';
+import type { AgentMapping, MappingOutcome, TunnelRequest } from '../../shared/wire/messages.js';
 import { dialTunnel, type TunnelDial } from './tunnel.js';
 
 /** What a tunnel needs from the current control session. */
@@ -23,12 +23,6 @@ interface Running {
   boundPort?: number;
   /** Every socket of this mapping's tunnels (both halves, pending or piping), for teardown. */
   readonly sockets: Set<Socket>;
-}
-
-export interface ApplyFailure {
-  mapping_id: number;
-  role: AgentMapping['role'];
-  error: string;
 }
 
 export interface CommandAnswer {
@@ -65,21 +59,31 @@ export class MappingRuntime {
     return ports;
   }
 
-  /** Applies a full config. Resolves once listeners are bound, with the mappings that failed. */
-  async apply(mappings: readonly AgentMapping[]): Promise<ApplyFailure[]> {
+  /**
+   * Applies a full config. Resolves once listeners are bound, with one outcome per mapping of the
+   * config (in its order): ok for every mapping that runs now, the reason for every one that does
+   * not. A mapping that failed is not kept, so the next apply (the edge pushes again) retries it.
+   * Never rejects because of one mapping: a throw while starting it becomes that mapping's error.
+   */
+  async apply(mappings: readonly AgentMapping[]): Promise<MappingOutcome[]> {
     const wanted = new Map(mappings.map((m) => [keyOf(m), m]));
     for (const [key, r] of this.running) {
       const next = wanted.get(key);
       if (!next) this.remove(key, 'mapping removed');
       else if (fingerprint(next) !== fingerprint(r.mapping)) this.remove(key, 'mapping changed');
     }
-    const failures: ApplyFailure[] = [];
+    const outcomes: MappingOutcome[] = [];
     for (const [key, m] of wanted) {
-      if (this.running.has(key) || this.stopped) continue;
-      const error = await this.add(key, m);
-      if (error) failures.push({ mapping_id: m.mapping_id, role: m.role, error });
+      let error: string | undefined;
+      if (!this.running.has(key) && !this.stopped) {
+        error = await this.add(key, m).catch((err: unknown) => {
+          this.log.error({ mappingId: m.mapping_id, role: m.role, err }, 'could not start this mapping');
+          return `could not start: ${errorMessage(err)}`;
+        });
+      }
+      outcomes.push({ mapping_id: m.mapping_id, role: m.role, ok: error === undefined, ...(error === undefined ? {} : { error: bounded(error) }) });
     }
-    return failures;
+    return outcomes;
   }
 
   /** Target role: the edge asks for the other half of a tunnel. */
@@ -141,7 +145,7 @@ export class MappingRuntime {
       });
     } catch (err) {
       this.log.error({ mappingId: m.mapping_id, listen: `${host}:${m.local_port}`, err: errorMessage(err) }, 'cannot listen for this mapping');
-      return `listen ${host}:${m.local_port}: ${errorMessage(err)}`;
+      return listenError(host, m.local_port, err);
     }
     server.on('error', (err) => this.log.error({ mappingId: m.mapping_id, err }, 'listener error'));
     if (this.stopped) {
@@ -225,6 +229,22 @@ export class MappingRuntime {
       timeoutMs: t.timeoutMs,
     };
   }
+}
+
+/** Agent-side errors travel to the API: short enough to read, long enough to keep the OS detail. */
+const MAX_ERROR_CHARS = 300;
+
+function bounded(text: string): string {
+  return text.length <= MAX_ERROR_CHARS ? text : `${text.slice(0, MAX_ERROR_CHARS - 1)}…`;
+}
+
+/** The listen failures users meet most, said plainly (they end up in the mapping's `error` field). */
+function listenError(host: string, port: number, err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  if (code === 'EADDRINUSE') return `local port ${port} in use (${host}:${port}: EADDRINUSE)`;
+  if (code === 'EACCES') return `local port ${port} not permitted (${host}:${port}: EACCES)`;
+  if (code === 'EADDRNOTAVAIL') return `local address ${host} not available on this machine (EADDRNOTAVAIL)`;
+  return `listen ${host}:${port}: ${errorMessage(err)}`;
 }
 
 function dialTarget(host: string, port: number, timeoutMs: number): Promise<Socket> {

@@ -1,11 +1,12 @@
 import type { CommandMetadata } from '../../shared/eventstore/command.js';
 import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
-import { recordClientConnected, recordClientDisconnected } from '../../shared/domain/index.js';
+import { recordClientConnected, recordClientDisconnected, recordMappingAgentStatus } from '../../shared/domain/index.js';
 import type { Logger } from '../../shared/platform/logger.js';
+import type { MappingStatusReport } from './session.js';
 
 /**
- * Records session facts (ClientConnected / ClientDisconnected) in order per client: a replacing
+ * Records session facts (ClientConnected / ClientDisconnected / MappingAgentStatusReported) in order per client: a replacing
  * session's connect is appended only after the facts of the session it replaced, so the event log
  * tells the story in the order it happened. Failures are logged, never thrown: a lost fact must
  * not break a live session (the projection only drives presence).
@@ -31,6 +32,31 @@ export class SessionFacts {
   disconnected(clientId: number, sessionId: string, reason: string): void {
     this.enqueue(clientId, () =>
       recordClientDisconnected(this.store, { clientId, nodeId: this.nodeId, sessionId, reason }, { ...this.meta, correlationId: sessionId }),
+    );
+  }
+
+  /**
+   * An agent's outcome for one side of a mapping changed (see ControlSession.onMappingStatus).
+   * Queued with the session's other facts, so it lands after its ClientConnected and before its
+   * ClientDisconnected: the projection ties the side to the session that reported it. The agent's
+   * text is bounded and cleaned by the decider (cleanAgentText) before it becomes an event.
+   */
+  mappingStatus(clientId: number, sessionId: string, r: MappingStatusReport): void {
+    this.enqueue(clientId, () =>
+      recordMappingAgentStatus(
+        this.store,
+        {
+          mapping_id: r.mapping_id,
+          client_id: clientId,
+          role: r.role,
+          status: r.status,
+          ...(r.error === undefined ? {} : { error: r.error }),
+          config_version: r.config_version,
+          node_id: this.nodeId,
+          session_id: sessionId,
+        },
+        { ...this.meta, correlationId: sessionId },
+      ),
     );
   }
 

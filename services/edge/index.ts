@@ -13,7 +13,7 @@ import { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, PacketType, packetTypeName } 
 import { SessionFacts } from './facts.js';
 import { authenticate, decoy } from './handshake.js';
 import { PublicListeners } from './public.js';
-import { ControlSession } from './session.js';
+import { ControlSession, type ConfigRetryPolicy } from './session.js';
 import { TunnelBroker } from './tunnels.js';
 import { ConcurrencyCap, KeyedRateLimiter } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
@@ -48,10 +48,16 @@ export interface EdgeOptions {
   anonymousPerMinutePerIp?: number;
   /**
    * Safety net for lost change notices (the NATS bus is at-most-once): every interval the edge
-   * re-reads which public mappings exist and which connected agents have a newer config than it
-   * pushed, and catches up. Default 30 s.
+   * re-reads which public mappings exist and which connected agents have a newer config than they
+   * acknowledged, and catches up. Default 30 s.
    */
   reconcileIntervalMs?: number;
+  /**
+   * Backoff between config pushes an agent did not acknowledge (no answer, an error) or that left
+   * some of its mappings failing (e.g. a local port in use): exponential, jittered, per session.
+   * Default 1 s doubling to 60 s.
+   */
+  configRetry?: ConfigRetryPolicy;
   /** Failed logins tolerated per remote IP per minute before further logins are refused; default 30. */
   failedLoginsPerMinutePerIp?: number;
   /** Credential checks (scrypt) running at once; more are refused with a retryable code. Default 32. */
@@ -154,6 +160,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       heartbeatIntervalMs,
       commandTimeoutMs: tunnelOpenTimeoutMs,
       onClosed: onSessionClosed,
+      ...(opts.configRetry ? { configRetry: opts.configRetry } : {}),
+      onMappingStatus: (report) => facts.mappingStatus(clientId, session.sessionId, report),
     });
     const previous = sessions.get(clientId);
     // Registered before the first config read, so a notice arriving meanwhile is not missed.
@@ -236,6 +244,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     void (async () => {
       await publicListeners.reconcile();
       if (sessions.size === 0) return;
+      // Compared with what each agent ACKNOWLEDGED (not merely what was sent): a version still
+      // unacknowledged without a push in flight or a retry due is pushed again.
       const rows = await db.selectFrom('clients').select(['client_id', 'config_version']).where('node_id', '=', nodeId).execute();
       for (const row of rows) void sessions.get(row.client_id)?.syncConfig(row.config_version);
     })().catch((err: unknown) => log.warn({ err }, 'periodic reconcile failed; retrying next interval'));

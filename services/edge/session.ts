@@ -4,9 +4,9 @@ import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
 import { WireErrorCode, type SessionCloseReason } from '../../shared/wire/codes.js';
-import type { Command, CommandResp, ControlMessage } from '../../shared/wire/messages.js';
+import type { Command, CommandResp, ConfigApplied, ControlMessage } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
-import { loadClientConfig } from './readmodel.js';
+import { loadClientConfig, type ClientConfig } from './readmodel.js';
 
 /** What an agent may send on its control connection once the handshake is done. */
 const FROM_AGENT: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.CommandResp]);
@@ -27,12 +27,36 @@ export interface ControlSessionOptions {
   commandTimeoutMs: number;
   /** Called once when the session ends, for whatever reason. */
   onClosed: (session: ControlSession, reason: string) => void;
+  /** Backoff between config pushes that were not acknowledged or left mappings failing. */
+  configRetry?: ConfigRetryPolicy;
+  /**
+   * Called when the agent's outcome for one side of one mapping changes within this session (the
+   * first outcome counts as a change). Never once per push or per retry.
+   */
+  onMappingStatus?: (report: MappingStatusReport) => void;
+}
+
+/** Exponential, jittered, bounded: the n-th retry waits a random time in [d/2, d], d = min(maxMs, minMs * 2^n). */
+export interface ConfigRetryPolicy {
+  minMs: number;
+  maxMs: number;
+}
+export const DEFAULT_CONFIG_RETRY: ConfigRetryPolicy = { minMs: 1_000, maxMs: 60_000 };
+
+export interface MappingStatusReport {
+  mapping_id: number;
+  role: 'source' | 'target';
+  status: 'active' | 'error';
+  error?: string;
+  /** The config version the agent applied. */
+  config_version: number;
 }
 
 /**
  * One agent's control connection on this edge: commands with matched responses, config pushes
- * (versioned, never older than what the agent already has), and orderly close. Owns its socket
- * through the ControlChannel.
+ * (versioned, never older than what the agent already has, counted as delivered only when the
+ * agent acknowledges them, retried with backoff until it does or the session ends), per-mapping
+ * outcome reports, and orderly close. Owns its socket through the ControlChannel.
  */
 export class ControlSession {
   readonly clientId: number;
@@ -43,10 +67,23 @@ export class ControlSession {
   private readonly channel: ControlChannel;
   private readonly waiting = new Map<string, { resolve: (r: CommandResp) => void; timer: NodeJS.Timeout }>();
   private nextCommandId = 1;
-  private pushedVersion = -1;
   private configQueue: Promise<void> = Promise.resolve();
   /** Settles when the agent has answered the latest config push (or the push failed). */
   private configAnswered: Promise<unknown> = Promise.resolve();
+  /**
+   * Config delivery state. `ackedVersion`: the newest version the agent acknowledged (answered
+   * with its per-mapping outcomes): the only version counted as delivered. `sentVersion`: the
+   * newest version pushed. Invariant while the session lives: a version sent but not acked has a
+   * push in flight or a retry scheduled, so a notice for it can be skipped without losing it.
+   */
+  private ackedVersion = -1;
+  private sentVersion = -1;
+  private inFlight = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+  /** Consecutive pushes that were not acknowledged or left a mapping failing (the backoff exponent). */
+  private failedPushes = 0;
+  /** `role:mapping_id` → last outcome reported for it in this session (`active` or `error:<text>`). */
+  private readonly reported = new Map<string, string>();
 
   constructor(private readonly o: ControlSessionOptions) {
     this.clientId = o.clientId;
@@ -94,26 +131,107 @@ export class ControlSession {
   }
 
   /**
-   * Queues a config push. Pushes run one at a time; one is skipped when the agent already has
-   * `minVersion` or newer, so duplicate or late notices cost nothing but a comparison.
+   * Queues a config push for `minVersion` (a change notice or the periodic reconcile; omitted =
+   * push whatever is current). Pushes run one at a time and never wait for each other's answers
+   * (the agent applies them in order). A push is skipped when the agent already acknowledged
+   * `minVersion`, or when a push for it is in flight or scheduled for retry: duplicate or late
+   * notices cost a comparison. A newer version supersedes a scheduled retry and goes out at once.
    */
   syncConfig(minVersion?: number): Promise<void> {
+    return this.enqueuePush(minVersion, false);
+  }
+
+  private enqueuePush(minVersion: number | undefined, retry: boolean): Promise<void> {
     this.configQueue = this.configQueue.then(async () => {
-      if (this.closed || (minVersion !== undefined && minVersion <= this.pushedVersion)) return;
+      if (this.closed) return;
+      if (!retry && minVersion !== undefined && this.covered(minVersion)) return;
       try {
         const config = await loadClientConfig(this.o.db, this.clientId);
-        if (this.closed || config.version <= this.pushedVersion) return;
-        this.pushedVersion = config.version;
-        const started = Date.now();
-        this.configAnswered = this.command('config.sync', config).then((resp) => {
-          if (resp.ok) this.log.debug({ version: config.version, mappings: config.mappings.length, ms: Date.now() - started }, 'config pushed');
-          else if (!this.closed) this.log.warn({ version: config.version, error: resp.error }, 'agent did not apply the config');
-        });
+        if (this.closed) return;
+        // A retry re-pushes even an acknowledged version: the agent starts the mappings that
+        // failed last time (a port may have come free) and leaves running ones alone.
+        if (!retry && this.covered(config.version)) return;
+        this.push(config);
       } catch (err) {
-        this.log.error({ err }, 'could not load the client config; the next notice or reconnect retries');
+        this.log.error({ err }, 'could not load the client config; retrying');
+        this.scheduleRetry();
       }
     });
     return this.configQueue;
+  }
+
+  /** Whether `version` needs no new push: acknowledged, or pending with a push in flight or a retry due. */
+  private covered(version: number): boolean {
+    if (version <= this.ackedVersion) return true;
+    return version <= this.sentVersion && (this.inFlight > 0 || this.retryTimer !== undefined);
+  }
+
+  private push(config: ClientConfig): void {
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    this.sentVersion = Math.max(this.sentVersion, config.version);
+    this.inFlight++;
+    const started = Date.now();
+    this.configAnswered = this.command('config.sync', config).then((resp) => {
+      this.inFlight--;
+      if (this.closed) return;
+      const latest = config.version >= this.sentVersion;
+      if (!resp.applied) {
+        // Not delivered: timed out, refused, or the agent could not apply it (or is too old to
+        // report outcomes). Push again unless a newer push is already on its way.
+        this.log.warn({ version: config.version, error: resp.error, latest }, 'config push not acknowledged');
+        if (latest) this.scheduleRetry();
+        return;
+      }
+      this.ackedVersion = Math.max(this.ackedVersion, config.version);
+      const failed = this.recordOutcomes(config, resp.applied);
+      this.log.debug({ version: config.version, mappings: config.mappings.length, failed, ms: Date.now() - started }, 'config acknowledged');
+      if (!latest) return;
+      if (failed > 0) this.scheduleRetry();
+      else this.failedPushes = 0;
+    }).catch((err: unknown) => this.log.error({ err }, 'could not handle the answer to a config push'));
+  }
+
+  /**
+   * Reports each mapping side whose outcome changed, and returns how many failed. Only sides that
+   * were in the pushed config count: an agent cannot speak for mappings it was not given.
+   */
+  private recordOutcomes(config: ClientConfig, applied: ConfigApplied): number {
+    const pushed = new Set(config.mappings.map((m) => `${m.role}:${m.mapping_id}`));
+    let failed = 0;
+    for (const key of [...this.reported.keys()]) if (!pushed.has(key)) this.reported.delete(key);
+    for (const o of applied.mappings) {
+      const key = `${o.role}:${o.mapping_id}`;
+      if (!pushed.has(key)) continue;
+      if (!o.ok) failed++;
+      const outcome = o.ok ? 'active' : `error:${o.error ?? ''}`;
+      if (this.reported.get(key) === outcome) continue;
+      this.reported.set(key, outcome);
+      this.o.onMappingStatus?.({
+        mapping_id: o.mapping_id,
+        role: o.role,
+        status: o.ok ? 'active' : 'error',
+        ...(o.ok ? {} : { error: o.error ?? '' }),
+        config_version: config.version,
+      });
+    }
+    return failed;
+  }
+
+  /** At most one retry is ever scheduled; it ends with the session. */
+  private scheduleRetry(): void {
+    if (this.closed || this.retryTimer) return;
+    const policy = this.o.configRetry ?? DEFAULT_CONFIG_RETRY;
+    const d = Math.min(policy.maxMs, policy.minMs * 2 ** Math.min(this.failedPushes, 20));
+    this.failedPushes++;
+    const delay = Math.round(d / 2 + Math.random() * (d / 2));
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      void this.enqueuePush(undefined, true);
+    }, delay);
+    this.retryTimer.unref();
   }
 
   /**
@@ -143,6 +261,10 @@ export class ControlSession {
   }
 
   private onChannelClosed(reason: string): void {
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
     for (const [id, w] of this.waiting) {
       clearTimeout(w.timer);
       w.resolve({ id, ok: false, error: { code: WireErrorCode.TunnelTargetOffline, message: 'session closed' } });

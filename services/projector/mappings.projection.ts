@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbTx } from '../../shared/db/connect.js';
+import type { AgentSideStatus, MappingStatus } from '../../shared/db/schema.js';
 import type { Projection, ProjectionContext } from './projection.js';
 
 /**
@@ -24,9 +25,45 @@ async function touchClientConfigs(
   for (const clientId of ids) ctx.notify({ kind: 'client-config', clientId, version: position });
 }
 
+/** The columns the derived status is computed from. */
+export interface MappingStatusInputs {
+  enabled: boolean;
+  source_client_id: number | null;
+  local_port: number | null;
+  source_status: AgentSideStatus | null;
+  source_error: string | null;
+  target_status: AgentSideStatus | null;
+  target_error: string | null;
+}
+
+/**
+ * The API's mapping status. A mapping needs its target agent, and its source agent when it has a
+ * local port to listen on (a public mapping's source side is the edge's own listener). Any side
+ * in error → error (naming the side); all needed sides active → active; otherwise pending (an
+ * agent that has not reported yet, or whose session ended).
+ */
+export function deriveMappingStatus(m: MappingStatusInputs): { status: MappingStatus; error: string | null } {
+  if (!m.enabled) return { status: 'disabled', error: null };
+  const needsSource = m.source_client_id !== null && m.local_port !== null;
+  const errors: string[] = [];
+  if (needsSource && m.source_status === 'error') errors.push(`source: ${m.source_error ?? 'error'}`);
+  if (m.target_status === 'error') errors.push(`target: ${m.target_error ?? 'error'}`);
+  if (errors.length > 0) return { status: 'error', error: errors.join('; ') };
+  if ((!needsSource || m.source_status === 'active') && m.target_status === 'active') return { status: 'active', error: null };
+  return { status: 'pending', error: null };
+}
+
+const STATUS_INPUTS = ['mapping_id', 'enabled', 'source_client_id', 'local_port', 'source_status', 'source_error', 'target_status', 'target_error'] as const;
+
+async function storeDerivedStatus(tx: DbTx, row: MappingStatusInputs & { mapping_id: number }): Promise<void> {
+  const { status, error } = deriveMappingStatus(row);
+  await tx.updateTable('mappings').set({ status, error }).where('mapping_id', '=', row.mapping_id).execute();
+}
+
 export const mappingsProjection: Projection = {
   name: 'mappings',
-  version: 1,
+  // 2: status is pending/active/error from agent reports (was active/disabled).
+  version: 2,
   handlers: {
     async MappingCreated(tx, event, ctx) {
       const d = event.data;
@@ -45,7 +82,15 @@ export const mappingsProjection: Projection = {
           public_port: d.public_port,
           secret_key: d.secret_key,
           enabled: d.enabled,
-          status: d.enabled ? 'active' : 'disabled',
+          // No agent has reported on a new mapping yet.
+          status: d.enabled ? 'pending' : 'disabled',
+          error: null,
+          source_status: null,
+          source_error: null,
+          source_session_id: null,
+          target_status: null,
+          target_error: null,
+          target_session_id: null,
           version: event.version,
           created_at: event.occurred_at,
           updated_at: event.occurred_at,
@@ -68,6 +113,49 @@ export const mappingsProjection: Projection = {
       }
       await touchClientConfigs(tx, ctx, event.position, [row.source_client_id, row.target_client_id]);
       if (row.public_port !== null) ctx.notify({ kind: 'public-mappings', version: event.position });
+    },
+
+    async MappingAgentStatusReported(tx, event, ctx) {
+      const d = event.data;
+      const side =
+        d.role === 'source'
+          ? { source_status: d.status, source_error: d.error ?? null, source_session_id: d.session_id }
+          : { target_status: d.status, target_error: d.error ?? null, target_session_id: d.session_id };
+      // Only the client on that side of the mapping speaks for it.
+      const row = await tx
+        .updateTable('mappings')
+        .set(side)
+        .where('mapping_id', '=', d.mapping_id)
+        .where(d.role === 'source' ? 'source_client_id' : 'target_client_id', '=', d.client_id)
+        .returning(STATUS_INPUTS)
+        .executeTakeFirst();
+      if (!row) {
+        // Typically a report that crossed the mapping's deletion: a fact, ignored, never an error.
+        ctx.logger.debug({ mappingId: d.mapping_id, clientId: d.client_id, role: d.role, position: event.position }, 'status report for an unknown mapping side; ignored');
+        return;
+      }
+      await storeDerivedStatus(tx, row);
+    },
+
+    async ClientDisconnected(tx, event) {
+      // The session that reported a side is gone: nothing is known about that side until the
+      // agent's next session reports again. A replaced session's late disconnect matches nothing.
+      const sid = event.data.session_id;
+      const sources = await tx
+        .updateTable('mappings')
+        .set({ source_status: null, source_error: null, source_session_id: null })
+        .where('source_session_id', '=', sid)
+        .returning(STATUS_INPUTS)
+        .execute();
+      const targets = await tx
+        .updateTable('mappings')
+        .set({ target_status: null, target_error: null, target_session_id: null })
+        .where('target_session_id', '=', sid)
+        .returning(STATUS_INPUTS)
+        .execute();
+      const latest = new Map([...sources, ...targets].map((r) => [r.mapping_id, r]));
+      for (const r of targets) latest.set(r.mapping_id, r);
+      for (const row of latest.values()) await storeDerivedStatus(tx, row);
     },
   },
 };

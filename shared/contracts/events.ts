@@ -85,6 +85,33 @@ export const SKIP_AGGREGATE = 'skip';
 export function skipStreamFor(position: number): string {
   return `${SKIP_AGGREGATE}.${position}`;
 }
+// Agent-reported mapping status and local-port reservations.
+/** Longest agent error text recorded; longer reports are cut (see mapping-status.decider.ts). */
+export const MAX_AGENT_ERROR_CHARS = 500;
+
+/**
+ * Stream `mapping-status.<mapping_id>`: what an agent reported about its side of a mapping, as seen
+ * by the edge holding that agent's session. Recorded only when the outcome of a side changes
+ * within a session (never once per push or retry). A fact: never rejected, also not when the
+ * mapping was deleted meanwhile.
+ */
+export const MappingAgentStatusReported = z.object({
+  mapping_id: Id,
+  client_id: Id,
+  role: z.enum(['source', 'target']),
+  status: z.enum(['active', 'error']),
+  /** Present when status is error: the agent's reason, bounded and cleaned by the decider. */
+  error: z.string().max(MAX_AGENT_ERROR_CHARS).optional(),
+  /** The client config version the agent applied when it reported this. */
+  config_version: z.number().int().nonnegative(),
+  node_id: z.string().min(1),
+  /** The control session that reported it: its end (ClientDisconnected) makes the side pending again. */
+  session_id: z.string().min(1),
+});
+
+/** Stream `localport.<client_id>_<port>`: which mapping makes that source client listen on that port. */
+export const LocalPortReserved = z.object({ client_id: Id, port: Port, mapping_id: Id });
+export const LocalPortReleased = z.object({ client_id: Id, port: Port, mapping_id: Id });
 
 export const EVENT_SCHEMAS = {
   IdAllocated: { version: 1, schema: IdAllocated },
@@ -97,6 +124,9 @@ export const EVENT_SCHEMAS = {
   PublicPortReserved: { version: 1, schema: PublicPortReserved },
   PublicPortReleased: { version: 1, schema: PublicPortReleased },
   EventSkipped: { version: 1, schema: EventSkipped },
+  MappingAgentStatusReported: { version: 1, schema: MappingAgentStatusReported },
+  LocalPortReserved: { version: 1, schema: LocalPortReserved },
+  LocalPortReleased: { version: 1, schema: LocalPortReleased },
 } as const;
 
 export type EventType = keyof typeof EVENT_SCHEMAS;
@@ -132,4 +162,6 @@ export const AGGREGATES = {
   client: 'client',
   mapping: 'mapping',
   publicPort: 'port',
+  mappingStatus: 'mapping-status',
+  localPort: 'localport',
 } as const;

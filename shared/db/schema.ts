@@ -46,6 +46,9 @@ export interface ClientsTable {
   updated_at: Timestamp;
 }
 
+export type MappingStatus = 'pending' | 'active' | 'error' | 'disabled';
+export type AgentSideStatus = 'active' | 'error';
+
 export interface MappingsTable {
   mapping_id: number;
   user_id: number;
@@ -59,7 +62,18 @@ export interface MappingsTable {
   public_port: number | null;
   secret_key: string;
   enabled: boolean;
-  status: 'active' | 'disabled';
+  /** Derived from enabled and the two sides' reports (see mappings.projection.ts). */
+  status: MappingStatus;
+  /** Set when status is 'error': which side failed and why. */
+  error: string | null;
+  /** null = the source agent has not reported (pending). */
+  source_status: AgentSideStatus | null;
+  source_error: string | null;
+  source_session_id: string | null;
+  /** null = the target agent has not reported (pending). */
+  target_status: AgentSideStatus | null;
+  target_error: string | null;
+  target_session_id: string | null;
   version: number;
   created_at: Timestamp;
   updated_at: Timestamp;

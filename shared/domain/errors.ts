@@ -24,6 +24,9 @@ export const DOMAIN_ERRORS = {
   portNotHeld: 'TNX_PORT_NOT_HELD',
   portOutOfRange: 'TNX_PORT_OUT_OF_RANGE',
   portRangeExhausted: 'TNX_PORT_RANGE_EXHAUSTED',
+  /** Another mapping of the same source client already listens on this local_port. */
+  localPortTaken: 'TNX_LOCAL_PORT_TAKEN',
+  localPortNotHeld: 'TNX_LOCAL_PORT_NOT_HELD',
 } as const;
 export type DomainErrorCode = (typeof DOMAIN_ERRORS)[keyof typeof DOMAIN_ERRORS];
 

@@ -41,7 +41,31 @@ export {
   type MappingSpec,
   type MappingState,
 } from './mapping/mapping.decider.js';
-export { createMapping, deleteMapping, loadMapping, mappingStream, type CreateMappingInput, type CreateMappingResult } from './mapping/mapping.commands.js';
+export {
+  cleanAgentText,
+  mappingStatusDecider,
+  type MappingStatusState,
+  type RecordMappingAgentStatus,
+} from './mapping/mapping-status.decider.js';
+export {
+  createMapping,
+  deleteMapping,
+  loadMapping,
+  mappingStatusStream,
+  mappingStream,
+  recordMappingAgentStatus,
+  type CreateMappingInput,
+  type CreateMappingResult,
+} from './mapping/mapping.commands.js';
 
 export { portDecider, type PortCommand, type PortState, type ReleasePublicPort, type ReservePublicPort } from './port/port.decider.js';
 export { portStream, releasePublicPort, reserveFirstFreePort, reservePublicPort, type PortRange } from './port/port.commands.js';
+
+export {
+  localPortDecider,
+  type LocalPortCommand,
+  type LocalPortState,
+  type ReleaseLocalPort,
+  type ReserveLocalPort,
+} from './localport/localport.decider.js';
+export { localPortStream, releaseLocalPort, reserveLocalPort, type LocalPortInput } from './localport/localport.commands.js';

@@ -20,6 +20,8 @@ export const WireErrorCode = {
   AgentTargetMismatch: 'TNX_AGENT_TARGET_MISMATCH',
   AgentDialFailed: 'TNX_AGENT_DIAL_FAILED',
   AgentListenFailed: 'TNX_AGENT_LISTEN_FAILED',
+  /** The agent could not apply a pushed config at all (not acknowledged: the edge pushes again). */
+  AgentConfigFailed: 'TNX_AGENT_CONFIG_FAILED',
   EdgeInternal: 'TNX_EDGE_INTERNAL',
 } as const;
 export type WireErrorCode = (typeof WireErrorCode)[keyof typeof WireErrorCode];

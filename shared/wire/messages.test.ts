@@ -40,6 +40,21 @@ const SAMPLES: ControlMessage[] = [
   { type: PacketType.Command, body: { id: 'c3', name: 'session.close', payload: { reason: 'replaced' } } },
   { type: PacketType.CommandResp, body: { id: 'c2', ok: false, error: { code: 'TNX_AGENT_DIAL_FAILED', message: 'ECONNREFUSED' } } },
   {
+    type: PacketType.CommandResp,
+    body: {
+      id: 'c1',
+      ok: false,
+      error: { code: 'TNX_AGENT_LISTEN_FAILED', message: 'mapping 1001: listen 127.0.0.1:13306: EADDRINUSE' },
+      applied: {
+        version: 7,
+        mappings: [
+          { mapping_id: 1001, role: 'source', ok: false, error: 'listen 127.0.0.1:13306: EADDRINUSE' },
+          { mapping_id: 1002, role: 'target', ok: true },
+        ],
+      },
+    },
+  },
+  {
     type: PacketType.TunnelOpen,
     body: {
       protocol_version: PROTOCOL_VERSION,

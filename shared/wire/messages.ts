@@ -60,7 +60,38 @@ export const Command = z.discriminatedUnion('name', [
   z.strictObject({ id: z.string(), name: z.literal('session.close'), payload: z.strictObject({ reason: z.string() }) }),
 ]);
 
-export const CommandResp = z.strictObject({ id: z.string(), ok: z.boolean(), error: ErrorBody.optional() });
+// ---- config.sync answer (per-mapping outcomes) ----
+/**
+ * What became of one side of one mapping when the agent applied a config. `error` is free text
+ * from the agent's OS (e.g. `listen 127.0.0.1:13306: EADDRINUSE`); the edge bounds and cleans it
+ * before it is recorded anywhere.
+ */
+export const MappingOutcome = z.strictObject({
+  mapping_id: Id,
+  role: z.enum(['source', 'target']),
+  ok: z.boolean(),
+  error: z.string().optional(),
+});
+/**
+ * Carried by the CommandResp to a config.sync: the version the agent applied and one outcome per
+ * mapping of that config. Its presence is the acknowledgement: the config was delivered and
+ * applied, whatever `ok` says (`ok` is false when some mapping failed, as before, so older edges
+ * still log it). An answer without it (older agents, or an apply that failed as a whole) is not an
+ * acknowledgement and the edge pushes again.
+ */
+export const ConfigApplied = z.strictObject({
+  version: z.number().int().nonnegative(),
+  mappings: z.array(MappingOutcome),
+});
+// ---- end config.sync answer ----
+
+export const CommandResp = z.strictObject({
+  id: z.string(),
+  ok: z.boolean(),
+  error: ErrorBody.optional(),
+  /** Only in answers to config.sync (see ConfigApplied). */
+  applied: ConfigApplied.optional(),
+});
 
 /** First frame of a tunnel connection. proof = HMAC(mapping secret, canonical fields): see proof.ts. */
 export const TunnelOpen = z.strictObject({
@@ -87,6 +118,8 @@ export type ConfigSync = z.infer<typeof ConfigSync>;
 export type TunnelRequest = z.infer<typeof TunnelRequest>;
 export type Command = z.infer<typeof Command>;
 export type CommandResp = z.infer<typeof CommandResp>;
+export type MappingOutcome = z.infer<typeof MappingOutcome>;
+export type ConfigApplied = z.infer<typeof ConfigApplied>;
 export type TunnelOpen = z.infer<typeof TunnelOpen>;
 export type TunnelOpenAck = z.infer<typeof TunnelOpenAck>;
 

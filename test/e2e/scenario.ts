@@ -114,6 +114,7 @@ export async function tunnelScenario(t: Test, serverArgs: string[]): Promise<voi
   t.equal(m1.status, 201, 'client-to-client mapping created');
   t.equal(m1.body.mapping_id, 1001, 'first mapping id');
   await eventually('source agent listening', () => canConnect(localPort));
+  await eventually('client-to-client mapping active (both agents reported)', async () => (await server.api('GET', '/api/v1/mappings/1001')).body?.status === 'active');
   await pushBytes(t, localPort, target, 'client-to-client');
 
   // Public mapping: the edge allocates a port from the range and listens on it.
@@ -129,6 +130,7 @@ export async function tunnelScenario(t: Test, serverArgs: string[]): Promise<voi
   const publicPort = Number(m2.body.public_port);
   t.ok(publicPort >= rangeStart && publicPort <= rangeStart + 50, `public port ${publicPort} allocated from the range`);
   await eventually('edge listening on the public port', () => canConnect(publicPort));
+  await eventually('public mapping active (target agent reported)', async () => (await server.api('GET', '/api/v1/mappings/1002')).body?.status === 'active');
   await pushBytes(t, publicPort, target, 'public');
 
   // Deleting mappings stops their listeners.

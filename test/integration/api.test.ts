@@ -170,13 +170,14 @@ t.test('users, clients and mappings through the Management API', async (t) => {
     local_host: null,
     public_port: null,
     enabled: true,
-    status: 'active',
+    status: 'pending',
   });
+  t.notOk('error' in m1.json, 'no error field unless status is error');
   t.notOk('secret_key' in m1.json, 'the secret is not returned on create');
 
   const m2 = await h.post('/api/v1/mappings', { user_id: 100000001, target_client_id: 600000001, protocol: 'tcp', target_host: '127.0.0.1', target_port: 80 });
   t.equal(m2.status, 201, 'public mapping created');
-  t.match(m2.json, { mapping_id: 1002, source_client_id: null, public_port: RANGE.min, local_port: null, status: 'active' });
+  t.match(m2.json, { mapping_id: 1002, source_client_id: null, public_port: RANGE.min, local_port: null, status: 'pending' }, 'pending until its agent reports');
   const m3 = await h.post('/api/v1/mappings', { user_id: 100000001, target_client_id: 600000000, protocol: 'tcp', target_host: '127.0.0.1', target_port: 22 });
   t.match(m3.json, { mapping_id: 1003, public_port: RANGE.min + 1 }, 'the next public mapping takes the next free port');
 
@@ -197,6 +198,24 @@ t.test('users, clients and mappings through the Management API', async (t) => {
   t.equal(race.find((r) => r.status === 201)?.json.public_port, 30005);
   const holders = await h.tdb.db.selectFrom('mappings').select('mapping_id').where('public_port', '=', 30005).execute();
   t.equal(holders.length, 1, 'one mapping holds the port in the read model');
+
+  // Local ports: unique per source client, whatever the local_host; parallel creates race fairly.
+  const local = { user_id: 100000001, source_client_id: 600000000, target_client_id: 600000001, protocol: 'tcp', target_host: '127.0.0.1', target_port: 22, local_port: 2222 };
+  const localRace = await Promise.all([
+    h.post('/api/v1/mappings', local),
+    h.post('/api/v1/mappings', { ...local, local_host: '0.0.0.0' }),
+    h.post('/api/v1/mappings', { ...local, local_host: '127.0.0.2', target_port: 23 }),
+    h.post('/api/v1/mappings', local),
+  ]);
+  t.same(localRace.map((r) => r.status).sort(), [201, 409, 409, 409], 'one 201, the rest 409');
+  for (const r of localRace.filter((x) => x.status === 409)) {
+    t.match(r.json, { status: 409, code: 'TNX_LOCAL_PORT_TAKEN', field: 'local_port' });
+  }
+  const localWinner = localRace.find((r) => r.status === 201)!.json.mapping_id as number;
+  t.match(await h.post('/api/v1/mappings', { ...local, local_port: 13306 }), { status: 409, json: { code: 'TNX_LOCAL_PORT_TAKEN' } }, 'taken by mapping 1001');
+  t.match(await h.post('/api/v1/mappings', { ...local, source_client_id: 600000001, target_client_id: 600000000 }), { status: 201 }, 'another source client may use the same port');
+  t.equal(await h.del(`/api/v1/mappings/${localWinner}`).then((r) => r.status), 204);
+  t.match(await h.post('/api/v1/mappings', { ...local, local_host: '0.0.0.0' }), { status: 201 }, 'free again after the delete');
 
   const outside = await h.post('/api/v1/mappings', { ...explicit, public_port: 40000 });
   t.match(outside, { status: 422, json: { code: 'TNX_PORT_OUT_OF_RANGE', field: 'public_port' } });
@@ -264,16 +283,25 @@ t.test('bad input is a 400 problem naming the field', async (t) => {
     ['target_port 70000', '/api/v1/mappings', { ...base, target_port: 70000 }, 'target_port'],
     ['unknown key on a mapping', '/api/v1/mappings', { ...base, foo: 1 }, 'foo'],
     ["protocol 'udp'", '/api/v1/mappings', { ...base, protocol: 'udp' }, 'protocol'],
-    ['client-to-client without local_port', '/api/v1/mappings', { ...base, source_client_id: a.json.client_id }, 'local_port'],
-    ['client-to-client with public_port', '/api/v1/mappings', { ...c2c, public_port: 30001 }, 'public_port'],
-    ['public with local_port', '/api/v1/mappings', { ...base, local_port: 13306 }, 'local_port'],
-    ['source equals target', '/api/v1/mappings', { ...c2c, source_client_id: b.json.client_id }, 'target_client_id'],
   ];
   for (const [name, url, body, field] of cases) {
     const res = await h.post(url, body);
     t.equal(res.status, 400, `${name}: 400`);
     t.match(res.json, { type: String, title: 'Bad Request', status: 400, code: 'TNX_VALIDATION_FAILED', detail: String, field }, `${name}: names ${field}`);
     t.match(String(res.headers['content-type']), /^application\/problem\+json/, `${name}: problem content type`);
+  }
+  // Rules between fields of a well-formed body have one home (validateMappingShape in the domain)
+  // and one answer: 422 TNX_MAPPING_INVALID naming the field.
+  const shapes: [string, unknown, string][] = [
+    ['client-to-client without local_port', { ...base, source_client_id: a.json.client_id }, 'local_port'],
+    ['client-to-client with public_port', { ...c2c, public_port: 30001 }, 'public_port'],
+    ['public with local_port', { ...base, local_port: 13306 }, 'local_port'],
+    ['public with local_host', { ...base, local_host: '127.0.0.1' }, 'local_host'],
+    ['source equals target', { ...c2c, source_client_id: b.json.client_id }, 'target_client_id'],
+  ];
+  for (const [name, body, field] of shapes) {
+    const res = await h.post('/api/v1/mappings', body);
+    t.match(res, { status: 422, json: { title: 'Unprocessable Content', status: 422, code: 'TNX_MAPPING_INVALID', detail: String, field } }, `${name}: 422 naming ${field}`);
   }
   const notJson = await h.app.inject({ method: 'POST', url: '/api/v1/users', headers: { ...AUTH, 'content-type': 'application/json' }, payload: '{nope' });
   t.equal(notJson.statusCode, 400, 'malformed JSON is a 400');

@@ -155,6 +155,51 @@ function suite(name: string, open: (t: Test) => Promise<EventStore>): void {
       t.same(types((await store.readStream(`port.${RANGE.max}`)).events), ['PublicPortReserved']);
     });
 
+    t.test('parallel creates for one (source client, local_port): exactly one wins, the rest are TNX_LOCAL_PORT_TAKEN', async (t) => {
+      const store = await open(t);
+      const { userId, a, b } = await setupUserWithClients(store);
+      const c2c = { userId, protocol: 'tcp', sourceClientId: a, targetClientId: b, targetHost: '127.0.0.1', targetPort: 22, localPort: 2222, publicPortRange: RANGE };
+      // Different local_host values still claim the same port on the agent's machine.
+      const hosts = ['127.0.0.1', '0.0.0.0', null, '127.0.0.1', '::1', null];
+      const results = await Promise.allSettled(hosts.map((localHost) => createMapping(store, { ...c2c, localHost }, meta)));
+      const won = results.filter((r): r is PromiseFulfilledResult<Awaited<ReturnType<typeof createMapping>>> => r.status === 'fulfilled');
+      const lost = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      t.equal(won.length, 1, 'one winner');
+      t.equal(lost.length, hosts.length - 1);
+      for (const l of lost) t.match(l.reason, { code: 'TNX_LOCAL_PORT_TAKEN' });
+      const stream = `localport.${a}_2222`;
+      const held = (await store.readStream(stream)).events;
+      t.same(types(held), ['LocalPortReserved'], 'one reservation, no compensation needed for the losers');
+      t.match(held[0]?.data, { client_id: a, port: 2222, mapping_id: won[0]!.value.mappingId });
+
+      await deleteMapping(store, { mappingId: won[0]!.value.mappingId }, meta);
+      t.same(types((await store.readStream(stream)).events), ['LocalPortReserved', 'LocalPortReleased'], 'released on delete');
+      await createMapping(store, { ...c2c, localHost: '0.0.0.0' }, meta);
+      t.same(types((await store.readStream(stream)).events), ['LocalPortReserved', 'LocalPortReleased', 'LocalPortReserved'], 'reserved again');
+    });
+
+    t.test('if MappingCreated of a client-to-client mapping cannot be appended, its local port is released again', async (t) => {
+      const store = await open(t);
+      const { userId, a, b } = await setupUserWithClients(store);
+      const squatter = buildEnvelope(
+        'mapping.1001',
+        {
+          type: 'MappingCreated',
+          data: {
+            mapping_id: 1001, user_id: userId, protocol: 'tcp', source_client_id: null, target_client_id: a, target_host: 'h', target_port: 1,
+            local_host: null, local_port: null, public_port: 31999, secret_key: 'f'.repeat(64), enabled: true,
+          },
+        },
+        meta,
+      );
+      await store.append('mapping.1001', squatter, { expectedRevision: 'no_stream' });
+      const c2c = { userId, protocol: 'tcp', sourceClientId: a, targetClientId: b, targetHost: 'h', targetPort: 1, localPort: 2000, publicPortRange: RANGE };
+      await t.rejects(createMapping(store, c2c, meta), { code: 'TNX_MAPPING_ALREADY_EXISTS' });
+      t.same(types((await store.readStream(`localport.${a}_2000`)).events), ['LocalPortReserved', 'LocalPortReleased'], 'compensated');
+      const next = await createMapping(store, c2c, meta);
+      t.equal(next.mappingId, 1002, 'the local port is free for the next mapping');
+    });
+
     t.test('if MappingCreated cannot be appended, the reserved port is released again', async (t) => {
       const store = await open(t);
       const { userId, a, b } = await setupUserWithClients(store);

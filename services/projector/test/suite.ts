@@ -1,5 +1,6 @@
 import type { TAP } from 'tap';
 import type { ChangeBus, ChangeNotice } from '../../../shared/contracts/notices.js';
+import type { DomainEvent } from '../../../shared/contracts/events.js';
 import type { Db } from '../../../shared/db/connect.js';
 import type { EventStore } from '../../../shared/eventstore/types.js';
 import { silentLogger } from '../../../shared/platform/logger.js';
@@ -9,6 +10,7 @@ import {
   ANON,
   CLIENT_A,
   CLIENT_B,
+  PRIVATE_MAPPING,
   PUBLIC_MAPPING,
   PUBLIC_PORT,
   SECRET,
@@ -81,6 +83,18 @@ function scenarioPositions(s: Scenario): number[] {
   return [s.idAllocated, s.userCreated, s.clientA, s.clientB, s.anon, s.connectA, s.privateMapping, s.portReserved, s.publicMapping, s.privateDeleted, s.disconnectA, s.connectB];
 }
 
+const NO_REPORTS = { source_status: null, source_error: null, source_session_id: null, target_status: null, target_error: null, target_session_id: null };
+
+function reported(mappingId: number, clientId: number, role: 'source' | 'target', sessionId: string, error?: string): DomainEvent {
+  return {
+    type: 'MappingAgentStatusReported',
+    data: {
+      mapping_id: mappingId, client_id: clientId, role, status: error === undefined ? 'active' : 'error',
+      ...(error === undefined ? {} : { error }), config_version: 7, node_id: 'node-001', session_id: sessionId,
+    },
+  };
+}
+
 /** The one assertion assertScenarioRows needs, so it can take any tap test object. */
 interface Same {
   same(found: unknown, wanted: unknown, message: string): boolean;
@@ -108,7 +122,7 @@ async function assertScenarioRows(t: Same, db: Db, s: Scenario): Promise<void> {
   t.same(mappings, [{
     mapping_id: PUBLIC_MAPPING, user_id: USER, protocol: 'tcp', source_client_id: null, target_client_id: CLIENT_B,
     target_host: '127.0.0.1', target_port: 8080, local_host: null, local_port: null, public_port: PUBLIC_PORT,
-    secret_key: SECRET, enabled: false, status: 'disabled', version: 1, created_at: at(8), updated_at: at(8),
+    secret_key: SECRET, enabled: false, status: 'disabled', error: null, ...NO_REPORTS, version: 1, created_at: at(8), updated_at: at(8),
   }], 'mappings: the deleted one is gone, the disabled public one remains');
 }
 
@@ -141,6 +155,43 @@ export function projectorSuite(tap: TAP, makeHarness: HarnessFactory, opts: Suit
     t.ok(await untilCheckpoint(h.db, READ_MODEL_PROJECTION, end));
     const after = await h.db.selectFrom('clients').select(['status', 'node_id', 'session_id', 'last_seen_at']).where('client_id', '=', CLIENT_A).executeTakeFirstOrThrow();
     t.same(after, { status: 'offline', node_id: null, session_id: null, last_seen_at: at(4) }, 'the current session disconnecting takes it offline');
+  });
+
+  tap.test('agent reports fold into status: pending until both sides report, error names the side, a session end makes its side pending', async (t) => {
+    const h = await makeHarness((fn) => t.teardown(fn));
+    const logs = captureLogs();
+    let halted: ProjectionHaltedError | null = null;
+    await start(h, (fn) => t.teardown(fn), { logger: logs.logger, onHalt: (e) => (halted = e) });
+    const statusOf = async (position: number, mappingId = PRIVATE_MAPPING) => {
+      t.ok(await untilCheckpoint(h.db, READ_MODEL_PROJECTION, position));
+      return h.db.selectFrom('mappings').select(['status', 'error', 'source_status', 'target_status']).where('mapping_id', '=', mappingId).executeTakeFirst();
+    };
+    const stream = `mapping-status.${PRIVATE_MAPPING}`;
+    let p = await append(h.store, `mapping.${PRIVATE_MAPPING}`, mappingCreated(PRIVATE_MAPPING), at(0));
+    t.same(await statusOf(p), { status: 'pending', error: null, source_status: null, target_status: null }, 'new: pending');
+    p = await append(h.store, stream, reported(PRIVATE_MAPPING, CLIENT_B, 'target', 'sb1'), at(1));
+    t.match(await statusOf(p), { status: 'pending', target_status: 'active' }, 'target alone is not enough');
+    p = await append(h.store, stream, reported(PRIVATE_MAPPING, CLIENT_A, 'source', 'sa1', 'local port 2222 in use'), at(2));
+    t.same(await statusOf(p), { status: 'error', error: 'source: local port 2222 in use', source_status: 'error', target_status: 'active' });
+    p = await append(h.store, stream, reported(PRIVATE_MAPPING, CLIENT_A, 'source', 'sa1'), at(3));
+    t.same(await statusOf(p), { status: 'active', error: null, source_status: 'active', target_status: 'active' }, 'both sides running: active');
+    p = await append(h.store, stream, reported(PRIVATE_MAPPING, CLIENT_B, 'source', 'sb1', 'not its side'), at(4));
+    t.match(await statusOf(p), { status: 'active' }, 'a report from the wrong side\'s client changes nothing');
+    p = await append(h.store, `client-session.${CLIENT_B}`, disconnected(CLIENT_B, 'sb0'), at(5));
+    t.match(await statusOf(p), { status: 'active' }, 'the end of another session changes nothing');
+    p = await append(h.store, `client-session.${CLIENT_B}`, disconnected(CLIENT_B, 'sb1'), at(6));
+    t.same(await statusOf(p), { status: 'pending', error: null, source_status: 'active', target_status: null }, 'target session gone: pending');
+
+    // A public mapping needs only its target agent.
+    p = await append(h.store, `mapping.${PUBLIC_MAPPING}`, mappingCreated(PUBLIC_MAPPING, { source_client_id: null, local_host: null, local_port: null, public_port: PUBLIC_PORT }), at(7));
+    p = await append(h.store, `mapping-status.${PUBLIC_MAPPING}`, reported(PUBLIC_MAPPING, CLIENT_B, 'target', 'sb2'), at(8));
+    t.match(await statusOf(p, PUBLIC_MAPPING), { status: 'active' });
+
+    // Late reports about a deleted mapping are facts like any other: ignored, never a halt.
+    await append(h.store, `mapping.${PRIVATE_MAPPING}`, { type: 'MappingDeleted', data: { mapping_id: PRIVATE_MAPPING } }, at(9));
+    p = await append(h.store, stream, reported(PRIVATE_MAPPING, CLIENT_A, 'source', 'sa1', 'late'), at(10));
+    t.equal(await statusOf(p), undefined, 'no row invented for a deleted mapping');
+    t.equal(halted, null, 'not halted');
   });
 
   tap.test('facts about unknown clients or mappings are logged and ignored, not rejected', async (t) => {

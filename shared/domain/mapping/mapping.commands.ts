@@ -6,13 +6,21 @@ import { handleCommand, loadAggregate, type CommandMetadata } from '../../events
 import type { EventStore } from '../../eventstore/types.js';
 import { loadClient } from '../client/client.commands.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
+import { releaseLocalPort, reserveLocalPort } from '../localport/localport.commands.js';
 import { releasePublicPort, reserveFirstFreePort, reservePublicPort, type PortRange } from '../port/port.commands.js';
 import { allocateId } from '../sequence/sequence.commands.js';
 import { loadUser } from '../user/user.commands.js';
-import { mappingDecider, validateMappingShape, type CreateMapping, type MappingState } from './mapping.decider.js';
+import { mappingDecider, validateMappingShape, type CreateMapping, type MappingSpec, type MappingState } from './mapping.decider.js';
+import { mappingStatusDecider } from './mapping-status.decider.js';
+import { decideAndAppend } from '../append.js';
+import type { EventData } from '../../contracts/events.js';
 
 export function mappingStream(mappingId: number): string {
   return streamName(AGGREGATES.mapping, mappingId);
+}
+
+export function mappingStatusStream(mappingId: number): string {
+  return streamName(AGGREGATES.mappingStatus, mappingId);
 }
 
 export async function loadMapping(store: EventStore, mappingId: number): Promise<MappingState> {
@@ -57,9 +65,30 @@ async function checkClient(store: EventStore, clientId: number, userId: number, 
   }
 }
 
+/** The port a mapping holds exclusively: its public port, or its source client's local port. */
+type HeldPort = { kind: 'public'; port: number } | { kind: 'local'; clientId: number; port: number };
+
+function heldPort(m: Pick<MappingSpec, 'public_port' | 'source_client_id' | 'local_port'>): HeldPort | null {
+  if (m.public_port !== null) return { kind: 'public', port: m.public_port };
+  if (m.source_client_id !== null && m.local_port !== null) return { kind: 'local', clientId: m.source_client_id, port: m.local_port };
+  return null;
+}
+
+function sameHeldPort(a: HeldPort, b: HeldPort | null): boolean {
+  return b !== null && a.kind === b.kind && a.port === b.port && (a.kind === 'public' || (b.kind === 'local' && a.clientId === b.clientId));
+}
+
+function releaseHeldPort(store: EventStore, held: HeldPort, mappingId: number, meta: CommandMetadata): Promise<{ position: number }> {
+  return held.kind === 'public'
+    ? releasePublicPort(store, { port: held.port, mappingId }, meta)
+    : releaseLocalPort(store, { clientId: held.clientId, port: held.port, mappingId }, meta);
+}
+
 /**
  * Creates a mapping: checks shape and references (loading the user and client aggregates), then
- * allocates the mapping id, reserves the public port (public mappings) and appends MappingCreated.
+ * allocates the mapping id, reserves the port the mapping holds exclusively (the public port of a
+ * public mapping; the source client's local_port of a client-to-client one) and appends
+ * MappingCreated.
  *
  * Three aggregates are involved and NATS 2.9 has no multi-subject transaction, so this is a small
  * saga: if MappingCreated cannot be appended, the port is released again. A crash between the
@@ -101,6 +130,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
   const { id: mappingId } = await allocateId(store, SEQUENCES.mapping, meta);
 
   let publicPort: number | null = null;
+  let held: HeldPort | null = null;
   if (isPublic) {
     if (explicitPort !== null) {
       await reservePublicPort(store, { port: explicitPort, mappingId }, meta);
@@ -108,6 +138,11 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
     } else {
       publicPort = (await reserveFirstFreePort(store, { range, mappingId }, meta)).port;
     }
+    held = { kind: 'public', port: publicPort };
+  } else if (input.localPort !== null && input.localPort !== undefined) {
+    // validateMappingShape guarantees a local_port here; the reservation is the race-free check.
+    await reserveLocalPort(store, { clientId: sourceClientId, port: input.localPort, mappingId }, meta);
+    held = { kind: 'local', clientId: sourceClientId, port: input.localPort };
   }
 
   try {
@@ -120,14 +155,14 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
     );
     return { mappingId, publicPort, position: res.position };
   } catch (err) {
-    if (publicPort !== null) {
+    if (held !== null) {
       // Compensation is best effort; the original failure is what the caller must see. A timed-out
-      // append may still have been stored: release only if no mapping with this port was recorded
-      // under our id, or two mappings could end up sharing the port.
-      const port = publicPort;
+      // append may still have been stored: release only if no mapping holding this port was
+      // recorded under our id, or two mappings could end up sharing the port.
+      const port = held;
       await loadMapping(store, mappingId)
         .then((state) =>
-          state.status === 'absent' || state.mapping.public_port !== port ? releasePublicPort(store, { port, mappingId }, meta) : undefined,
+          state.status === 'absent' || !sameHeldPort(port, heldPort(state.mapping)) ? releaseHeldPort(store, port, mappingId, meta) : undefined,
         )
         .catch(() => undefined);
     }
@@ -135,7 +170,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
   }
 }
 
-/** Deletes a mapping, then frees its public port. Deleting a deleted or unknown mapping is a NotFoundError. */
+/** Deletes a mapping, then frees the port it held (public port, or its source client's local port). Deleting a deleted or unknown mapping is a NotFoundError. */
 export async function deleteMapping(store: EventStore, input: { mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
   let res;
   try {
@@ -151,13 +186,28 @@ export async function deleteMapping(store: EventStore, input: { mappingId: numbe
     throw err;
   }
   let position = res.position;
-  const port = res.state.status === 'absent' ? null : res.state.mapping.public_port;
-  if (port !== null) {
+  const held = res.state.status === 'absent' ? null : heldPort(res.state.mapping);
+  if (held !== null) {
     // A crash before this line leaves the port held by a deleted mapping (see createMapping).
-    const released = await releasePublicPort(store, { port, mappingId: input.mappingId }, meta);
-    position = Math.max(position, released.position);
+    const released = await releaseUnlessHeldByOther(store, held, input.mappingId, meta);
+    position = Math.max(position, released?.position ?? 0);
   }
   return { position };
+}
+
+/**
+ * Releases the mapping's port; a port that is free or held by another mapping means there is
+ * nothing of ours to release (already re-reserved after an interrupted delete, or a local port of
+ * a mapping created before local ports were reserved).
+ */
+async function releaseUnlessHeldByOther(store: EventStore, held: HeldPort, mappingId: number, meta: CommandMetadata): Promise<{ position: number } | null> {
+  try {
+    return await releaseHeldPort(store, held, mappingId, meta);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (code === DOMAIN_ERRORS.portNotHeld || code === DOMAIN_ERRORS.localPortNotHeld) return null;
+    throw err;
+  }
 }
 
 /**
@@ -167,9 +217,29 @@ export async function deleteMapping(store: EventStore, input: { mappingId: numbe
  */
 async function finishInterruptedDelete(store: EventStore, mappingId: number, meta: CommandMetadata): Promise<void> {
   const state = await loadMapping(store, mappingId);
-  if (state.status !== 'deleted' || state.mapping.public_port === null) return;
-  await releasePublicPort(store, { port: state.mapping.public_port, mappingId }, meta).catch((err: unknown) => {
-    // Already re-reserved by another mapping: nothing of ours to release.
-    if ((err as { code?: unknown }).code !== DOMAIN_ERRORS.portNotHeld) throw err;
-  });
+  if (state.status !== 'deleted') return;
+  const held = heldPort(state.mapping);
+  if (held !== null) await releaseUnlessHeldByOther(store, held, mappingId, meta);
+}
+
+/**
+ * Records what an agent reported about its side of a mapping (see mapping-status.decider.ts): no
+ * revision check, nothing loaded, the mapping's own stream untouched.
+ */
+export async function recordMappingAgentStatus(
+  store: EventStore,
+  input: EventData<'MappingAgentStatusReported'>,
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
+  const res = await decideAndAppend(
+    store,
+    mappingStatusStream(input.mapping_id),
+    mappingStatusDecider,
+    mappingStatusDecider.initialState(),
+    { type: 'RecordMappingAgentStatus', data: input },
+    meta,
+    'any',
+  );
+  if (!res) throw new Error('mapping-status decider decided nothing');
+  return res;
 }

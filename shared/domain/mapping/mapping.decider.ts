@@ -25,7 +25,9 @@ function isPort(n: number | null): boolean {
 
 /**
  * Shape rules for a new mapping, independent of any state (so command services can check them
- * before allocating ids or ports). Two kinds exist for tcp:
+ * before allocating ids or ports). The one home of the rules between fields: the API's zod schema
+ * checks each field alone (400), these answer RuleViolationError → 422 TNX_MAPPING_INVALID naming
+ * the field. Two kinds exist for tcp:
  * - client-to-client: source_client_id + local_port, no public_port;
  * - public: public_port, no source client and no local listener.
  */

@@ -17,6 +17,7 @@ export function findMapping(db: Db, mappingId: number) {
       'public_port',
       'enabled',
       'status',
+      'error',
       'version',
       'created_at',
       'updated_at',

@@ -17,7 +17,9 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
       schema: {
         tags: ['mappings'],
         summary: 'Create a tcp mapping (client-to-client or public)',
-        description: 'The mapping secret is never returned: agents receive it over their control connection.',
+        description:
+          'The mapping secret is never returned: agents receive it over their control connection. Fields that do not go together ' +
+          'are 422 TNX_MAPPING_INVALID; a public port or local_port already taken is 409. The new mapping is pending until its agents report it running.',
         body: CreateMappingBody,
         response: { 201: MappingView, 202: MappingAccepted, ...COMMON_PROBLEMS, 409: ProblemSchema, 422: ProblemSchema },
       },
@@ -69,7 +71,7 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
     {
       schema: {
         tags: ['mappings'],
-        summary: 'Delete a mapping (frees its public port)',
+        summary: 'Delete a mapping (frees its public port or local port)',
         params: z.object({ mapping_id: MappingIdParam }),
         response: {
           204: z.null().describe('Deleted, and the read model no longer shows it'),

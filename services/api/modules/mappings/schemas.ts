@@ -7,31 +7,31 @@ import type { MappingReadRow } from './queries.js';
  * - client-to-client: source_client_id + local_port (+ local_host);
  * - public: no source_client_id; public_port optional (allocated from the configured range).
  * A single strict object (rather than a union) lets every error name its field.
+ *
+ * This schema checks each field on its own (type, range, unknown keys: 400 TNX_VALIDATION_FAILED).
+ * Rules between fields (which kind needs or forbids which field, source != target) have one home,
+ * validateMappingShape in the domain, and answer 422 TNX_MAPPING_INVALID naming the field: the
+ * request is well-formed, the mapping it describes is not.
  */
-export const CreateMappingBody = z
-  .strictObject({
-    user_id: UserId,
-    source_client_id: ClientId.optional().describe('Client-to-client: the agent that listens on local_port'),
-    target_client_id: ClientId,
-    protocol: z.literal('tcp').describe('Only tcp for now'),
-    target_host: Host,
-    target_port: Port,
-    local_port: Port.optional().describe('Client-to-client only'),
-    local_host: Host.optional().describe('Client-to-client only; default 127.0.0.1 on the agent'),
-    public_port: Port.optional().describe('Public only; omitted = first free port of the range'),
-  })
-  .superRefine((b, ctx) => {
-    if (b.source_client_id !== undefined) {
-      if (b.local_port === undefined) ctx.addIssue({ code: 'custom', path: ['local_port'], message: 'required for a client-to-client mapping' });
-      if (b.public_port !== undefined) ctx.addIssue({ code: 'custom', path: ['public_port'], message: 'not allowed with source_client_id' });
-      if (b.source_client_id === b.target_client_id) {
-        ctx.addIssue({ code: 'custom', path: ['target_client_id'], message: 'must differ from source_client_id' });
-      }
-    } else {
-      if (b.local_port !== undefined) ctx.addIssue({ code: 'custom', path: ['local_port'], message: 'requires source_client_id' });
-      if (b.local_host !== undefined) ctx.addIssue({ code: 'custom', path: ['local_host'], message: 'requires source_client_id' });
-    }
-  });
+export const CreateMappingBody = z.strictObject({
+  user_id: UserId,
+  source_client_id: ClientId.optional().describe('Client-to-client: the agent that listens on local_port'),
+  target_client_id: ClientId.describe('The agent that dials target_host:target_port; must differ from source_client_id'),
+  protocol: z.literal('tcp').describe('Only tcp for now'),
+  target_host: Host,
+  target_port: Port,
+  local_port: Port.optional().describe('Client-to-client only, and required there; unique per source client (409 TNX_LOCAL_PORT_TAKEN)'),
+  local_host: Host.optional().describe('Client-to-client only; default 127.0.0.1 on the agent'),
+  public_port: Port.optional().describe('Public only; omitted = first free port of the range'),
+});
+
+/**
+ * `pending` until every agent side the mapping needs has reported it running (the source agent's
+ * listener when there is a local_port, and the target agent), then `active`; `error` as soon as
+ * one side reported a failure (`error` says which side and why); `disabled` when not enabled.
+ * A side whose agent is not connected stays `pending`.
+ */
+export const MappingStatus = z.enum(['pending', 'active', 'error', 'disabled']);
 
 export const MappingView = z.object({
   mapping_id: MappingId,
@@ -45,7 +45,8 @@ export const MappingView = z.object({
   local_port: Port.nullable(),
   public_port: Port.nullable(),
   enabled: z.boolean(),
-  status: z.enum(['active', 'disabled']),
+  status: MappingStatus,
+  error: z.string().optional().describe('Present when status is error: the agent-side reason, e.g. "source: local port 13306 in use"'),
   created_at: Timestamp,
   updated_at: Timestamp,
 });
@@ -69,6 +70,7 @@ export function mappingView(row: MappingReadRow): MappingView {
     public_port: row.public_port,
     enabled: row.enabled,
     status: row.status,
+    ...(row.status === 'error' && row.error !== null ? { error: row.error } : {}),
     created_at: iso(row.created_at),
     updated_at: iso(row.updated_at),
   };
