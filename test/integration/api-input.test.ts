@@ -10,6 +10,11 @@ import { toProblem } from '../../services/api/errors.js';
 import { UnstorableEventError } from '../../shared/eventstore/errors.js';
 import { createProjectionWaiter, startProjector } from '../../services/projector/index.js';
 
+/** A test name that keeps the log plain text: JSON escapes C0 controls, this also DEL, C1 and bidi. */
+function printable(s: string): string {
+  return JSON.stringify(s).replace(/[\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** Hostile strings and path ids at the Management API: refused with a 400 naming the field, before anything is decided. */
 
 const API_KEY = 'test-key-0123456789abcdef';
@@ -148,11 +153,11 @@ t.test('target_host and local_host must be a host name or an IP literal', async 
     `${'a.'.repeat(127)}a`,
   ];
   for (const host of badHosts) {
-    t.match(await h.post('/api/v1/mappings', { ...base, local_port: 2222, target_host: host }), { status: 400, json: { field: 'target_host' } }, `target_host ${JSON.stringify(host)}`);
+    t.match(await h.post('/api/v1/mappings', { ...base, local_port: 2222, target_host: host }), { status: 400, json: { field: 'target_host' } }, `target_host ${printable(host)}`);
     t.match(
       await h.post('/api/v1/mappings', { ...base, local_port: 2222, target_host: 'localhost', local_host: host }),
       { status: 400, json: { field: 'local_host' } },
-      `local_host ${JSON.stringify(host)}`,
+      `local_host ${printable(host)}`,
     );
   }
   t.equal(await h.store.headPosition(), head, 'nothing appended');
