@@ -376,12 +376,115 @@ t.test('raw edge pairing: bytes sent right after TunnelOpen are delivered, in or
 
   const atTarget = readAll(tgt.socket, tgt.remainder);
   const atSource = readAll(src.socket, src.remainder);
+  // Like an agent, each side vouches for its FIN with TunnelEnd on its control connection.
+  const sourceControl = await login(w, a.clientId, a.authCode);
   src.socket.end(later);
+  sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' });
   t.equal(sha(await atTarget), sha(Buffer.concat([early, later])), 'target got the early bytes first, then the rest');
+  target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }); // before the FIN this time: either order works
   tgt.socket.end();
   t.equal(sha(await atSource), sha(banner), 'source got the target\'s early bytes');
   await eventually(() => w.edge.stats().tunnels === 0, 'tunnel closed');
   target.close();
+  sourceControl.close();
+});
+
+/** Pairs a raw source tunnel with a raw target tunnel through the edge; returns both, acked. */
+async function rawPair(t: Test, edgeOpts: Parameters<typeof createWorld>[1] = {}) {
+  const world = await pairedWorld(t, edgeOpts);
+  const { w, a, b, m, secret, target } = world;
+  const tunnelId = newNonce();
+  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret);
+  const cmd = await target.next();
+  if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error('expected tunnel.open');
+  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, secret);
+  target.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
+  const src = await source;
+  if (src.ack.type !== PacketType.TunnelOpenAck || !src.ack.body.ok || tgt.ack.type !== PacketType.TunnelOpenAck || !tgt.ack.body.ok) {
+    throw new Error('tunnel not acked');
+  }
+  return { ...world, tunnelId, src, tgt };
+}
+
+/** How a socket's stream ended: a clean FIN ('end', with the bytes before it) or a reset. */
+function outcome(socket: Socket, initial: Buffer): Promise<{ how: 'end' | 'reset'; bytes: Buffer }> {
+  const chunks = [initial];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.resume();
+  return new Promise((resolve) => {
+    socket.once('end', () => resolve({ how: 'end', bytes: Buffer.concat(chunks) }));
+    socket.once('error', () => resolve({ how: 'reset', bytes: Buffer.concat(chunks) }));
+  });
+}
+
+t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the other side as a reset', async (t) => {
+  await t.test('target FIN, then its control session dies (a killed agent): the source is reset', async (t) => {
+    const { w, src, tgt, target } = await rawPair(t);
+    const atSource = outcome(src.socket, src.remainder);
+    const sent = randomBytes(50_000);
+    tgt.socket.end(sent);
+    // A kill closes both sockets in the same tick; the kernel sends FIN on each.
+    target.socket.end();
+    const got = await atSource;
+    t.equal(got.how, 'reset', 'a truncated download does not look complete');
+    await eventually(() => w.edge.stats().tunnels === 0, 'tunnel closed');
+  });
+  await t.test('control session gone before the FIN arrives: reset at once', async (t) => {
+    const { w, src, tgt, target } = await rawPair(t);
+    const atSource = outcome(src.socket, src.remainder);
+    target.close();
+    await eventually(() => w.edge.stats().sessions === 0, 'target session gone');
+    tgt.socket.end();
+    t.equal((await atSource).how, 'reset');
+  });
+  await t.test('no TunnelEnd within the wait: reset', async (t) => {
+    const { src, tgt, target } = await rawPair(t, { endAttestTimeoutMs: 200 });
+    const atSource = outcome(src.socket, src.remainder);
+    tgt.socket.end();
+    t.equal((await atSource).how, 'reset', 'the control session is alive but never vouched');
+    target.close();
+  });
+  await t.test('source FIN without TunnelEnd (a killed source agent): the upload reaches the target as a reset', async (t) => {
+    const { w, a, src, tgt, target } = await rawPair(t);
+    const sourceControl = await login(w, a.clientId, a.authCode);
+    const atTarget = outcome(tgt.socket, tgt.remainder);
+    src.socket.end(randomBytes(20_000));
+    sourceControl.socket.end();
+    t.equal((await atTarget).how, 'reset');
+    target.close();
+  });
+  await t.test('a TunnelEnd from another client, or for the other half, vouches for nothing', async (t) => {
+    const { w, a, tunnelId, src, tgt, target } = await rawPair(t, { endAttestTimeoutMs: 300 });
+    const sourceControl = await login(w, a.clientId, a.authCode);
+    const atSource = outcome(src.socket, src.remainder);
+    sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }); // a is not the target
+    target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' }); // b is not the source
+    tgt.socket.end();
+    t.equal((await atSource).how, 'reset');
+    sourceControl.close();
+    target.close();
+  });
+  await t.test('vouched: a clean end, and the other direction still flows after it (half-close)', async (t) => {
+    const { w, a, tunnelId, src, tgt, target } = await rawPair(t);
+    const sourceControl = await login(w, a.clientId, a.authCode);
+    const atSource = outcome(src.socket, src.remainder);
+    const banner = randomBytes(70_000);
+    tgt.socket.end(banner);
+    await new Promise((r) => tgt.socket.once('finish', r));
+    target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' });
+    const got = await atSource;
+    t.equal(got.how, 'end');
+    t.equal(sha(got.bytes), sha(banner), 'every byte, then a clean end');
+    const atTarget = outcome(tgt.socket, tgt.remainder);
+    const upload = randomBytes(30_000);
+    src.socket.end(upload);
+    sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' });
+    const up = await atTarget;
+    t.equal(up.how, 'end');
+    t.equal(sha(up.bytes), sha(upload), 'the source still sends after the target ended, then ends cleanly');
+    target.close();
+    sourceControl.close();
+  });
 });
 
 t.test('a target that refuses or never answers fails the source with a reason', async (t) => {
