@@ -18,6 +18,13 @@ import { TunnelBroker } from './tunnels.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 
+/**
+ * The first bytes of every connection are not charged to the pre-auth budget: any Handshake or
+ * TunnelOpen fits, so real agents get in even while an attacker keeps the budget full, and this
+ * much is what the connection's socket costs anyway.
+ */
+const PRE_AUTH_FREE_BYTES = 1024;
+
 /** Thrown when the credential-check cap is full; answered with a retryable code. */
 class LoginBusyError extends Error {}
 
@@ -42,7 +49,8 @@ export interface EdgeOptions {
   preAuthMaxFrameSize?: number;
   /**
    * Bytes all not-yet-authenticated connections together may hold; a connection whose next read
-   * does not fit is closed. Default 32 MiB (8000 connections each holding a whole 4 KiB frame).
+   * does not fit is closed; each connection's first KiB is free (see PRE_AUTH_FREE_BYTES).
+   * Default 32 MiB (about 10 000 connections each holding a whole 4 KiB frame).
    */
   preAuthBufferBytes?: number;
   /** Default 30 s; a session silent for 3 intervals is closed. */
@@ -222,7 +230,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
     // Held until the connection is authenticated and handed over (or closed); it covers the
     // first frame and whatever arrived with it.
-    const lease = preAuthBudget.lease();
+    const lease = preAuthBudget.lease(PRE_AUTH_FREE_BYTES);
     let msg: ControlMessage;
     try {
       const frame = await readFirstFrame(socket, decoder, handshakeTimeoutMs, lease);

@@ -81,6 +81,17 @@ t.test('ByteBudget: leases share one capacity; readFirstFrame charges every chun
   l2.release();
   t.equal(budget.inUse, 0);
 
+  const free = budget.lease(10);
+  t.ok(free.take(4) && free.take(4), 'within the free allowance');
+  t.equal(budget.inUse, 0);
+  t.ok(free.take(5));
+  t.equal(budget.inUse, 3, 'only the part beyond the free allowance is charged');
+  t.ok(budget.lease().take(97));
+  t.notOk(free.take(1), 'the shared budget is full');
+  t.ok(budget.lease(500).take(400), 'a small first read on a new connection still gets through');
+  free.release();
+  t.equal(budget.inUse, 97);
+
   const small = new ByteBudget(1000);
   const hog = small.lease();
   t.ok(hog.take(990));

@@ -15,14 +15,22 @@ export class ByteBudget {
     return this.used;
   }
 
-  lease(): BudgetLease {
+  /**
+   * A lease whose first `freeBytes` are not charged: a connection's first bytes cost no more than
+   * its socket does anyway, and a budget filled by others never refuses a small handshake.
+   */
+  lease(freeBytes = 0): BudgetLease {
+    let seen = 0;
     let held = 0;
     let released = false;
     return {
       take: (n) => {
-        if (released || this.used + n > this.capacity) return false;
-        this.used += n;
-        held += n;
+        if (released) return false;
+        const charge = Math.max(0, seen + n - freeBytes) - Math.max(0, seen - freeBytes);
+        if (this.used + charge > this.capacity) return false;
+        this.used += charge;
+        held += charge;
+        seen += n;
         return true;
       },
       release: () => {
