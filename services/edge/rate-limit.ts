@@ -15,13 +15,6 @@ export class KeyedRateLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** True when `key` has no token left right now (nothing is taken). */
-  exhausted(key: string): boolean {
-    if (this.perMinute <= 0) return true;
-    const b = this.buckets.get(key);
-    return b !== undefined && this.tokensNow(b, this.now()) < 1;
-  }
-
   private tokensNow(b: { tokens: number; at: number }, now: number): number {
     return Math.min(this.burst, b.tokens + ((now - b.at) * this.perMinute) / 60_000);
   }
