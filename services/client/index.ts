@@ -234,7 +234,14 @@ class Agent {
     this.clientId = resp.client_id;
     // Assume the edge stamped its clock half-way through the round trip.
     const clockOffsetMs = resp.server_time_ms - (sentAt + receivedAt) / 2;
-    this.tunnelContext = { edgeHost: this.edge.host, edgePort: this.edge.port, clientId: resp.client_id, clockOffsetMs, timeoutMs };
+    this.tunnelContext = {
+      edgeHost: this.edge.host,
+      edgePort: this.edge.port,
+      clientId: resp.client_id,
+      clockOffsetMs,
+      timeoutMs,
+      attestEnd: (tunnelId, role) => void this.channel?.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role }),
+    };
     const log = this.log.child({ clientId: resp.client_id, nodeId: resp.node_id });
     log.info({ clientType: resp.client_type, sessionId: resp.session_id }, 'connected to the edge');
 

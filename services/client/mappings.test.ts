@@ -65,7 +65,7 @@ t.test('a port that cannot be bound is reported and retried on the next config',
 
 t.test('target requests: only the configured host:port of a target mapping is ever dialed', async (t) => {
   const deadPort = await freePort();
-  const r = runtime(t, { edgeHost: '127.0.0.1', edgePort: 9, clientId: 600000001, clockOffsetMs: 0, timeoutMs: 1_000 });
+  const r = runtime(t, { edgeHost: '127.0.0.1', edgePort: 9, clientId: 600000001, clockOffsetMs: 0, timeoutMs: 1_000, attestEnd: () => undefined });
   await r.apply([target(5, '127.0.0.1', deadPort), source(6, await freePort())]);
 
   t.match(await r.handleTunnelRequest({ tunnel_id: 't1', mapping_id: 99, target_host: '127.0.0.1', target_port: deadPort }), {

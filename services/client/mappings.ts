@@ -14,6 +14,8 @@ export interface TunnelContext {
   clientId: number;
   clockOffsetMs: number;
   timeoutMs: number;
+  /** Sends TunnelEnd on the control connection: this agent's half of the tunnel ended cleanly. */
+  attestEnd: (tunnelId: string, role: AgentMapping['role']) => void;
 }
 
 interface Running {
@@ -115,7 +117,7 @@ export class MappingRuntime {
     // The target service may speak first (SSH/MySQL banners): hold it until the tunnel is acked.
     local.pause();
     const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId: req.tunnel_id, role: 'target' });
-    this.bridge(r, local, dial, ctx);
+    this.bridge(r, local, dial, 'target', ctx);
     return { ok: true };
   }
 
@@ -164,7 +166,11 @@ export class MappingRuntime {
     if (!r) return;
     this.running.delete(key);
     r.server?.close();
-    for (const s of r.sockets) s.destroy();
+    // A reset, not a FIN: a visitor cut off by a deleted mapping must not take it for a complete stream.
+    for (const s of r.sockets) {
+      if (s.connecting || s.destroyed) s.destroy();
+      else s.resetAndDestroy();
+    }
     this.log.info({ mappingId: r.mapping.mapping_id, role: r.mapping.role, reason }, 'mapping stopped');
   }
 
@@ -181,10 +187,10 @@ export class MappingRuntime {
       return;
     }
     const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId, role: 'source' });
-    this.bridge(r, visitor, dial, ctx);
+    this.bridge(r, visitor, dial, 'source', ctx);
   }
 
-  private bridge(r: Running, local: Socket, dial: TunnelDial, ctx: { mappingId: number; tunnelId: string }): void {
+  private bridge(r: Running, local: Socket, dial: TunnelDial, role: AgentMapping['role'], ctx: { mappingId: number; tunnelId: string }): void {
     r.sockets.add(local);
     r.sockets.add(dial.socket);
     const forget = (): void => {
@@ -203,6 +209,7 @@ export class MappingRuntime {
           return;
         }
         if (early.length > 0) local.write(early);
+        this.vouchForEnd(local, dial.socket, role, ctx.tunnelId);
         void pipeSockets(local, dial.socket).then((res) => {
           forget();
           this.log.debug({ ...ctx, bytesOut: res.bytesAtoB, bytesIn: res.bytesBtoA, err: res.error?.message }, 'tunnel closed');
@@ -216,6 +223,22 @@ export class MappingRuntime {
         forget();
       },
     );
+  }
+
+  /**
+   * When the local side ends cleanly, tells the edge so (TunnelEnd), but only once our FIN on the
+   * tunnel connection is in the kernel ('finish'): from then on even a kill -9 of this process
+   * delivers every byte and the FIN, so the edge may pass the FIN on. Sent on whichever control
+   * session is up at that moment (the edge checks the client, not the session).
+   */
+  private vouchForEnd(local: Socket, tunnel: Socket, role: AgentMapping['role'], tunnelId: string): void {
+    const vouch = (): void => this.context()?.attestEnd(tunnelId, role);
+    const onLocalEnd = (): void => {
+      if (tunnel.writableFinished) vouch();
+      else tunnel.once('finish', vouch);
+    };
+    if (local.readableEnded) onLocalEnd();
+    else local.once('end', onLocalEnd);
   }
 
   private tunnelParams(t: TunnelContext, m: AgentMapping) {

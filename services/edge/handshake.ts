@@ -5,6 +5,7 @@ import { hashSecret, randomToken } from '../../shared/platform/secrets.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import type { Handshake } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION } from '../../shared/wire/packets.js';
+import type { LoginTicket } from './rate-limit.js';
 import { loadClientAuth } from './readmodel.js';
 
 export type HandshakeOutcome =
@@ -31,10 +32,11 @@ export interface AuthDeps {
   nodeId: string;
   /** Whether a new anonymous client may be registered for this peer now (policy + rate limit). */
   admitAnonymous: () => 'ok' | 'disabled' | 'rate-limited';
-  /** Whether a credential check may start for this peer now (failed-login limit, concurrency cap). */
-  admitLogin: () => 'ok' | 'busy' | 'rate-limited';
-  /** Called after a failed credential check (unknown id or wrong code). */
-  loginFailed: () => void;
+  /**
+   * Whether a credential check for this client id may start for this peer now (failed-login
+   * budgets, see LoginRationer). The ticket is settled with the verdict, exactly once.
+   */
+  admitLogin: (clientId: number) => LoginTicket | 'busy' | 'rate-limited';
   /** scrypt verification, bounded by the caller's concurrency cap. */
   verify: (secret: string, hash: string) => Promise<boolean>;
 }
@@ -77,23 +79,32 @@ export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<Hands
   if (hs.client_id === undefined || hs.auth_code === undefined) {
     return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'client_id and auth_code must come together' };
   }
-  const admission = deps.admitLogin();
-  if (admission !== 'ok') {
+  const ticket = deps.admitLogin(hs.client_id);
+  if (typeof ticket === 'string') {
     return {
       ok: false,
       code: WireErrorCode.RateLimited,
-      message: 'too many logins in progress or failed from this address; retry later',
-      logReason: admission === 'busy' ? 'too many concurrent credential checks' : 'too many failed logins from this address',
+      message: 'too many logins in progress or failed for this client or address; retry later',
+      logReason: ticket === 'busy' ? 'too many concurrent credential checks' : 'too many failed logins for this client id or address',
     };
   }
-  const row = await loadClientRow(deps, hs.client_id);
-  if (row === 'pending') {
-    // Registered in the event log but not yet in the read model: say "later", not "wrong", so the
-    // agent retries instead of giving up for good.
-    return { ok: false, code: WireErrorCode.EdgeInternal, message: 'edge is catching up, retry later', logReason: 'client not projected yet' };
+  let row: Awaited<ReturnType<typeof loadClientRow>>;
+  let valid: boolean;
+  try {
+    row = await loadClientRow(deps, hs.client_id);
+    if (row === 'pending') {
+      ticket.abandoned();
+      // Registered in the event log but not yet in the read model: say "later", not "wrong", so
+      // the agent retries instead of giving up for good.
+      return { ok: false, code: WireErrorCode.EdgeInternal, message: 'edge is catching up, retry later', logReason: 'client not projected yet' };
+    }
+    valid = await deps.verify(hs.auth_code, row?.auth_code_hash ?? (await decoy()));
+  } catch (err) {
+    ticket.abandoned();
+    throw err;
   }
-  const valid = await deps.verify(hs.auth_code, row?.auth_code_hash ?? (await decoy()));
-  if (!row || !valid) deps.loginFailed();
+  if (row && valid) ticket.succeeded();
+  else ticket.failed();
   if (!row) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'unknown client id' };
   if (!valid) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'wrong auth code' };
   return { ok: true, clientId: row.client_id, clientType: row.client_type };

@@ -3,7 +3,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import type { ChangeBus, ChangeNotice } from '../../shared/contracts/notices.js';
 import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
-import { closeAfterFlush, readFirstFrame } from '../../shared/net/frames.js';
+import { ByteBudget, closeAfterFlush, readFirstFrame } from '../../shared/net/frames.js';
 import { errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
@@ -15,8 +15,15 @@ import { authenticate, decoy } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession, type ConfigRetryPolicy } from './session.js';
 import { TunnelBroker } from './tunnels.js';
-import { ConcurrencyCap, KeyedRateLimiter } from './rate-limit.js';
+import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
+
+/**
+ * The first bytes of every connection are not charged to the pre-auth budget: any Handshake or
+ * TunnelOpen fits, so real agents get in even while an attacker keeps the budget full, and this
+ * much is what the connection's socket costs anyway.
+ */
+const PRE_AUTH_FREE_BYTES = 1024;
 
 /** Thrown when the credential-check cap is full; answered with a retryable code. */
 class LoginBusyError extends Error {}
@@ -33,13 +40,27 @@ export interface EdgeOptions {
   controlPort: number;
   /** Bind address for public mapping listeners; default '0.0.0.0'. */
   publicHost?: string;
+  /** Cap on a frame from an authenticated agent; default 1 MiB. */
   maxFrameSize?: number;
+  /**
+   * Cap on the first frame (Handshake or TunnelOpen), the only one an unauthenticated peer may
+   * send; default 4 KiB (a handshake is a few hundred bytes).
+   */
+  preAuthMaxFrameSize?: number;
+  /**
+   * Bytes all not-yet-authenticated connections together may hold; a connection whose next read
+   * does not fit is closed; each connection's first KiB is free (see PRE_AUTH_FREE_BYTES).
+   * Default 32 MiB (about 10 000 connections each holding a whole 4 KiB frame).
+   */
+  preAuthBufferBytes?: number;
   /** Default 30 s; a session silent for 3 intervals is closed. */
   heartbeatIntervalMs?: number;
   /** Time allowed for the first frame (Handshake or TunnelOpen); default 10 s. */
   handshakeTimeoutMs?: number;
   /** Time a visitor waits for the target agent's half of the tunnel; default 10 s. */
   tunnelOpenTimeoutMs?: number;
+  /** Time an agent's FIN on a tunnel waits for the agent's TunnelEnd before it is a reset; default 5 s. */
+  endAttestTimeoutMs?: number;
   /** Accepted clock difference for TunnelOpen timestamps (replay window); default 60 s. */
   replayWindowMs?: number;
   /** Register agents that connect without credentials (default true). */
@@ -58,8 +79,12 @@ export interface EdgeOptions {
    * Default 1 s doubling to 60 s.
    */
   configRetry?: ConfigRetryPolicy;
-  /** Failed logins tolerated per remote IP per minute before further logins are refused; default 30. */
+  /** Failed logins tolerated per remote IP per minute (see LoginRationer for the full rule); default 30. */
   failedLoginsPerMinutePerIp?: number;
+  /** Failed logins tolerated per client id per minute, from all addresses together; default 10. */
+  failedLoginsPerMinutePerClient?: number;
+  /** Warning lines per reason per 10 s before they are only counted and summed up; default 20. */
+  warningsPerInterval?: number;
   /** Credential checks (scrypt) running at once; more are refused with a retryable code. Default 32. */
   maxConcurrentLogins?: number;
 }
@@ -85,10 +110,17 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const anonymousLimiter = new KeyedRateLimiter(opts.anonymousPerMinutePerIp ?? 10);
   // Credential checks cost ~50 ms of scrypt on the libuv pool: cap them so a flood of bogus
-  // logins cannot starve real agents, and ration failures per address (brute force). Successful
-  // logins are not rationed: a fleet behind one NAT must be able to reconnect at once.
-  const failedLogins = new KeyedRateLimiter(opts.failedLoginsPerMinutePerIp ?? 30);
+  // logins cannot starve real agents, and ration failures per address and per client id (brute
+  // force). Successful logins are not rationed: a fleet behind one NAT must be able to reconnect at once.
+  const logins = new LoginRationer({
+    failuresPerMinutePerAddress: opts.failedLoginsPerMinutePerIp ?? 30,
+    failuresPerMinutePerClient: opts.failedLoginsPerMinutePerClient ?? 10,
+  });
   const scryptCap = new ConcurrencyCap(opts.maxConcurrentLogins ?? 32);
+  const preAuthMaxFrameSize = Math.min(opts.preAuthMaxFrameSize ?? 4096, maxFrameSize);
+  const preAuthBudget = new ByteBudget(opts.preAuthBufferBytes ?? 32 * 1024 * 1024);
+  // Every refused connection is a warning; hostile traffic must not turn that into a log flood.
+  const warnings = new LogRationer(log, { perInterval: opts.warningsPerInterval ?? 20 });
   const tunnelOpenTimeoutMs = opts.tunnelOpenTimeoutMs ?? 10_000;
 
   const sessions = new Map<number, ControlSession>();
@@ -98,9 +130,11 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const broker = new TunnelBroker({
     db,
     logger: log,
+    warnings,
     findSession: (clientId) => sessions.get(clientId),
     openTimeoutMs: tunnelOpenTimeoutMs,
     replayWindowMs: opts.replayWindowMs ?? 60_000,
+    endAttestTimeoutMs: opts.endAttestTimeoutMs ?? 5_000,
   });
   const publicListeners = new PublicListeners({ db, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
   let stopping: Promise<void> | undefined;
@@ -120,8 +154,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       nodeId,
       admitAnonymous: () =>
         opts.allowAnonymous === false ? 'disabled' : anonymousLimiter.take(socket.remoteAddress ?? '?') ? 'ok' : 'rate-limited',
-      admitLogin: () => (failedLogins.exhausted(socket.remoteAddress ?? '?') ? 'rate-limited' : socket.destroyed ? 'busy' : 'ok'),
-      loginFailed: () => void failedLogins.take(socket.remoteAddress ?? '?'),
+      admitLogin: (clientId) => (socket.destroyed ? 'busy' : (logins.admit(socket.remoteAddress ?? '?', clientId) ?? 'rate-limited')),
       verify: async (secret, hash) => {
         if (!scryptCap.tryAcquire()) throw new LoginBusyError();
         try {
@@ -138,7 +171,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       return { ok: false as const, code: WireErrorCode.EdgeInternal, message: 'edge error, retry later', logReason: 'internal error' };
     });
     if (!outcome.ok) {
-      log.warn({ clientId: hs.client_id, remoteAddr, code: outcome.code }, `handshake refused: ${outcome.logReason}`);
+      warnings.warn(`handshake refused: ${outcome.logReason}`, { clientId: hs.client_id, remoteAddr, code: outcome.code }, `handshake refused: ${outcome.logReason}`);
       socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error: { code: outcome.code, message: outcome.message } }));
       closeAfterFlush(socket);
       return;
@@ -148,6 +181,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       socket.destroy();
       return;
     }
+    // Authenticated: from here on the agent may send frames of the full size.
+    decoder.setMaxFrameSize(maxFrameSize);
     const session = new ControlSession({
       clientId,
       clientType,
@@ -162,6 +197,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       onClosed: onSessionClosed,
       ...(opts.configRetry ? { configRetry: opts.configRetry } : {}),
       onMappingStatus: (report) => facts.mappingStatus(clientId, session.sessionId, report),
+      onTunnelEnd: (s, end) => broker.attestEnd(s.clientId, end),
     });
     const previous = sessions.get(clientId);
     // Registered before the first config read, so a notice arriving meanwhile is not missed.
@@ -198,17 +234,23 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       return;
     }
     unclassified.add(socket);
-    const decoder = new FrameDecoder(maxFrameSize);
+    const decoder = new FrameDecoder(preAuthMaxFrameSize);
     const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
+    // Held until the connection is authenticated and handed over (or closed); it covers the
+    // first frame and whatever arrived with it.
+    const lease = preAuthBudget.lease(PRE_AUTH_FREE_BYTES);
     let msg: ControlMessage;
     try {
-      const frame = await readFirstFrame(socket, decoder, handshakeTimeoutMs);
+      const frame = await readFirstFrame(socket, decoder, handshakeTimeoutMs, lease);
       if (frame.type !== PacketType.Handshake && frame.type !== PacketType.TunnelOpen) {
         throw new Error(`first frame must be Handshake or TunnelOpen, got ${packetTypeName(frame.type)}`);
       }
       msg = decodeMessage(frame);
     } catch (err) {
-      log.warn({ remoteAddr, reason: errorMessage(err) }, 'connection closed: bad first frame');
+      lease.release();
+      const code = (err as { code?: string }).code;
+      const reason = code === 'TNX_WIRE_BUSY' ? 'connection closed: pre-authentication buffer budget exhausted' : 'connection closed: bad first frame';
+      warnings.warn(reason, { remoteAddr, reason: errorMessage(err) }, reason);
       socket.destroy();
       return;
     } finally {
@@ -220,6 +262,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     } catch (err) {
       log.error({ err, remoteAddr }, 'connection closed: internal error');
       socket.destroy();
+    } finally {
+      lease.release();
     }
   }
 
@@ -269,6 +313,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         broker.stop();
         await facts.drain();
         await closed;
+        warnings.stop();
         log.info('edge stopped');
       })();
       return stopping;

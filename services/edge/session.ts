@@ -4,12 +4,12 @@ import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
 import { WireErrorCode, type SessionCloseReason } from '../../shared/wire/codes.js';
-import type { Command, CommandResp, ConfigApplied, ControlMessage } from '../../shared/wire/messages.js';
+import type { Command, CommandResp, ConfigApplied, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import { loadClientConfig, type ClientConfig } from './readmodel.js';
 
 /** What an agent may send on its control connection once the handshake is done. */
-const FROM_AGENT: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.CommandResp]);
+const FROM_AGENT: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.CommandResp, PacketType.TunnelEnd]);
 
 type CommandName = Command['name'];
 type CommandPayload<N extends CommandName> = Extract<Command, { name: N }>['payload'];
@@ -27,6 +27,8 @@ export interface ControlSessionOptions {
   commandTimeoutMs: number;
   /** Called once when the session ends, for whatever reason. */
   onClosed: (session: ControlSession, reason: string) => void;
+  /** The agent vouches that its half of a tunnel ended cleanly (see TunnelBroker). */
+  onTunnelEnd?: (session: ControlSession, end: TunnelEnd) => void;
   /** Backoff between config pushes that were not acknowledged or left mappings failing. */
   configRetry?: ConfigRetryPolicy;
   /**
@@ -252,6 +254,7 @@ export class ControlSession {
   }
 
   private onMessage(msg: ControlMessage): void {
+    if (msg.type === PacketType.TunnelEnd) this.o.onTunnelEnd?.(this, msg.body);
     if (msg.type !== PacketType.CommandResp) return;
     const w = this.waiting.get(msg.body.id);
     if (!w) return; // late answer to a command that already timed out

@@ -5,9 +5,10 @@ import { closeAfterFlush } from '../../shared/net/frames.js';
 import { pipeSockets } from '../../shared/net/pipe.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
-import { encodeMessage, type TunnelOpen } from '../../shared/wire/messages.js';
+import { encodeMessage, type TunnelEnd, type TunnelOpen } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { ReplayGuard, verifyProof } from '../../shared/wire/proof.js';
+import type { LogRationer } from './rate-limit.js';
 import { loadMapping } from './readmodel.js';
 import type { ControlSession } from './session.js';
 
@@ -26,11 +27,24 @@ interface PendingTunnel {
   readonly onOriginClose: () => void;
 }
 
+type AgentRole = TunnelEnd['role'];
+
+/** An agent's FIN on a tunnel connection, waiting for that agent's TunnelEnd. */
+interface EndWait {
+  readonly session: ControlSession;
+  readonly finish: (clean: boolean) => void;
+}
+
 interface ActiveTunnel {
   readonly mappingId: number;
   readonly kind: Origin['kind'];
   readonly a: Socket;
   readonly b: Socket;
+  /** The agent behind each agent-side half: the target always, the source for client origins. */
+  readonly agents: Partial<Record<AgentRole, number>>;
+  /** Halves whose agent has sent TunnelEnd. */
+  readonly attested: Set<AgentRole>;
+  readonly waits: Map<AgentRole, EndWait>;
 }
 
 export interface TunnelBrokerOptions {
@@ -40,6 +54,10 @@ export interface TunnelBrokerOptions {
   findSession: (clientId: number) => ControlSession | undefined;
   openTimeoutMs: number;
   replayWindowMs: number;
+  /** How long an agent's FIN waits for its TunnelEnd before it becomes a reset; default 5 s. */
+  endAttestTimeoutMs?: number;
+  /** Where refusals are logged (rationed: hostile peers must not flood the log). */
+  warnings?: LogRationer;
 }
 
 export interface TunnelStats {
@@ -54,6 +72,12 @@ export interface TunnelStats {
  * paired, the origin socket is paused (nothing is buffered beyond what already arrived) and a
  * timer bounds the wait. Ownership: a socket belongs to the broker from handleOpen/openForVisitor
  * until it is either closed here or handed to pipeSockets, which then owns it.
+ *
+ * Truncation must never look like completion. Tearing a tunnel down (mapping removed, edge
+ * stopping) resets its sockets. And an agent's FIN is passed on only once the agent has vouched
+ * for it with TunnelEnd on its control connection: a killed agent's kernel sends FIN as well, so
+ * an unvouched FIN (its control session died first, or no TunnelEnd within endAttestTimeoutMs)
+ * resets the other side instead.
  */
 export class TunnelBroker {
   private readonly pending = new Map<string, PendingTunnel>();
@@ -85,7 +109,7 @@ export class TunnelBroker {
     const refusal = this.authorize(open, mapping);
     if (refusal || !mapping) {
       // One answer for every authorization failure; the reason goes to the log only.
-      this.log.warn({ ...ctx, remoteAddr: socket.remoteAddress }, `tunnel refused: ${refusal ?? 'unknown mapping'}`);
+      this.warn(`tunnel refused: ${refusal ?? 'unknown mapping'}`, { ...ctx, remoteAddr: socket.remoteAddress });
       this.refuse(socket, open.tunnel_id, WireErrorCode.TunnelRefused, 'tunnel refused');
       return;
     }
@@ -107,11 +131,29 @@ export class TunnelBroker {
     this.start(tunnelId, mapping, { kind: 'public', socket: visitor });
   }
 
-  /** The target agent's session ended: its pending tunnels can never be completed. */
+  /**
+   * An agent's session ended: its pending tunnels can never be completed, and a FIN from it that
+   * is still waiting for its TunnelEnd never gets one.
+   */
   failSession(session: ControlSession): void {
     for (const p of this.pending.values()) {
       if (p.session === session) this.fail(p, WireErrorCode.TunnelTargetOffline, 'target agent disconnected');
     }
+    for (const t of this.active.values()) {
+      for (const w of [...t.waits.values()]) if (w.session === session) w.finish(false);
+    }
+  }
+
+  /** TunnelEnd from `clientId`: its half of the tunnel ended cleanly. */
+  attestEnd(clientId: number, end: TunnelEnd): void {
+    const t = this.active.get(end.tunnel_id);
+    if (!t || t.agents[end.role] !== clientId) {
+      this.log.debug({ clientId, tunnelId: end.tunnel_id, role: end.role }, 'TunnelEnd for no tunnel half of this agent (already closed?)');
+      return;
+    }
+    const w = t.waits.get(end.role);
+    if (w) w.finish(true);
+    else t.attested.add(end.role);
   }
 
   /** Tears down every tunnel of a mapping that stopped existing here (public listener closed). */
@@ -121,8 +163,8 @@ export class TunnelBroker {
     }
     for (const t of this.active.values()) {
       if (t.mappingId === mappingId) {
-        t.a.destroy();
-        t.b.destroy();
+        t.a.resetAndDestroy();
+        t.b.resetAndDestroy();
       }
     }
   }
@@ -131,8 +173,8 @@ export class TunnelBroker {
     this.stopping = true;
     for (const p of this.pending.values()) this.fail(p, WireErrorCode.TunnelTargetOffline, 'edge shutting down');
     for (const t of this.active.values()) {
-      t.a.destroy();
-      t.b.destroy();
+      t.a.resetAndDestroy();
+      t.b.resetAndDestroy();
     }
   }
 
@@ -153,7 +195,7 @@ export class TunnelBroker {
   private start(tunnelId: string, mapping: MappingRow, origin: Origin): void {
     const ctx = { mappingId: mapping.mapping_id, tunnelId };
     if (this.pending.has(tunnelId) || this.active.has(tunnelId)) {
-      this.log.warn(ctx, 'tunnel refused: duplicate tunnel id');
+      this.warn('tunnel refused: duplicate tunnel id', ctx);
       this.failOrigin(origin, tunnelId, WireErrorCode.TunnelRefused, 'duplicate tunnel id');
       return;
     }
@@ -201,7 +243,7 @@ export class TunnelBroker {
     const ctx = { mappingId: open.mapping_id, tunnelId: open.tunnel_id, clientId: open.client_id };
     const p = this.pending.get(open.tunnel_id);
     if (!p || p.mappingId !== open.mapping_id || p.targetClientId !== open.client_id) {
-      this.log.warn(ctx, 'tunnel refused: no pending tunnel with this id (expired or never requested)');
+      this.warn('tunnel refused: no pending tunnel with this id (expired or never requested)', ctx);
       this.refuse(target, open.tunnel_id, WireErrorCode.TunnelRefused, 'tunnel refused');
       return;
     }
@@ -222,13 +264,54 @@ export class TunnelBroker {
     }
     if (targetEarly.length > 0) origin.socket.write(targetEarly);
     // From here on: nothing but the pump.
-    const tunnel: ActiveTunnel = { mappingId: p.mappingId, kind: origin.kind, a: origin.socket, b: target };
+    const tunnel: ActiveTunnel = {
+      mappingId: p.mappingId,
+      kind: origin.kind,
+      a: origin.socket,
+      b: target,
+      agents: origin.kind === 'client' ? { source: origin.clientId, target: p.targetClientId } : { target: p.targetClientId },
+      attested: new Set(),
+      waits: new Map(),
+    };
     this.active.set(p.tunnelId, tunnel);
     this.log.debug(ctx, 'tunnel open');
-    void pipeSockets(origin.socket, target).then((r) => {
+    void pipeSockets(origin.socket, target, {
+      ...(origin.kind === 'client' ? { confirmEndOfA: () => this.confirmEnd(tunnel, 'source', ctx) } : {}),
+      confirmEndOfB: () => this.confirmEnd(tunnel, 'target', ctx),
+    }).then((r) => {
+      for (const w of [...tunnel.waits.values()]) w.finish(false);
       this.active.delete(p.tunnelId);
       this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'tunnel closed');
     });
+  }
+
+  /** Resolves true once the agent behind `role` has vouched for its FIN; false if it cannot anymore. */
+  private confirmEnd(t: ActiveTunnel, role: AgentRole, ctx: Record<string, unknown>): Promise<boolean> {
+    if (t.attested.has(role)) return Promise.resolve(true);
+    const session = this.o.findSession(t.agents[role]!);
+    if (!session || session.closed) {
+      this.log.info({ ...ctx, role }, 'agent FIN without a control session to vouch for it: resetting the tunnel');
+      return Promise.resolve(false);
+    }
+    const timeoutMs = this.o.endAttestTimeoutMs ?? 5_000;
+    return new Promise((resolve) => {
+      const finish = (clean: boolean): void => {
+        if (t.waits.get(role) !== wait) return;
+        t.waits.delete(role);
+        clearTimeout(timer);
+        if (!clean) this.log.info({ ...ctx, role }, 'agent FIN not vouched for by TunnelEnd: resetting the tunnel');
+        resolve(clean);
+      };
+      const wait: EndWait = { session, finish };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      timer.unref();
+      t.waits.set(role, wait);
+    });
+  }
+
+  private warn(reason: string, fields: Record<string, unknown>): void {
+    if (this.o.warnings) this.o.warnings.warn(reason, fields, reason);
+    else this.log.warn(fields, reason);
   }
 
   private fail(p: PendingTunnel, code: WireErrorCode, message: string): void {

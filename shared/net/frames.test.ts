@@ -5,7 +5,7 @@ import { FrameDecoder, encodeFrame } from '../wire/codec.js';
 import { encodeMessage } from '../wire/messages.js';
 import { PacketType } from '../wire/packets.js';
 import { ControlChannel } from './control.js';
-import { closeAfterFlush, readFirstFrame, splitHostPort } from './frames.js';
+import { ByteBudget, closeAfterFlush, readFirstFrame, splitHostPort } from './frames.js';
 
 async function socketPair(t: Test): Promise<[Socket, Socket]> {
   const server = createServer({ allowHalfOpen: true });
@@ -64,6 +64,51 @@ t.test('readFirstFrame rejects on a violation, an early close and a timeout', as
     const [, s] = await socketPair(t);
     await t.rejects(readFirstFrame(s, new FrameDecoder(), 50), { code: 'TNX_WIRE_TIMEOUT' });
   }
+});
+
+t.test('ByteBudget: leases share one capacity; readFirstFrame charges every chunk to its lease', async (t) => {
+  const budget = new ByteBudget(100);
+  const l1 = budget.lease();
+  const l2 = budget.lease();
+  t.ok(l1.take(60));
+  t.notOk(l2.take(41), 'over the shared capacity: refused, nothing taken');
+  t.ok(l2.take(40));
+  t.equal(budget.inUse, 100);
+  l1.release();
+  l1.release();
+  t.equal(budget.inUse, 40, 'release is idempotent');
+  t.notOk(l1.take(1), 'a released lease takes nothing more');
+  l2.release();
+  t.equal(budget.inUse, 0);
+
+  const free = budget.lease(10);
+  t.ok(free.take(4) && free.take(4), 'within the free allowance');
+  t.equal(budget.inUse, 0);
+  t.ok(free.take(5));
+  t.equal(budget.inUse, 3, 'only the part beyond the free allowance is charged');
+  t.ok(budget.lease().take(97));
+  t.notOk(free.take(1), 'the shared budget is full');
+  t.ok(budget.lease(500).take(400), 'a small first read on a new connection still gets through');
+  free.release();
+  t.equal(budget.inUse, 97);
+
+  const small = new ByteBudget(1000);
+  const hog = small.lease();
+  t.ok(hog.take(990));
+  const [c, s] = await socketPair(t);
+  const lease = small.lease();
+  c.write(encodeFrame(PacketType.Handshake, Buffer.alloc(20)).subarray(0, 11));
+  await t.rejects(readFirstFrame(s, new FrameDecoder(), 5_000, lease), { code: 'TNX_WIRE_BUSY' });
+  t.equal(small.inUse, 990, 'the refused chunk was never charged');
+
+  hog.release();
+  const [c2, s2] = await socketPair(t);
+  const lease2 = small.lease();
+  c2.write(encodeFrame(PacketType.Handshake, Buffer.from('{}')));
+  t.equal((await readFirstFrame(s2, new FrameDecoder(), 5_000, lease2)).type, PacketType.Handshake);
+  t.equal(small.inUse, 7, 'what was read stays charged until the caller releases');
+  lease2.release();
+  t.equal(small.inUse, 0);
 });
 
 t.test('closeAfterFlush delivers what was queued, then closes', async (t) => {

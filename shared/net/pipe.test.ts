@@ -92,6 +92,56 @@ t.test('a reset on one side is passed on as a reset, never as a clean end', asyn
   t.ok(res.error, 'the pump reports the error');
 });
 
+t.test('a gated FIN is passed on only when confirmed; otherwise both sides are reset', async (t) => {
+  {
+    const [outerA, a] = await socketPair(t);
+    const [b, outerB] = await socketPair(t);
+    let confirm!: (ok: boolean) => void;
+    let asked = 0;
+    const done = pipeSockets(a, b, {
+      confirmEndOfB: () => {
+        asked++;
+        return new Promise<boolean>((r) => (confirm = r));
+      },
+    });
+    const gotA = collect(outerA);
+    const answer = randomBytes(100_000);
+    outerB.end(answer);
+    await new Promise<void>((r) => (b.readableEnded ? r() : b.once('end', () => r())));
+    t.equal(asked, 1, 'asked once, when the FIN arrived');
+    // Meanwhile the other direction keeps flowing.
+    const gotB = collect(outerB);
+    outerA.end(Buffer.from('still here'));
+    t.equal((await gotB).toString(), 'still here');
+    confirm(true);
+    t.equal(sha(await gotA), sha(answer), 'confirmed: every byte, then a clean end');
+    t.equal((await done).error, undefined);
+  }
+  {
+    const [outerA, a] = await socketPair(t);
+    const [b, outerB] = await socketPair(t);
+    const done = pipeSockets(a, b, { confirmEndOfB: async () => false });
+    const far = fate(outerA);
+    outerB.end(randomBytes(1000));
+    t.equal(await far, 'reset', 'not confirmed: the far side sees a reset, not a clean end');
+    await done;
+  }
+  {
+    // The unconfirmed side's FIN had already arrived before the hand-off.
+    const [outerA, a] = await socketPair(t);
+    const [b, outerB] = await socketPair(t);
+    b.pause();
+    outerB.end();
+    await new Promise((r) => setTimeout(r, 50));
+    b.resume();
+    await new Promise<void>((r) => (b.readableEnded ? r() : b.once('end', () => r())));
+    const far = fate(outerA);
+    const done = pipeSockets(a, b, { confirmEndOfB: async () => false });
+    t.equal(await far, 'reset', 'an end seen before the hand-off goes through the gate too');
+    await done;
+  }
+});
+
 t.test('destroying a pump socket (teardown) settles the pump and resets the other far side', async (t) => {
   const { outerB, a, done } = await pumped(t);
   const far = fate(outerB);

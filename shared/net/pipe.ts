@@ -7,6 +7,17 @@ export interface PipeResult {
   readonly error: Error | undefined;
 }
 
+export interface PipeOptions {
+  /**
+   * Asked when `a` ends (FIN): true passes the FIN on to `b`, false resets both. For a side whose
+   * FIN alone does not prove a complete stream (a killed process's kernel sends FIN too). Called
+   * at most once, off the byte path; without it a FIN is passed on at once.
+   */
+  confirmEndOfA?: () => Promise<boolean>;
+  /** The same for `b`'s FIN, passed on to `a`. */
+  confirmEndOfB?: () => Promise<boolean>;
+}
+
 /**
  * The one byte pump. Copies bytes both ways between two connected sockets until both directions
  * are done, and owns both sockets from the moment it is called (it destroys them when finished).
@@ -22,7 +33,7 @@ export interface PipeResult {
  * Bytes already read before the hand-off (e.g. a decoder's remainder) must be written to the
  * other side by the caller before calling this, so ordering is preserved.
  */
-export function pipeSockets(a: Socket, b: Socket): Promise<PipeResult> {
+export function pipeSockets(a: Socket, b: Socket, o: PipeOptions = {}): Promise<PipeResult> {
   return new Promise((resolve) => {
     let bytesAtoB = 0;
     let bytesBtoA = 0;
@@ -55,11 +66,32 @@ export function pipeSockets(a: Socket, b: Socket): Promise<PipeResult> {
       }
     };
 
-    a.pipe(b);
-    b.pipe(a);
-    // pipe() only forwards an 'end' it sees; one that already happened must be forwarded here.
-    if (a.readableEnded) b.end();
-    if (b.readableEnded) a.end();
+    /** Passes `from`'s FIN on to `to`, once `confirm` (if any) vouches for it. */
+    const forwardEnd = (from: Socket, to: Socket, confirm: (() => Promise<boolean>) | undefined): void => {
+      let asked = false;
+      const onEnd = (): void => {
+        if (asked) return;
+        asked = true;
+        if (!confirm) {
+          to.end();
+          return;
+        }
+        confirm().then(
+          (ok) => (ok ? to.end() : abort()),
+          () => abort(),
+        );
+      };
+      // pipe() only forwards an 'end' it sees; one that already happened must be forwarded here.
+      if (from.readableEnded) onEnd();
+      else from.once('end', onEnd);
+    };
+
+    // The 'end' forwarding is ours, not pipe()'s, so it can wait for a confirmation; the data path
+    // is plain pipe() with nothing added per chunk.
+    a.pipe(b, { end: false });
+    b.pipe(a, { end: false });
+    forwardEnd(a, b, o.confirmEndOfA);
+    forwardEnd(b, a, o.confirmEndOfB);
     a.on('data', countA);
     b.on('data', countB);
     a.on('error', onError);

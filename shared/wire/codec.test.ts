@@ -112,6 +112,17 @@ t.test('oversized length is refused from the 5-byte header alone', async (t) => 
   t.throws(() => d4.push(h.subarray(4)), { name: 'FrameError', code: 'TNX_WIRE_FRAME_TOO_LARGE' });
 });
 
+t.test('a small first-frame cap, raised after it: later frames are checked against the new cap', async (t) => {
+  const d = new FrameDecoder(64);
+  const first = encodeFrame(PacketType.Handshake, Buffer.alloc(60));
+  const big = encodeFrame(PacketType.CommandResp, Buffer.alloc(1000));
+  // Both arrive in one chunk; only the first is examined under the small cap.
+  t.equal(d.push(Buffer.concat([first, big]), 1).length, 1);
+  d.setMaxFrameSize(4096);
+  t.same(d.push(Buffer.alloc(0)).map((f) => f.payload.length), [1000], 'the larger frame is accepted once the cap is raised');
+  t.throws(() => new FrameDecoder(64).push(big), { code: 'TNX_WIRE_FRAME_TOO_LARGE' }, 'but not before');
+});
+
 t.test('an oversized frame after valid ones fails only when reached', async (t) => {
   const d = new FrameDecoder(16);
   const ok = encodeFrame(PacketType.Heartbeat, Buffer.from('{}'));
@@ -120,7 +131,7 @@ t.test('an oversized frame after valid ones fails only when reached', async (t) 
 });
 
 t.test('unknown and reserved types are refused from the header', async (t) => {
-  for (const type of [0x00, 0x04, 0x12, 0x22, 0x23, 0x24, 0xff]) {
+  for (const type of [0x00, 0x04, 0x13, 0x22, 0x23, 0x24, 0xff]) {
     const d = new FrameDecoder();
     t.throws(() => d.push(header(type, 0)), { name: 'FrameError', code: 'TNX_WIRE_UNKNOWN_TYPE' });
   }

@@ -41,7 +41,16 @@ export class FrameDecoder {
   /** Header of the frame whose payload is still incomplete (its 5 bytes are still in `chunks`). */
   private pending: { type: number; length: number } | undefined;
 
-  constructor(private readonly maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {}
+  constructor(private maxFrameSize: number = DEFAULT_MAX_FRAME_SIZE) {}
+
+  /**
+   * Changes the cap for frames not yet examined. A connection starts with a small cap (nothing
+   * but a handshake is allowed before authentication) and gets the full one once authenticated;
+   * frames already buffered behind the first one are checked against the new cap.
+   */
+  setMaxFrameSize(bytes: number): void {
+    this.maxFrameSize = bytes;
+  }
 
   /**
    * Returns the complete frames in the data seen so far, at most `maxFrames` of them; anything

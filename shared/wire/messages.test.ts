@@ -39,6 +39,7 @@ const SAMPLES: ControlMessage[] = [
   { type: PacketType.Command, body: { id: 'c2', name: 'tunnel.open', payload: { tunnel_id: 't1', mapping_id: 1001, target_host: 'h', target_port: 22 } } },
   { type: PacketType.Command, body: { id: 'c3', name: 'session.close', payload: { reason: 'replaced' } } },
   { type: PacketType.CommandResp, body: { id: 'c2', ok: false, error: { code: 'TNX_AGENT_DIAL_FAILED', message: 'ECONNREFUSED' } } },
+  { type: PacketType.TunnelEnd, body: { tunnel_id: 'ab12', role: 'target' } },
   {
     type: PacketType.CommandResp,
     body: {

@@ -93,6 +93,14 @@ export const CommandResp = z.strictObject({
   applied: ConfigApplied.optional(),
 });
 
+/**
+ * Agent → edge, on the control connection: the agent's side of tunnel `tunnel_id` (in `role`)
+ * ended cleanly, and the agent's FIN on the tunnel connection is already in its kernel. A killed
+ * agent's kernel sends FIN too, so the edge passes an agent's FIN on only once this arrives, and
+ * turns it into a reset otherwise: a truncated stream must never look complete.
+ */
+export const TunnelEnd = z.strictObject({ tunnel_id: z.string().min(1).max(64), role: z.enum(['source', 'target']) });
+
 /** First frame of a tunnel connection. proof = HMAC(mapping secret, canonical fields): see proof.ts. */
 export const TunnelOpen = z.strictObject({
   protocol_version: z.number().int().positive(),
@@ -120,6 +128,7 @@ export type Command = z.infer<typeof Command>;
 export type CommandResp = z.infer<typeof CommandResp>;
 export type MappingOutcome = z.infer<typeof MappingOutcome>;
 export type ConfigApplied = z.infer<typeof ConfigApplied>;
+export type TunnelEnd = z.infer<typeof TunnelEnd>;
 export type TunnelOpen = z.infer<typeof TunnelOpen>;
 export type TunnelOpenAck = z.infer<typeof TunnelOpenAck>;
 
@@ -129,6 +138,7 @@ const SCHEMAS = {
   [PacketType.Heartbeat]: Heartbeat,
   [PacketType.Command]: Command,
   [PacketType.CommandResp]: CommandResp,
+  [PacketType.TunnelEnd]: TunnelEnd,
   [PacketType.TunnelOpen]: TunnelOpen,
   [PacketType.TunnelOpenAck]: TunnelOpenAck,
 } as const;
@@ -139,6 +149,7 @@ export type ControlMessage =
   | { type: typeof PacketType.Heartbeat; body: Heartbeat }
   | { type: typeof PacketType.Command; body: Command }
   | { type: typeof PacketType.CommandResp; body: CommandResp }
+  | { type: typeof PacketType.TunnelEnd; body: TunnelEnd }
   | { type: typeof PacketType.TunnelOpen; body: TunnelOpen }
   | { type: typeof PacketType.TunnelOpenAck; body: TunnelOpenAck };
 

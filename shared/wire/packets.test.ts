@@ -16,16 +16,17 @@ t.test('packet type ids are pinned', async (t) => {
     Heartbeat: 0x03,
     Command: 0x10,
     CommandResp: 0x11,
+    TunnelEnd: 0x12,
     TunnelOpen: 0x20,
     TunnelOpenAck: 0x21,
     TunnelData: 0x22,
     TunnelClose: 0x23,
   });
-  t.equal(Object.keys(PacketType).length, 9);
+  t.equal(Object.keys(PacketType).length, 10);
 });
 
 t.test('only control and tunnel-open types are valid on the wire; 0x22/0x23 are reserved', async (t) => {
-  t.same([...WIRE_PACKET_TYPES].sort((a, b) => a - b), [0x01, 0x02, 0x03, 0x10, 0x11, 0x20, 0x21]);
+  t.same([...WIRE_PACKET_TYPES].sort((a, b) => a - b), [0x01, 0x02, 0x03, 0x10, 0x11, 0x12, 0x20, 0x21]);
   t.notOk(WIRE_PACKET_TYPES.has(PacketType.TunnelData));
   t.notOk(WIRE_PACKET_TYPES.has(PacketType.TunnelClose));
 });

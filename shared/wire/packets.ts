@@ -1,6 +1,6 @@
 /**
  * Packet type ids, pinned to the seed design (frp-style: a test pins these so they can never
- * silently change). Control connection: 0x01-0x11. Tunnel connection: 0x20-0x21, after which the
+ * silently change). Control connection: 0x01-0x12. Tunnel connection: 0x20-0x21, after which the
  * connection carries raw bytes only. 0x22/0x23 are reserved from the seed (per-packet tunnel
  * data/close) and are never valid on the wire: Tunnox tunnels are raw after TunnelOpenAck.
  */
@@ -10,6 +10,8 @@ export const PacketType = {
   Heartbeat: 0x03,
   Command: 0x10,
   CommandResp: 0x11,
+  /** Agent → edge: this agent's half of a tunnel ended cleanly (see TunnelEnd in messages.ts). */
+  TunnelEnd: 0x12,
   TunnelOpen: 0x20,
   TunnelOpenAck: 0x21,
   TunnelData: 0x22,
@@ -24,6 +26,7 @@ export const WIRE_PACKET_TYPES: ReadonlySet<number> = new Set([
   PacketType.Heartbeat,
   PacketType.Command,
   PacketType.CommandResp,
+  PacketType.TunnelEnd,
   PacketType.TunnelOpen,
   PacketType.TunnelOpenAck,
 ]);

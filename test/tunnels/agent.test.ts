@@ -4,7 +4,9 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isAnonymousClientId } from '../../shared/contracts/ids.js';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import type { AgentFatalError, AgentMapping, RunningAgent } from '../../services/client/index.js';
+import { spawnTunnox } from '../e2e/harness.js';
 import { canConnect, createWorld, eventually, freePort, sha, startTargetService, visit, visitOutcome, type World } from './world.js';
 
 const KiB = 1024;
@@ -128,6 +130,96 @@ t.test('deleting a mapping closes the agent listener and the public listener', a
   await w.deleteMapping(pub.mappingId);
   await eventually(async () => !(await canConnect(port)), 'public listener closed');
   t.equal(w.edge.stats().publicListeners, 0);
+});
+
+/** A service whose download never completes: it streams until the visitor goes away. */
+async function startStreamingService(t: Test): Promise<number> {
+  const chunk = randomBytes(16 * KiB);
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    const timer = setInterval(() => s.write(chunk), 5);
+    s.once('close', () => clearInterval(timer));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  return (server.address() as AddressInfo).port;
+}
+
+/** A visitor that downloads; resolves once `atLeast` bytes arrived, with how the stream ends. */
+async function download(port: number, atLeast: number): Promise<{ ended: Promise<{ how: 'end' | 'reset'; code?: string; bytes: number }> }> {
+  const s: Socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  let bytes = 0;
+  let flowing!: () => void;
+  const started = new Promise<void>((r) => (flowing = r));
+  s.on('data', (c: Buffer) => {
+    bytes += c.length;
+    if (bytes >= atLeast) flowing();
+  });
+  const ended = new Promise<{ how: 'end' | 'reset'; code?: string; bytes: number }>((resolve) => {
+    s.once('end', () => {
+      resolve({ how: 'end', bytes });
+      s.destroy();
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', code: err.code, bytes }));
+  });
+  await Promise.race([started, ended]);
+  return { ended };
+}
+
+t.test('deleting a mapping resets its open tunnels: a cut download never looks complete', async (t) => {
+  const w = await createWorld(t);
+  const servicePort = await startStreamingService(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const agentA = watchedAgent(w, a);
+  const agentB = watchedAgent(w, b);
+  const localPort = await freePort();
+  const publicPort = await freePort();
+  const c2c = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: servicePort, localPort });
+  const pub = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: servicePort, publicPort });
+  await eventually(
+    () => agentA.agent.listeningPorts().has(c2c.mappingId) && hasMapping(agentB, pub.mappingId) && w.edge.stats().publicListeners === 1,
+    'both mappings ready',
+  );
+  const viaAgent = await download(localPort, 64 * KiB);
+  const viaEdge = await download(publicPort, 64 * KiB);
+  await w.deleteMapping(c2c.mappingId);
+  t.match(await viaAgent.ended, { how: 'reset', code: 'ECONNRESET' }, 'client-to-client visitor is reset');
+  await w.deleteMapping(pub.mappingId);
+  t.match(await viaEdge.ended, { how: 'reset', code: 'ECONNRESET' }, 'public visitor is reset');
+  await eventually(() => w.edge.stats().tunnels === 0, 'tunnels gone');
+});
+
+t.test('a killed target agent process: the downloading visitor is reset; a clean end is still a clean end', async (t) => {
+  const w = await createWorld(t);
+  const streaming = await startStreamingService(t);
+  const banner = await startTargetService(t, 'banner');
+  const user = await w.user();
+  const b = await w.client(user);
+  const dir = await mkdtemp(join(tmpdir(), 'tnx-kill-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const agent = spawnTunnox(['client', '--server', w.edgeAddress, '--client-id', String(b.clientId), '--auth-code', b.authCode, '--credentials', join(dir, 'b.json')]);
+  t.teardown(() => void agent.child.kill('SIGKILL'));
+  const cleanPort = await freePort();
+  const cutPort = await freePort();
+  await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: banner.port, publicPort: cleanPort });
+  await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: streaming, publicPort: cutPort });
+  await agent.waitForLog((e) => e.msg === 'config applied' && e.mappings === 2);
+  await eventually(() => w.edge.stats().publicListeners === 2, 'public listeners');
+
+  // Through the real agent process, the service's FIN is vouched for and arrives as a clean end,
+  // and the visitor can still send after it (half-close).
+  const payload = randomBytes(200 * KiB);
+  t.equal(sha(await visit(cleanPort, payload)), sha(banner.banner), 'banner byte-exact, then a clean end');
+  await eventually(() => banner.received.length === 1, 'the service saw the visitor half-close');
+  t.equal(sha(banner.received[0]!), sha(payload));
+
+  const dl = await download(cutPort, 256 * KiB);
+  agent.child.kill('SIGKILL');
+  const end = await dl.ended;
+  t.match(end, { how: 'reset', code: 'ECONNRESET' }, 'the agent died mid-download: the visitor sees a reset, not a clean end');
+  await agent.exited;
 });
 
 t.test('target service down: the visitor is closed, nothing leaks', async (t) => {

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { isAnonymousClientId } from '../../shared/contracts/ids.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
+import { createLogger } from '../../shared/platform/logger.js';
 import { readFirstFrame } from '../../shared/net/frames.js';
 import { FrameDecoder, encodeFrame } from '../../shared/wire/codec.js';
 import { decodeMessage, encodeMessage, type ControlMessage } from '../../shared/wire/messages.js';
@@ -376,12 +377,115 @@ t.test('raw edge pairing: bytes sent right after TunnelOpen are delivered, in or
 
   const atTarget = readAll(tgt.socket, tgt.remainder);
   const atSource = readAll(src.socket, src.remainder);
+  // Like an agent, each side vouches for its FIN with TunnelEnd on its control connection.
+  const sourceControl = await login(w, a.clientId, a.authCode);
   src.socket.end(later);
+  sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' });
   t.equal(sha(await atTarget), sha(Buffer.concat([early, later])), 'target got the early bytes first, then the rest');
+  target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }); // before the FIN this time: either order works
   tgt.socket.end();
   t.equal(sha(await atSource), sha(banner), 'source got the target\'s early bytes');
   await eventually(() => w.edge.stats().tunnels === 0, 'tunnel closed');
   target.close();
+  sourceControl.close();
+});
+
+/** Pairs a raw source tunnel with a raw target tunnel through the edge; returns both, acked. */
+async function rawPair(t: Test, edgeOpts: Parameters<typeof createWorld>[1] = {}) {
+  const world = await pairedWorld(t, edgeOpts);
+  const { w, a, b, m, secret, target } = world;
+  const tunnelId = newNonce();
+  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret);
+  const cmd = await target.next();
+  if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error('expected tunnel.open');
+  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, secret);
+  target.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
+  const src = await source;
+  if (src.ack.type !== PacketType.TunnelOpenAck || !src.ack.body.ok || tgt.ack.type !== PacketType.TunnelOpenAck || !tgt.ack.body.ok) {
+    throw new Error('tunnel not acked');
+  }
+  return { ...world, tunnelId, src, tgt };
+}
+
+/** How a socket's stream ended: a clean FIN ('end', with the bytes before it) or a reset. */
+function outcome(socket: Socket, initial: Buffer): Promise<{ how: 'end' | 'reset'; bytes: Buffer }> {
+  const chunks = [initial];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.resume();
+  return new Promise((resolve) => {
+    socket.once('end', () => resolve({ how: 'end', bytes: Buffer.concat(chunks) }));
+    socket.once('error', () => resolve({ how: 'reset', bytes: Buffer.concat(chunks) }));
+  });
+}
+
+t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the other side as a reset', async (t) => {
+  await t.test('target FIN, then its control session dies (a killed agent): the source is reset', async (t) => {
+    const { w, src, tgt, target } = await rawPair(t);
+    const atSource = outcome(src.socket, src.remainder);
+    const sent = randomBytes(50_000);
+    tgt.socket.end(sent);
+    // A kill closes both sockets in the same tick; the kernel sends FIN on each.
+    target.socket.end();
+    const got = await atSource;
+    t.equal(got.how, 'reset', 'a truncated download does not look complete');
+    await eventually(() => w.edge.stats().tunnels === 0, 'tunnel closed');
+  });
+  await t.test('control session gone before the FIN arrives: reset at once', async (t) => {
+    const { w, src, tgt, target } = await rawPair(t);
+    const atSource = outcome(src.socket, src.remainder);
+    target.close();
+    await eventually(() => w.edge.stats().sessions === 0, 'target session gone');
+    tgt.socket.end();
+    t.equal((await atSource).how, 'reset');
+  });
+  await t.test('no TunnelEnd within the wait: reset', async (t) => {
+    const { src, tgt, target } = await rawPair(t, { endAttestTimeoutMs: 200 });
+    const atSource = outcome(src.socket, src.remainder);
+    tgt.socket.end();
+    t.equal((await atSource).how, 'reset', 'the control session is alive but never vouched');
+    target.close();
+  });
+  await t.test('source FIN without TunnelEnd (a killed source agent): the upload reaches the target as a reset', async (t) => {
+    const { w, a, src, tgt, target } = await rawPair(t);
+    const sourceControl = await login(w, a.clientId, a.authCode);
+    const atTarget = outcome(tgt.socket, tgt.remainder);
+    src.socket.end(randomBytes(20_000));
+    sourceControl.socket.end();
+    t.equal((await atTarget).how, 'reset');
+    target.close();
+  });
+  await t.test('a TunnelEnd from another client, or for the other half, vouches for nothing', async (t) => {
+    const { w, a, tunnelId, src, tgt, target } = await rawPair(t, { endAttestTimeoutMs: 300 });
+    const sourceControl = await login(w, a.clientId, a.authCode);
+    const atSource = outcome(src.socket, src.remainder);
+    sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }); // a is not the target
+    target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' }); // b is not the source
+    tgt.socket.end();
+    t.equal((await atSource).how, 'reset');
+    sourceControl.close();
+    target.close();
+  });
+  await t.test('vouched: a clean end, and the other direction still flows after it (half-close)', async (t) => {
+    const { w, a, tunnelId, src, tgt, target } = await rawPair(t);
+    const sourceControl = await login(w, a.clientId, a.authCode);
+    const atSource = outcome(src.socket, src.remainder);
+    const banner = randomBytes(70_000);
+    tgt.socket.end(banner);
+    await new Promise((r) => tgt.socket.once('finish', r));
+    target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' });
+    const got = await atSource;
+    t.equal(got.how, 'end');
+    t.equal(sha(got.bytes), sha(banner), 'every byte, then a clean end');
+    const atTarget = outcome(tgt.socket, tgt.remainder);
+    const upload = randomBytes(30_000);
+    src.socket.end(upload);
+    sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' });
+    const up = await atTarget;
+    t.equal(up.how, 'end');
+    t.equal(sha(up.bytes), sha(upload), 'the source still sends after the target ended, then ends cleanly');
+    target.close();
+    sourceControl.close();
+  });
 });
 
 t.test('a target that refuses or never answers fails the source with a reason', async (t) => {
@@ -465,19 +569,90 @@ t.test('anonymous registration is rationed per address and can be switched off',
   t.same(registered, [], 'nothing was registered');
 });
 
-t.test('failed logins are rationed per address; the limit answers with a retryable code', async (t) => {
-  const w = await createWorld(t, { failedLoginsPerMinutePerIp: 2 });
+/** One login attempt; the answer's code ('ok' when accepted). */
+async function attempt(w: World, clientId: number, authCode: string, from?: string): Promise<string> {
+  const peer = await WirePeer.connect(w.edge.controlPort, from);
+  peer.send(PacketType.Handshake, { ...HELLO, client_id: clientId, auth_code: authCode });
+  const resp = await peer.next();
+  peer.close();
+  return resp?.type === PacketType.HandshakeResp ? (resp.body.ok ? 'ok' : resp.body.error.code) : 'none';
+}
+
+const F = 'TNX_AUTH_FAILED';
+const RL = 'TNX_AUTH_RATE_LIMITED';
+
+t.test('failed logins are rationed per client id: the limit answers with a retryable code', async (t) => {
+  const w = await createWorld(t, { failedLoginsPerMinutePerIp: 2, failedLoginsPerMinutePerClient: 2 });
   const user = await w.user();
   const a = await w.client(user);
   const codes: string[] = [];
-  for (const code of [a.authCode + 'x', a.authCode + 'y', a.authCode]) {
-    const peer = await WirePeer.connect(w.edge.controlPort);
-    peer.send(PacketType.Handshake, { ...HELLO, client_id: a.clientId, auth_code: code });
-    const resp = await peer.next();
-    codes.push(resp?.type === PacketType.HandshakeResp ? (resp.body.ok ? 'ok' : resp.body.error.code) : 'none');
-    peer.close();
+  for (const code of [a.authCode + 'x', a.authCode + 'y', a.authCode]) codes.push(await attempt(w, a.clientId, code));
+  t.same(codes, [F, F, RL], 'after two failures for this id, even the right code waits (from an address it never logged in from)');
+});
+
+t.test('an agent with the right code gets through a per-address lockout when its own id is not under attack', async (t) => {
+  const w = await createWorld(t, { failedLoginsPerMinutePerIp: 2, failedLoginsPerMinutePerClient: 3 });
+  const user = await w.user();
+  const victim = await w.client(user);
+  const attacked = await w.client(user);
+  const codes: string[] = [];
+  for (let i = 0; i < 5; i++) codes.push(await attempt(w, attacked.clientId, `tnxc_guess${i}`));
+  // Two charged to the address and the id, the third to the id alone (address over budget), then both are spent.
+  t.same(codes, [F, F, F, RL, RL], 'the attacker is stopped');
+  t.equal(await attempt(w, victim.clientId, victim.authCode), 'ok', 'an agent sharing the attacker\'s address still logs in');
+  t.equal(await attempt(w, victim.clientId, victim.authCode + 'z'), F, 'a wrong code for the victim id now counts against that id');
+});
+
+t.test('failed logins are counted before the slow credential check: concurrency cannot overshoot the limit', async (t) => {
+  const w = await createWorld(t, { failedLoginsPerMinutePerIp: 3, failedLoginsPerMinutePerClient: 3, maxConcurrentLogins: 64 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const codes = await Promise.all(Array.from({ length: 12 }, (_, i) => attempt(w, a.clientId, `tnxc_guess${i}`)));
+  t.equal(codes.filter((c) => c === F).length, 3, 'exactly the limit reached a verdict');
+  t.equal(codes.filter((c) => c === RL).length, 9, 'the rest were refused before scrypt');
+});
+
+t.test('more addresses do not buy more guesses for one client id; its usual address still gets in', async (t) => {
+  const w = await createWorld(t, { failedLoginsPerMinutePerIp: 30, failedLoginsPerMinutePerClient: 3 });
+  const user = await w.user();
+  const a = await w.client(user);
+  t.equal(await attempt(w, a.clientId, a.authCode, '127.0.0.1'), 'ok', 'the agent logs in from its usual address');
+  const codes: string[] = [];
+  for (let i = 2; i <= 9; i++) codes.push(await attempt(w, a.clientId, `tnxc_guess${i}`, `127.0.0.${i}`));
+  t.same(codes, [F, F, F, RL, RL, RL, RL, RL], '8 addresses, one guess each: only the id\'s 3 got a verdict');
+  t.equal(await attempt(w, a.clientId, a.authCode, '127.0.0.1'), 'ok', 'an attack from elsewhere does not lock the agent out at its usual address');
+  t.equal(await attempt(w, a.clientId, a.authCode, '127.0.0.20'), RL, 'a new address must wait while the id is under attack (retryable)');
+});
+
+t.test('rejected connections cannot flood the log: a few lines per reason, then one summary', async (t) => {
+  const lines: { level: number; msg: string; suppressed?: number }[] = [];
+  const logger = createLogger({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as { level: number; msg: string }) });
+  const w = await createWorld(t, { logger, warningsPerInterval: 5 });
+  const user = await w.user();
+  const a = await w.client(user);
+  const before = lines.length;
+  for (let i = 0; i < 200; i++) {
+    const s = connect({ host: '127.0.0.1', port: w.edge.controlPort });
+    s.on('error', () => undefined);
+    s.write('GET / HTTP/1.1\r\n\r\n');
+    await new Promise((r) => s.once('close', r));
   }
-  t.same(codes, ['TNX_AUTH_FAILED', 'TNX_AUTH_FAILED', 'TNX_AUTH_RATE_LIMITED'], 'after two failures even the right code waits');
+  for (let i = 0; i < 20; i++) t.equal(await attempt(w, a.clientId, `tnxc_guess${i}`), i < 10 ? F : RL);
+  await w.edge.stop(); // ends the interval: the summaries are written
+  const warnings = lines.slice(before).filter((l) => l.level === 40);
+  const count = (msg: string) => warnings.filter((l) => l.msg === msg).length;
+  t.equal(count('connection closed: bad first frame'), 5, '5 of 200 bad first frames logged');
+  t.equal(count('handshake refused: wrong auth code'), 5, '5 of 10 wrong codes logged');
+  t.equal(count('handshake refused: too many failed logins for this client id or address'), 5);
+  t.match(
+    warnings.filter((l) => l.suppressed !== undefined).map((l) => [l.msg, l.suppressed]).sort(),
+    [
+      ['suppressed 195 similar warnings: connection closed: bad first frame', 195],
+      ['suppressed 5 similar warnings: handshake refused: too many failed logins for this client id or address', 5],
+      ['suppressed 5 similar warnings: handshake refused: wrong auth code', 5],
+    ],
+  );
+  t.ok(warnings.length <= 20, `${warnings.length} warning lines in all for 220 rejected connections`);
 });
 
 t.test('credential checks beyond the concurrency cap are refused with a retryable code', async (t) => {

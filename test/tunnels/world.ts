@@ -197,9 +197,10 @@ export class WirePeer {
     socket.on('close', () => this.waiter?.());
   }
 
-  static connect(port: number): Promise<WirePeer> {
+  /** `localAddress`: another loopback address (127.0.0.2, ...) to appear as a different peer. */
+  static connect(port: number, localAddress?: string): Promise<WirePeer> {
     return new Promise((resolve, reject) => {
-      const s = connect({ host: '127.0.0.1', port });
+      const s = connect({ host: '127.0.0.1', port, ...(localAddress ? { localAddress } : {}) });
       s.once('connect', () => resolve(new WirePeer(s)));
       s.once('error', reject);
     });
