@@ -2,12 +2,12 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { chmod, chown, cp, lstat, mkdir, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from '../../shared/platform/logger.js';
 import { randomToken } from '../../shared/platform/secrets.js';
 import { InfrastructureError, errorMessage } from '../../shared/platform/errors.js';
+import { freePort } from '../../shared/net/listen.js';
 
 export interface EmbeddedDatabase {
   /** Connection URL for the `tunnox` database. */
@@ -25,18 +25,6 @@ const STAGED_PREFIX = 'pgbin-';
 const SCRATCH_PREFIX = '.tnx-';
 /** For `tunnox ctl`, which connects to a running server's embedded PostgreSQL. */
 export { DATABASE as EMBEDDED_DATABASE, USER as EMBEDDED_USER };
-
-/** Asks the kernel for a free loopback port, so we never collide with a PostgreSQL already on 5432. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 interface Binaries {
   /** `native/` of the platform package: bin/, lib/ (found through RUNPATH $ORIGIN/../lib), share/. */

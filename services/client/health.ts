@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AgentStatus } from './index.js';
+import { listen } from '../../shared/net/listen.js';
 
 /**
  * Optional health endpoint for supervisors (systemd, Kubernetes probes): GET /healthz answers 200
@@ -15,13 +16,10 @@ export async function serveAgentHealth(host: string, port: number, status: () =>
     const s = status();
     res.writeHead(s.connected ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(s));
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  const addr = server.address();
+  const addr = await listen(server, { host, port });
+  server.on('error', () => undefined); // a bound listener's later errors are per connection
   return {
-    port: addr && typeof addr === 'object' ? addr.port : port,
+    port: addr.port,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

@@ -3,16 +3,10 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 import { silentLogger } from '../../shared/platform/logger.js';
 import type { AgentMapping } from '../../shared/wire/messages.js';
 import { MappingRuntime, type TunnelContext } from './mappings.js';
+import { freePort } from '../../shared/net/listen.js';
 
 const SECRET = 's'.repeat(64);
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {

@@ -6,6 +6,7 @@ import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import type { AgentMapping, MappingOutcome, TunnelRequest } from '../../shared/wire/messages.js';
 import { dialTunnel, type TunnelDial } from './tunnel.js';
+import { listen } from '../../shared/net/listen.js';
 
 /** What a tunnel needs from the current control session. */
 export interface TunnelContext {
@@ -138,13 +139,7 @@ export class MappingRuntime {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     server.on('connection', (visitor: Socket) => this.onVisitor(r, visitor));
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host, port: m.local_port }, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      await listen(server, { host, port: m.local_port });
     } catch (err) {
       this.log.error({ mappingId: m.mapping_id, listen: `${host}:${m.local_port}`, err: errorMessage(err) }, 'cannot listen for this mapping');
       return listenError(host, m.local_port, err);

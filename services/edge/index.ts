@@ -17,6 +17,7 @@ import { ControlSession, type ConfigRetryPolicy } from './session.js';
 import { TunnelBroker } from './tunnels.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
+import { listen } from '../../shared/net/listen.js';
 
 /**
  * The first bytes of every connection are not charged to the pre-auth budget: any Handshake or
@@ -273,13 +274,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   };
 
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void onConnection(socket));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: opts.controlHost, port: opts.controlPort }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, { host: opts.controlHost, port: opts.controlPort });
   server.on('error', (err) => log.error({ err }, 'control listener error'));
   await decoy();
   const unsubscribe = bus.subscribe(onNotice);

@@ -5,6 +5,7 @@ import type { MappingRow } from '../../shared/db/schema.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { loadPublicMappings } from './readmodel.js';
 import type { TunnelBroker } from './tunnels.js';
+import { listen } from '../../shared/net/listen.js';
 
 interface PublicListener {
   mapping: MappingRow;
@@ -82,13 +83,7 @@ export class PublicListeners {
       this.o.broker.openForVisitor(visitor, listener.mapping, randomBytes(16).toString('hex'));
     });
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen({ host: this.o.host, port: mapping.public_port! }, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      await listen(server, { host: this.o.host, port: mapping.public_port! });
     } catch (err) {
       // Typically EADDRINUSE (another process, or an outgoing connection's ephemeral port): retry
       // soon rather than waiting for the next notice or the periodic reconcile.

@@ -14,6 +14,8 @@ import { PacketType } from '../../shared/wire/packets.js';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../services/client/index.js';
 import { startEdge, type EdgeOptions, type RunningEdge } from '../../services/edge/index.js';
 import { createProjectionWaiter, startProjector, type ProjectionWaiter } from '../../services/projector/index.js';
+import { freePort } from '../../shared/net/listen.js';
+export { freePort };
 
 /**
  * In-process world for edge and agent tests: a fresh PostgreSQL database, the real PostgreSQL
@@ -154,13 +156,6 @@ export async function eventually<T>(check: () => Promise<T | undefined | false> 
   }
 }
 
-export async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
