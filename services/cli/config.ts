@@ -45,11 +45,3 @@ export function parsePortRange(value: string): { min: number; max: number } {
   if (!m) throw new Error(`invalid port range "${value}" (expected MIN-MAX, e.g. 20000-29999)`);
   return { min: Number(m[1]), max: Number(m[2]) };
 }
-
-export function parseHostPort(value: string, defaultPort = 8080): { host: string; port: number } {
-  const m = /^\[?([^\]]*?)\]?(?::(\d{1,5}))?$/.exec(value.trim());
-  if (!m || !m[1]) throw new Error(`invalid address "${value}" (expected HOST:PORT)`);
-  const port = m[2] ? Number(m[2]) : defaultPort;
-  if (port < 1 || port > 65535) throw new Error(`invalid port in "${value}"`);
-  return { host: m[1], port };
-}

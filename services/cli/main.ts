@@ -6,12 +6,13 @@ import {
   ServerConfigSchema,
   defaultCredentialsPath,
   defaultDataDir,
-  parseHostPort,
   parsePortRange,
   type ServerConfig,
 } from './config.js';
 import { VERSION } from './version.js';
 import { ctlCommand } from './ctl.js';
+import { parseHostPort } from '../../shared/net/address.js';
+import { DEFAULT_CONTROL_PORT } from '../../shared/wire/packets.js';
 
 // The only module that reads process.env and argv; everything below gets parsed config.
 // Each command imports its own code when it runs: an agent never loads fastify, kysely, pg, NATS
@@ -56,7 +57,7 @@ program
   .option('--api-host <host>', 'Management API bind address', '127.0.0.1')
   .option('--api-port <port>', 'Management API port (0 = any free port)', intArg('--api-port', 0, 65535), 9000)
   .option('--control-host <host>', 'agent control/tunnel bind address', '0.0.0.0')
-  .option('--control-port <port>', 'agent control/tunnel port (0 = any free port)', intArg('--control-port', 0, 65535), 8080)
+  .option('--control-port <port>', 'agent control/tunnel port (0 = any free port)', intArg('--control-port', 0, 65535), DEFAULT_CONTROL_PORT)
   .option('--public-host <host>', 'bind address for public TCP mappings', '0.0.0.0')
   .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999')
   .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
@@ -134,7 +135,7 @@ program
 program
   .command('client')
   .description('run an agent: connect to an edge, receive mapping config, open listeners and dial targets')
-  .requiredOption('--server <host:port>', 'edge control address', process.env.TUNNOX_SERVER)
+  .requiredOption('--server <host[:port]>', 'edge control address (port 8080 when omitted)', process.env.TUNNOX_SERVER)
   .option('--client-id <id>', 'managed or previously issued client id', intArg('--client-id', 1, Number.MAX_SAFE_INTEGER))
   .option('--auth-code <code>', 'auth code for --client-id (or $TUNNOX_AUTH_CODE)')
   .option('--credentials <path>', 'where anonymous credentials are saved and reused', process.env.TUNNOX_CREDENTIALS ?? defaultCredentialsPath())
@@ -143,7 +144,7 @@ program
   .action(async (o: { server: string; clientId?: number; authCode?: string; credentials: string; health?: string; logLevel: string }) => {
     const logger = createLogger({ level: o.logLevel, name: 'tunnox-client' });
     try {
-      parseHostPort(o.server);
+      parseHostPort(o.server, DEFAULT_CONTROL_PORT);
       const authCode = o.authCode ?? (process.env.TUNNOX_AUTH_CODE || undefined);
       if ((o.clientId === undefined) !== (authCode === undefined)) {
         throw new Error('--client-id and --auth-code go together (omit both to use saved or anonymous credentials)');

@@ -1,12 +1,13 @@
 import { connect, type Socket } from 'node:net';
 import { ControlChannel } from '../../shared/net/control.js';
-import { readFirstFrame, splitHostPort } from '../../shared/net/frames.js';
+import { parseHostPort } from '../../shared/net/address.js';
+import { readFirstFrame } from '../../shared/net/frames.js';
 import { TunnoxError, errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
 import { SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ControlMessage } from '../../shared/wire/messages.js';
-import { PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
+import { DEFAULT_CONTROL_PORT, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { loadCredentials, saveCredentials } from './credentials.js';
 import { AgentFatalError } from './errors.js';
 import { MappingRuntime, type TunnelContext } from './mappings.js';
@@ -106,7 +107,7 @@ class Agent {
 
   constructor(private readonly o: AgentOptions) {
     this.log = o.logger.child({ server: o.server });
-    this.edge = splitHostPort(o.server);
+    this.edge = parseHostPort(o.server, DEFAULT_CONTROL_PORT);
     this.runtime = new MappingRuntime(this.log, () => this.tunnelContext);
     if (o.clientId !== undefined && o.authCode !== undefined) this.identity = { clientId: o.clientId, authCode: o.authCode };
     this.clientId = o.clientId;

@@ -5,7 +5,7 @@ import { FrameDecoder, encodeFrame } from '../wire/codec.js';
 import { encodeMessage } from '../wire/messages.js';
 import { PacketType } from '../wire/packets.js';
 import { ControlChannel } from './control.js';
-import { ByteBudget, closeAfterFlush, readFirstFrame, splitHostPort } from './frames.js';
+import { ByteBudget, closeAfterFlush, readFirstFrame } from './frames.js';
 
 async function socketPair(t: Test): Promise<[Socket, Socket]> {
   const server = createServer({ allowHalfOpen: true });
@@ -167,11 +167,4 @@ t.test('ControlChannel: a silent peer is closed after the silence timeout', asyn
   });
   t.match(await closed, /heartbeat timeout/);
   t.ok(heartbeats >= 1, 'heartbeats were sent meanwhile');
-});
-
-t.test('splitHostPort', async (t) => {
-  t.same(splitHostPort('127.0.0.1:8080'), { host: '127.0.0.1', port: 8080 });
-  t.same(splitHostPort('edge.example.com:443'), { host: 'edge.example.com', port: 443 });
-  t.same(splitHostPort('[::1]:9'), { host: '::1', port: 9 });
-  for (const bad of ['8080', 'host:', 'host:0', 'host:65536', '::1:80', 'a:b:c', '']) t.throws(() => splitHostPort(bad), `${bad} refused`);
 });

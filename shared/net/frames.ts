@@ -121,11 +121,3 @@ export function closeAfterFlush(socket: Socket, graceMs = 2_000): void {
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
 }
-
-/** Splits `host:port` (IPv6 as `[::1]:8080`). Throws on anything else. */
-export function splitHostPort(address: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address.trim());
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !(port >= 1 && port <= 65535)) throw new Error(`invalid address "${address}": expected host:port`);
-  return { host: (m[1] ?? m[2])!, port };
-}

@@ -38,6 +38,8 @@ export function packetTypeName(type: number): string {
 
 /** Current wire protocol version; negotiated in Handshake / TunnelOpen. */
 export const PROTOCOL_VERSION = 1;
+/** The edge's control port when an address names none (`--server edge.example.com`). */
+export const DEFAULT_CONTROL_PORT = 8080;
 
 /** Header: 1 byte type + 4 byte big-endian payload length. */
 export const FRAME_HEADER_SIZE = 5;
