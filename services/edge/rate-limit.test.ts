@@ -22,6 +22,19 @@ t.test('a zero rate refuses everything; the key map is capped', async (t) => {
   t.equal(rl.take('a'), true, 'a was evicted (oldest) and starts with a full bucket');
 });
 
+t.test('idle keys whose bucket has refilled are forgotten as new keys arrive', async (t) => {
+  let now = 0;
+  const rl = new KeyedRateLimiter(60, 2, 100_000, () => now);
+  for (let i = 0; i < 1000; i++) rl.take(`old-${i}`);
+  t.equal(rl.size, 1000, 'every key that took a token is remembered while it refills');
+  now += 5_000; // 1 token per second, burst 2: every old bucket is full again
+  for (let i = 0; i < 600; i++) rl.take(`new-${i}`);
+  t.equal(rl.size, 600, 'every refilled old key was dropped; only the 600 keys still refilling remain');
+  t.equal(rl.take('old-1'), true, 'a forgotten key starts with a full bucket, as it would have had');
+  t.equal(rl.take('old-1'), true);
+  t.equal(rl.take('old-1'), false, 'and is rationed from there');
+});
+
 t.test('LoginRationer: address and client budgets, reserved before the check, refunded on success', async (t) => {
   let now = 0;
   const r = new LoginRationer({ failuresPerMinutePerAddress: 2, failuresPerMinutePerClient: 3, now: () => now });

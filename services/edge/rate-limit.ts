@@ -2,8 +2,9 @@ import type { Logger } from '../../shared/platform/logger.js';
 
 /**
  * Token bucket per key (remote IP). Anonymous registration is the one thing an unauthenticated
- * peer can make the edge write to the event log, so it is rationed. Memory is bounded: idle,
- * full buckets are forgotten, and the map is capped (oldest dropped first).
+ * peer can make the edge write to the event log, so it is rationed. Memory is bounded: buckets
+ * that have refilled are forgotten as new keys arrive (forgetIdle), and the map is capped (least
+ * recently used dropped first).
  */
 export class KeyedRateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
@@ -43,7 +44,26 @@ export class KeyedRateLimiter {
     b.tokens -= 1;
     this.buckets.set(key, b);
     if (this.buckets.size > this.maxKeys) this.buckets.delete(this.buckets.keys().next().value!);
+    this.forgetIdle(now);
     return true;
+  }
+
+  /** Keys currently remembered (for tests and metrics). */
+  get size(): number {
+    return this.buckets.size;
+  }
+
+  /**
+   * A full bucket behaves exactly like no bucket, so it can be dropped without changing any answer.
+   * The map is in least-recently-taken order: each take looks at the two oldest keys and drops
+   * those that have refilled, so idle keys are forgotten at twice the rate new ones arrive.
+   */
+  private forgetIdle(now: number): void {
+    for (let i = 0; i < 2; i++) {
+      const oldest = this.buckets.entries().next().value;
+      if (!oldest || this.tokensNow(oldest[1], now) < this.burst) return;
+      this.buckets.delete(oldest[0]);
+    }
   }
 }
 
