@@ -15,6 +15,7 @@ import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
+import { InfrastructureError, errorMessage } from '../../shared/platform/errors.js';
 import { randomToken } from '../../shared/platform/secrets.js';
 import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
@@ -68,14 +69,28 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   const pool = createPool(databaseUrl, 20, (err) => logger.warn({ err }, "idle PostgreSQL connection failed"));
   const db = createDb(pool);
   lifecycle.add('database', () => db.destroy());
-  await migrateToLatest(db);
+  await migrateToLatest(db).catch((err: unknown) => {
+    throw new InfrastructureError(
+      'TNX_DATABASE_UNAVAILABLE',
+      `cannot prepare the PostgreSQL database at ${redactUrl(databaseUrl)}: ${errorMessage((err as { cause?: unknown }).cause ?? err)}; ` +
+        'check that it runs and that --database names a database this user may create tables in',
+      { cause: err },
+    );
+  });
 
   let store: EventStore;
   let bus: ChangeBus;
   let nodeId = config.nodeId ?? 'node-001';
   const controlAddressHint = `${config.controlHost}:${config.controlPort}`;
   if (config.natsUrl) {
-    const nc = await connect({ servers: config.natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 });
+    const natsUrl = config.natsUrl;
+    const nc = await connect({ servers: natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 }).catch((err: unknown) => {
+      throw new InfrastructureError(
+        'TNX_NATS_UNAVAILABLE',
+        `cannot connect to NATS at ${redactUrl(natsUrl)}: ${errorMessage(err)}; start nats-server with JetStream (-js) or fix --nats`,
+        { cause: err },
+      );
+    });
     lifecycle.add('nats', () => nc.drain());
     store = await openJetStreamEventStore({ nc, streamName: config.streamName, subjectPrefix: config.subjectPrefix, logger });
     bus = createNatsBus(nc, config.subjectPrefix);
@@ -153,4 +168,15 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     nodeId,
     database: config.databaseUrl ? 'external' : 'embedded',
   };
+}
+
+/** A URL fit for a log line or an error message: any password replaced by `***`. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
 }

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import t from 'tap';
 import { ROOT, spawnTunnox, tempDir } from './harness.js';
+import { freePort } from '../../shared/net/listen.js';
 
 // A clone under a folder only its owner can enter (root's home is 0700; so is any mkdtemp dir).
 // As root, PostgreSQL runs as an unprivileged system user that cannot reach the binaries npm put
@@ -143,6 +144,25 @@ t.test('a port in use fails start-up with one line that says what to do', async 
   t.match(human[0], `EADDRINUSE`, 'saying what failed');
   t.match(human[0], /choose another port \(--api-port/, 'and what to do');
   t.notOk(existsSync(join(dir.path, 'server', 'postgres', 'postmaster.pid')), 'the embedded PostgreSQL was stopped on the way out');
+});
+
+t.test('an unreachable NATS or PostgreSQL fails start-up with one line naming it and the flag to fix', async (t) => {
+  const closed = await freePort(); // bound and released: nothing listens there
+  const cases: [string, string[], RegExp][] = [
+    ['NATS', ['--nats', `nats://127.0.0.1:${closed}`, '--database', 'postgres://postgres@127.0.0.1:5432/postgres'], /cannot connect to NATS at nats:\/\/127\.0\.0\.1:\d+.*fix --nats/],
+    ['PostgreSQL', ['--database', `postgres://postgres:hunter2@127.0.0.1:${closed}/tunnox`], /cannot prepare the PostgreSQL database at postgres:\/\/postgres:\*\*\*@127\.0\.0\.1:\d+\/tunnox.*--database/],
+  ];
+  for (const [what, flags, expected] of cases) {
+    const dir = await tempDir('tnx-e2e-unreachable');
+    t.teardown(() => dir.remove());
+    const proc = spawnTunnox(['server', '--data-dir', join(dir.path, 'server'), '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', ...flags]);
+    t.teardown(() => proc.stop());
+    t.equal(await proc.exited, 1, `${what}: exits with 1`);
+    const human = proc.lines.filter((l) => l.startsWith('tunnox: '));
+    t.equal(human.length, 1, `${what}: one line for the person`);
+    t.match(human[0], expected, `${what}: names the service, its address and the flag`);
+    t.notOk(proc.lines.join('\n').includes('hunter2'), `${what}: no password is printed`);
+  }
 });
 
 t.test('a built tree without its node_modules says to run make setup, in one line', async (t) => {
