@@ -17,5 +17,5 @@ projectorSuite(t, async (teardown) => {
   teardown(() => store.close());
   const bus = createMemoryBus();
   teardown(() => bus.close());
-  return { store, db: tdb.db, bus };
+  return { store, raw: { kind: 'jetstream', nc: nats.nc, streamName: nats.streamName, subjectPrefix: nats.subjectPrefix }, db: tdb.db, bus };
 });

@@ -16,7 +16,7 @@ projectorSuite(
     teardown(() => store.close());
     const bus = createMemoryBus();
     teardown(() => bus.close());
-    return { store, db: tdb.db, bus };
+    return { store, raw: { kind: 'postgres', db: tdb.db }, db: tdb.db, bus };
   },
   { concurrentSameName: true },
 );

@@ -1,5 +1,6 @@
 import type { Test } from 'tap';
 import type { EventEnvelope, StoredEvent } from '../contracts/envelope.js';
+import { EVENT_SCHEMAS, isEventType, type EventType } from '../contracts/events.js';
 import { buildEnvelope } from './command.js';
 import { UnstorableEventError, WrongExpectedRevisionError } from './errors.js';
 import type { EventStore, Subscription } from './types.js';
@@ -307,6 +308,50 @@ export function eventStoreContract(
     t.same(envelopeOf(read.events[1]), fine, 'round-trips unchanged');
   });
 
+  t.test('a known type with a payload failing its schema or another schema_version is refused and nothing is written', async (t) => {
+    const store = await open(t);
+    await store.append('user.8', allocated('user.8', 1), { expectedRevision: 'no_stream' });
+    const head = await store.headPosition();
+    const registered = (data: unknown): EventEnvelope => ({ ...known('client.5', 'ClientRegistered'), data });
+    const goodClient = { client_id: 5, client_type: 'managed', user_id: 7, client_name: 'c', auth_code_hash: 'scrypt$h' };
+    const poisons: Array<[string, EventEnvelope, string, string]> = [
+      ['a negative id', registered({ ...goodClient, client_id: -5 }), 'data.client_id', zodMessage('ClientRegistered', { ...goodClient, client_id: -5 })],
+      ['a missing field', registered({ client_id: 5 }), 'data.client_type', zodMessage('ClientRegistered', { client_id: 5 })],
+      ['a value outside its enum', registered({ ...goodClient, client_type: 'root' }), 'data.client_type', zodMessage('ClientRegistered', { ...goodClient, client_type: 'root' })],
+      ['data that is not an object', registered(null), 'data', zodMessage('ClientRegistered', null)],
+      ['no data at all', registered(undefined), 'data', zodMessage('ClientRegistered', undefined)],
+      ['a newer schema_version', { ...registered(goodClient), schema_version: EVENT_SCHEMAS.ClientRegistered.version + 1 }, 'schema_version', 'version'],
+      ['no schema_version', { ...registered(goodClient), schema_version: undefined as unknown as number }, 'schema_version', 'absent'],
+    ];
+    for (const [what, envelope, path, message] of poisons) {
+      for (const expectedRevision of ['no_stream', 'any'] as const) {
+        const err = await rejection(store.append('client.5', envelope, { expectedRevision }));
+        t.type(err, UnstorableEventError, `${what} (${expectedRevision})`);
+        t.equal((err as UnstorableEventError).code, 'TNX_EVENTSTORE_UNSTORABLE_EVENT', what);
+        t.equal((err as UnstorableEventError).path, path, `${what}: names ${path}`);
+        t.ok((err as Error).message.includes(message), `${what}: the message says why (${(err as Error).message})`);
+      }
+    }
+    t.equal(await store.headPosition(), head, 'nothing was appended');
+    t.same(await store.readStream('client.5'), { events: [], revision: null }, 'the stream was not created');
+
+    // The same envelope, well-formed, is stored exactly as given: data keys the schema does not
+    // know are kept (readers' schemas strip them), and the caller's object is left untouched.
+    const good = registered({ ...goodClient, from_a_newer_writer: { x: [1] } });
+    const given = structuredClone(good);
+    await store.append('client.5', good, { expectedRevision: 'no_stream' });
+    t.same(good, given, "the caller's envelope is not mutated");
+    t.same(envelopeOf((await store.readStream('client.5')).events[0]), given, 'stored exactly as given, unknown keys included');
+  });
+
+  t.test('an unknown event type is stored (a newer writer during a rolling upgrade)', async (t) => {
+    const store = await open(t);
+    const future = { ...known('mystery.1', 'MysteryHappened'), schema_version: 3, data: { anything: ['goes'] } };
+    const r = await store.append('mystery.1', future, { expectedRevision: 'no_stream' });
+    t.equal(await store.headPosition(), r.position);
+    t.same(envelopeOf((await store.readStream('mystery.1')).events[0]), future);
+  });
+
   t.test('invalid stream names are refused', async (t) => {
     const store = await open(t);
     for (const bad of ['', 'user.', '.1', 'user 1', 'user.*', 'user.>']) {
@@ -328,6 +373,19 @@ function allocated(stream: string, id: number, trace?: { traceparent: string }):
     { type: 'IdAllocated', data: { sequence: `seq-${nextAllocation}-ünïcode`, id } },
     { actor: { kind: 'system', id: 'contract-test' }, ...(trace ? { traceparent: trace.traceparent } : {}) },
   );
+}
+
+/** An envelope of `type` on `stream` with placeholder data (each test sets its own). */
+function known(stream: string, type: string): EventEnvelope {
+  const version = isEventType(type) ? EVENT_SCHEMAS[type].version : 1;
+  return { ...allocated(stream, 1), type, schema_version: version, aggregate_type: stream.split('.')[0]!, aggregate_id: stream.split('.')[1]! };
+}
+
+/** The first message zod gives for `data` against `type`'s schema, which the refusal must carry. */
+function zodMessage(type: EventType, data: unknown): string {
+  const parsed = EVENT_SCHEMAS[type].schema.safeParse(data);
+  if (parsed.success) throw new Error(`fixture passes the ${type} schema`);
+  return parsed.error.issues[0]!.message;
 }
 
 /** An IdAllocated envelope on user.8 with arbitrary data (what a buggy or hostile writer might send). */

@@ -41,8 +41,10 @@ export class EventStoreMisconfiguredError extends InfrastructureError {
 }
 
 /**
- * The event holds text no reader can store (NUL, a lone surrogate): appended, it would halt every
- * projection at it for good, so both stores refuse it before writing. `path` names the string.
+ * The event could never be projected: it holds text no reader can store (NUL, a lone surrogate),
+ * or it is of a known type with another schema_version or a payload that fails the type's schema.
+ * Appended, it would halt every projection at it for good, so both stores refuse it before
+ * writing (shared/eventstore/stored.ts). `path` names the offending value (`data.client_id`).
  */
 export class UnstorableEventError extends TunnoxError {
   readonly path: string;

@@ -15,7 +15,7 @@ export const EVENTS_CHANNEL = 'tnx_events';
 // Key of the transaction-scoped advisory lock that serializes appends. Holding it from before the
 // position is drawn (bigserial) until commit makes positions become visible strictly in order,
 // so a reader that has seen position N can never later discover a committed N-1.
-const APPEND_LOCK_KEY = 0x746e7845; // "tnxE"
+export const APPEND_LOCK_KEY = 0x746e7845; // "tnxE"
 
 const STREAM_VERSION_CONSTRAINT = 'tnx_events_stream_version_uq';
 const EVENT_ID_CONSTRAINT = 'tnx_events_event_id_key';

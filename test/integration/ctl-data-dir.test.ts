@@ -11,6 +11,7 @@ import { createDb, createPool, migrateToLatest, type Db } from '../../shared/db/
 import { buildEnvelope } from '../../shared/eventstore/command.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import { silentLogger } from '../../shared/platform/logger.js';
+import { rawAppend } from '../../shared/testkit/raw-append.js';
 import { startEmbeddedPostgres } from '../../services/cli/embedded-postgres.js';
 import { READ_MODEL_PROJECTION, startProjector, type ProjectionHaltedError } from '../../services/projector/index.js';
 import { checkpointOf, eventually } from '../../services/projector/test/fixtures.js';
@@ -51,17 +52,13 @@ async function open(dataDir: string) {
   };
 }
 
-/** A UserCreated without username/email: fails its schema, so it halts the projector. */
+/** A UserCreated without username/email, written past the append guard: fails its schema, so it halts the projector. */
 async function writePoison(db: Db, id: number): Promise<number> {
   const envelope = {
     ...buildEnvelope(`user.${id}`, { type: 'UserCreated', data: { user_id: id, username: 'x', email: 'x@example.test', status: 'active' } }, META),
     data: { user_id: id },
   };
-  const r = await sql<{ position: number }>`
-    insert into tnx_events (stream, version, event_id, type, envelope)
-    values (${`user.${id}`}, 1, ${envelope.id}, 'UserCreated', ${JSON.stringify(envelope)}::jsonb)
-    returning position`.execute(db);
-  return Number(r.rows[0]!.position);
+  return rawAppend({ kind: 'postgres', db }, `user.${id}`, envelope);
 }
 
 async function appendUser(store: PostgresEventStore, id: number): Promise<number> {

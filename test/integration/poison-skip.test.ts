@@ -1,20 +1,18 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { headers as natsHeaders } from '@nats-io/nats-core';
-import { jetstream } from '@nats-io/jetstream';
-import { sql } from 'kysely';
 import t, { type Test } from 'tap';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import type { EventEnvelope } from '../../shared/contracts/envelope.js';
 import { skipStreamFor } from '../../shared/contracts/events.js';
 import { buildEnvelope } from '../../shared/eventstore/command.js';
-import { openJetStreamEventStore, VERSION_HEADER } from '../../shared/eventstore/jetstream.js';
+import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { silentLogger } from '../../shared/platform/logger.js';
 import { createTestNats, TEST_NATS_URL } from '../../shared/testkit/nats.js';
 import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
+import { rawAppend } from '../../shared/testkit/raw-append.js';
 import { READ_MODEL_PROJECTION, rebuildReadModels, startProjector, type ProjectionHaltedError } from '../../services/projector/index.js';
 import { absorbIdleClientErrors, captureLogs, checkpointOf, dumpReadModels, eventually } from '../../services/projector/test/fixtures.js';
 
@@ -33,7 +31,7 @@ interface Rig {
   tdb: TestDatabase;
   /** CLI flags that point `tunnox ctl` at this rig's log and read models. */
   flags: string[];
-  /** Stores `envelope` on `stream` without the event store's checks, as a buggy or older writer could have. */
+  /** Stores `envelope` on `stream` past the event store's append guard, as a buggy or older writer could have. */
   writeRaw(stream: string, envelope: EventEnvelope): Promise<number>;
 }
 
@@ -47,13 +45,7 @@ async function postgresRig(t: Test): Promise<Rig> {
     store,
     tdb,
     flags: ['--database', tdb.url],
-    async writeRaw(stream, envelope) {
-      const r = await sql<{ position: number }>`
-        insert into tnx_events (stream, version, event_id, type, envelope)
-        values (${stream}, 1, ${envelope.id}, ${envelope.type}, ${JSON.stringify(envelope)}::jsonb)
-        returning position`.execute(tdb.db);
-      return Number(r.rows[0]!.position);
-    },
+    writeRaw: (stream, envelope) => rawAppend({ kind: 'postgres', db: tdb.db }, stream, envelope),
   };
 }
 
@@ -69,12 +61,8 @@ async function jetstreamRig(t: Test): Promise<Rig> {
     store,
     tdb,
     flags: ['--nats', TEST_NATS_URL, '--database', tdb.url, '--stream', nats.streamName, '--subject-prefix', nats.subjectPrefix],
-    async writeRaw(stream, envelope) {
-      const h = natsHeaders();
-      h.set(VERSION_HEADER, '1');
-      const ack = await jetstream(nats.nc).publish(`${nats.subjectPrefix}.evt.${stream}`, JSON.stringify(envelope), { headers: h });
-      return ack.seq;
-    },
+    writeRaw: (stream, envelope) =>
+      rawAppend({ kind: 'jetstream', nc: nats.nc, streamName: nats.streamName, subjectPrefix: nats.subjectPrefix }, stream, envelope),
   };
 }
 

@@ -6,6 +6,7 @@ import type { Db } from '../../../shared/db/connect.js';
 import { buildEnvelope } from '../../../shared/eventstore/command.js';
 import type { EventStore } from '../../../shared/eventstore/types.js';
 import { createLogger, type Logger } from '../../../shared/platform/logger.js';
+import { rawAppend, type RawLog } from '../../../shared/testkit/raw-append.js';
 
 /** Test helpers for the projector suites: event fixtures, bounded waits, table dumps, log capture. */
 
@@ -31,11 +32,14 @@ export async function append(store: EventStore, stream: string, event: DomainEve
   return res.position;
 }
 
-/** Appends a raw envelope (e.g. an unknown type or a payload that fails its schema). */
-export async function appendRaw(store: EventStore, stream: string, patch: Partial<EventEnvelope>, when: Date): Promise<number> {
+/**
+ * Writes a MappingDeleted envelope altered by `patch` (an unknown type, a payload that fails its
+ * schema, another schema_version) past the append guard, which refuses such events: it stands for
+ * one already in the log, written by a buggy or older writer.
+ */
+export async function appendRaw(log: RawLog, stream: string, patch: Partial<EventEnvelope>, when: Date): Promise<number> {
   const base = buildEnvelope(stream, { type: 'MappingDeleted', data: { mapping_id: 1 } }, META, when);
-  const res = await store.append(stream, { ...base, ...patch }, { expectedRevision: 'any' });
-  return res.position;
+  return rawAppend(log, stream, { ...base, ...patch });
 }
 
 export function mappingCreated(mappingId: number, overrides: Partial<Extract<DomainEvent, { type: 'MappingCreated' }>['data']> = {}): DomainEvent {

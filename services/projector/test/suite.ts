@@ -4,6 +4,7 @@ import type { DomainEvent } from '../../../shared/contracts/events.js';
 import type { Db } from '../../../shared/db/connect.js';
 import type { EventStore } from '../../../shared/eventstore/types.js';
 import { silentLogger } from '../../../shared/platform/logger.js';
+import type { RawLog } from '../../../shared/testkit/raw-append.js';
 import { BadEventError, ProjectionHaltedError } from '../errors.js';
 import { READ_MODEL_PROJECTION, rebuildReadModels, startProjector, type RunningProjector } from '../index.js';
 import {
@@ -34,6 +35,8 @@ import {
 /** A real event store + read-model database + bus, torn down by the test that made it. */
 export interface Harness {
   store: EventStore;
+  /** The store's own log, for writing poison past its append guard (shared/testkit/raw-append.ts). */
+  raw: RawLog;
   db: Db;
   bus: ChangeBus;
 }
@@ -244,16 +247,18 @@ export function projectorSuite(tap: TAP, makeHarness: HarnessFactory, opts: Suit
     t.same(a, { status: 'online', session_id: 's9' });
   });
 
-  const badEvents: [string, (store: EventStore) => Promise<number>][] = [
-    ['an unknown event type', (store) => appendRaw(store, 'mystery.1', { type: 'MysteryHappened', data: { x: 1 } }, at(1))],
-    ['a payload that fails its schema', (store) => appendRaw(store, `client.${CLIENT_B}`, { type: 'ClientRegistered', aggregate_type: 'client', aggregate_id: String(CLIENT_B), data: { client_id: -5 } }, at(1))],
-    ['an unsupported schema version', (store) => appendRaw(store, 'mapping.1', { schema_version: 99 }, at(1))],
+  // Each is refused by store.append (the append guard), so they are written past it: they stand for
+  // events already in the log, from a buggy or older writer, or from before the guard existed.
+  const badEvents: [string, (raw: RawLog) => Promise<number>][] = [
+    ['an unknown event type', (raw) => appendRaw(raw, 'mystery.1', { type: 'MysteryHappened', data: { x: 1 } }, at(1))],
+    ['a payload that fails its schema', (raw) => appendRaw(raw, `client.${CLIENT_B}`, { type: 'ClientRegistered', aggregate_type: 'client', aggregate_id: String(CLIENT_B), data: { client_id: -5 } }, at(1))],
+    ['an unsupported schema version', (raw) => appendRaw(raw, 'mapping.1', { schema_version: 99 }, at(1))],
   ];
   for (const [what, appendBad] of badEvents) {
     tap.test(`${what} halts the projection loudly with the checkpoint before it`, async (t) => {
       const h = await makeHarness((fn) => t.teardown(fn));
       const before = await append(h.store, `client.${CLIENT_A}`, clientRegistered(CLIENT_A), at(0));
-      const bad = await appendBad(h.store);
+      const bad = await appendBad(h.raw);
       await append(h.store, `client.${ANON}`, clientRegistered(ANON, 'anonymous'), at(2));
       const notices = collect(h.bus);
 
