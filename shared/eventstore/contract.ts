@@ -322,6 +322,9 @@ export function eventStoreContract(
       ['no data at all', registered(undefined), 'data', zodMessage('ClientRegistered', undefined)],
       ['a newer schema_version', { ...registered(goodClient), schema_version: EVENT_SCHEMAS.ClientRegistered.version + 1 }, 'schema_version', 'version'],
       ['no schema_version', { ...registered(goodClient), schema_version: undefined as unknown as number }, 'schema_version', 'absent'],
+      ['an occurred_at that is no time', { ...registered(goodClient), occurred_at: 'yesterday' }, 'occurred_at', 'not a valid envelope field'],
+      ['an id that is no UUID', { ...registered(goodClient), id: 'not-a-uuid' }, 'id', 'not a valid envelope field'],
+      ['no actor', { ...registered(goodClient), actor: undefined as unknown as EventEnvelope['actor'] }, 'actor', 'not a valid envelope field'],
     ];
     for (const [what, envelope, path, message] of poisons) {
       for (const expectedRevision of ['no_stream', 'any'] as const) {

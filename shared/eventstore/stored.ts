@@ -1,4 +1,4 @@
-import type { EventEnvelope, StoredEvent } from '../contracts/envelope.js';
+import { EnvelopeSchema, type EventEnvelope, type StoredEvent } from '../contracts/envelope.js';
 import { EVENT_SCHEMAS, isEventType } from '../contracts/events.js';
 import { findUnstorableText, type TextProblem } from '../contracts/text.js';
 import { CorruptEventError, InvalidStreamNameError, UnstorableEventError } from './errors.js';
@@ -16,6 +16,8 @@ export function assertStreamName(stream: string): void {
  * start, so it is refused before anything is written. Refused are:
  * - text PostgreSQL cannot hold (shared/contracts/text.ts), anywhere in data or metadata, keys
  *   and values: the PostgreSQL log would refuse it, and JetStream would store it;
+ * - an envelope whose metadata fails EnvelopeSchema (a non-UUID id, an occurred_at that is not an
+ *   ISO time, a missing actor...): projections write these into typed columns;
  * - for a known type (EVENT_SCHEMAS), a schema_version other than the one this build reads, or a
  *   payload that fails the type's schema: exactly what parseStoredEvent would throw on when reading.
  *
@@ -32,8 +34,15 @@ export function assertStreamName(stream: string): void {
  */
 export function assertStorable(event: EventEnvelope): void {
   const type = typeof event.type === 'string' ? event.type : '?';
-  const problem = findUnstorableText(event) ?? findSchemaProblem(event);
+  const problem = findUnstorableText(event) ?? findSchemaProblem(event) ?? findEnvelopeProblem(event);
   if (problem) throw new UnstorableEventError(type, problem.path, problem.reason);
+}
+
+function findEnvelopeProblem(event: EventEnvelope): TextProblem | null {
+  const parsed = EnvelopeSchema.safeParse(event);
+  if (parsed.success) return null;
+  const issue = parsed.error.issues[0]!;
+  return { path: pathOf(issue.path), reason: `is not a valid envelope field: ${issue.message}` };
 }
 
 function findSchemaProblem(event: EventEnvelope): TextProblem | null {
