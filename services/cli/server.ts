@@ -3,10 +3,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { buildApp } from '../api/index.js';
-import { closeStaleSessions, startEdge } from '../edge/index.js';
+import { MemoryEdgeView, closeStaleSessions, startEdge, startJetStreamViewFeed, startReadModelViewFeed } from '../edge/index.js';
 import { createProjectionWaiter, startProjector } from '../projector/index.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createNatsBus } from '../../shared/bus/nats.js';
+import { createStatePublisher, stateStreamName, type StatePublisher } from '../../shared/bus/state.js';
 import { claimNodeId } from '../../shared/cluster/node-registry.js';
 import type { ChangeBus } from '../../shared/contracts/notices.js';
 import { createDb, createPool, migrateToLatest } from '../../shared/db/connect.js';
@@ -72,13 +73,17 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
 
   let store: EventStore;
   let bus: ChangeBus;
+  let statePublisher: StatePublisher | undefined;
+  let nc: Awaited<ReturnType<typeof connect>> | undefined;
   let nodeId = config.nodeId ?? 'node-001';
   const controlAddressHint = `${config.controlHost}:${config.controlPort}`;
   if (config.natsUrl) {
-    const nc = await connect({ servers: config.natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 });
-    lifecycle.add('nats', () => nc.drain());
+    const conn = await connect({ servers: config.natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 });
+    nc = conn;
+    lifecycle.add('nats', () => conn.drain());
     store = await openJetStreamEventStore({ nc, streamName: config.streamName, subjectPrefix: config.subjectPrefix, logger });
     bus = createNatsBus(nc, config.subjectPrefix);
+    statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
     if (!config.nodeId) {
       const registration = await claimNodeId({
         nc,
@@ -106,6 +111,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     logger: log,
     // Every node runs the projector; per-node consumers, one shared checkpoint (applied once).
     instance: nodeId,
+    // JetStream mode: edges build their view from the state stream the projector writes.
+    ...(statePublisher ? { statePublisher } : {}),
     // A halted projection means writes can no longer be read back: stop loudly and let the
     // supervisor restart us from the checkpoint (a bad event halts again, by design).
     onHalt: (err) => {
@@ -125,10 +132,20 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     log.warn('read models still catching up after 30 s; stale sessions of this node were not closed');
   }
 
+  // The edge's view of clients and mappings: from the state stream in JetStream mode (the edge
+  // itself needs no database), from this process's read models standalone. Only this composition
+  // touches the database for it.
+  const view = new MemoryEdgeView();
+  if (nc) {
+    const feed = await startJetStreamViewFeed({ nc, stream: stateStreamName(config.streamName), subjectPrefix: config.subjectPrefix, view, logger: log });
+    lifecycle.add('edge-view', () => feed.stop());
+  } else {
+    const feed = await startReadModelViewFeed({ db, bus, view, logger: log });
+    lifecycle.add('edge-view', () => feed.stop());
+  }
   const edge = await startEdge({
     store,
-    db,
-    bus,
+    view,
     logger: log,
     nodeId,
     controlHost: config.controlHost,

@@ -673,11 +673,11 @@ t.test('credential checks beyond the concurrency cap are refused with a retryabl
   t.notOk(codes.includes('TNX_AUTH_FAILED'), 'nobody was told the code is wrong');
 });
 
-t.test('lost change notices: the periodic reconcile still opens, pushes and closes', async (t) => {
-  // The edge listens on a bus nobody publishes to: every notice is "lost".
+t.test('lost change notices: the periodic refresh of the view still opens, pushes and closes', async (t) => {
+  // The edge's read-model feed listens on a bus nobody publishes to: every notice is "lost".
   const deaf = createMemoryBus();
   t.teardown(() => deaf.close());
-  const w = await createWorld(t, { bus: deaf, reconcileIntervalMs: 100 });
+  const w = await createWorld(t, { reconcileIntervalMs: 100 }, { feed: 'read-models', feedBus: deaf, viewRefreshMs: 100 });
   const user = await w.user();
   const a = await w.client(user);
   const b = await w.client(user);
