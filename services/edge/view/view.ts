@@ -183,7 +183,6 @@ export class MemoryEdgeView implements EdgeView {
           resolve();
         };
         const timer = setTimeout(wake, left);
-        timer.unref();
         this.clientWaiters.add(wake);
       });
     }
