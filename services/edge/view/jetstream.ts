@@ -1,6 +1,6 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { EntityUpdateSchema, ensureStateStream, stateFilter } from '../../../shared/bus/state.js';
+import { EntityUpdateSchema, ensureStateStream, stateFilter, stateSubject } from '../../../shared/bus/state.js';
 import type { Logger } from '../../../shared/platform/logger.js';
 import type { MemoryEdgeView } from './view.js';
 
@@ -43,6 +43,9 @@ export async function startJetStreamViewFeed(opts: {
         const parsed = EntityUpdateSchema.safeParse(msg.json());
         if (!parsed.success) {
           log.warn({ subject: msg.subject, seq: msg.seq, issues: parsed.error.issues }, 'dropped malformed state update');
+        } else if (msg.subject !== stateSubject(opts.subjectPrefix, parsed.data.kind, parsed.data.id)) {
+          // The subject is what max_msgs_per_subject keys on: a state filed elsewhere is not the entity's.
+          log.warn({ subject: msg.subject, seq: msg.seq, kind: parsed.data.kind, id: parsed.data.id }, 'dropped state update on the wrong subject');
         } else {
           update = parsed.data;
         }
