@@ -63,7 +63,7 @@ export function startProjector(opts: ProjectorOptions): Promise<RunningProjector
     logger: opts.logger,
     ...(opts.instance ? { instance: opts.instance } : {}),
     ...(opts.onHalt ? { onHalt: opts.onHalt } : {}),
-    ...(opts.statePublisher ? { commitHook: createStateOutbox({ db: opts.db, publisher: opts.statePublisher, logger: opts.logger }) } : {}),
+    ...(opts.statePublisher ? { commitHook: createStateOutbox({ db: opts.db, publisher: opts.statePublisher, logger: opts.logger, checkpoint: opts.name ?? READ_MODEL_PROJECTION }) } : {}),
   });
 }
 

@@ -27,8 +27,8 @@ export interface RunnerOptions {
   maxRetryDelayMs?: number;
   /**
    * Runs around the handlers in each event's transaction and after each commit (the state
-   * stream's outbox, see state-feed.ts); its afterCommit also runs once before subscribing, to
-   * finish what a previous run committed but did not get out.
+   * stream's outbox, see state-feed.ts); its start() runs once before subscribing, to finish what
+   * a previous run committed but did not get out.
    */
   commitHook?: CommitHook;
 }
@@ -216,7 +216,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
   };
 
   log.info({ position, projections: projections.map((p) => `${p.name}@${p.version}`) }, 'projection starting');
-  await opts.commitHook?.afterCommit();
+  await opts.commitHook?.start();
   const subscription = await store.subscribe({
     name: opts.instance ? `${name}-${opts.instance}` : name,
     afterPosition: position,

@@ -9,6 +9,8 @@ import type { Logger } from '../../shared/platform/logger.js';
  * runs after the commit (and once before the subscription starts) and never rejects.
  */
 export interface CommitHook {
+  /** Once, before the runner subscribes. */
+  start(): Promise<void>;
   inTransaction(tx: DbTx, event: TypedStoredEvent, apply: () => Promise<void>): Promise<void>;
   afterCommit(): Promise<void>;
   stop(): Promise<void>;
@@ -61,7 +63,14 @@ async function touchedBy(tx: DbTx, event: TypedStoredEvent): Promise<{ clients: 
  * the publisher never lets an older version replace a newer one on the stream, and receivers
  * ignore versions they already hold.
  */
-export function createStateOutbox(opts: { db: Db; publisher: StatePublisher; logger: Logger; retryMs?: number }): CommitHook & {
+export function createStateOutbox(opts: {
+  db: Db;
+  publisher: StatePublisher;
+  logger: Logger;
+  /** The projection whose checkpoint labels a seed snapshot. */
+  checkpoint: string;
+  retryMs?: number;
+}): CommitHook & {
   /** Publishes what is in the outbox now; resolves with how many updates went out. */
   flush(): Promise<number>;
 } {
@@ -117,7 +126,40 @@ export function createStateOutbox(opts: { db: Db; publisher: StatePublisher; log
     return running;
   };
 
+  /**
+   * An empty stream next to non-empty read models (the first start of a projector that writes the
+   * stream over an existing installation, or a stream deleted by hand): publish every client and
+   * mapping as of the read models' checkpoint, read in one snapshot. The stream then holds the
+   * full state and the outbox keeps it current. Anything a concurrent projector publishes is newer
+   * and wins (the publisher drops older versions).
+   */
+  const seedIfEmpty = async (): Promise<void> => {
+    if ((await opts.publisher.messages()) > 0) return;
+    const snapshot = await opts.db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .execute(async (tx) => {
+        const cp = await tx.selectFrom('projection_checkpoints').select('position').where('name', '=', opts.checkpoint).executeTakeFirst();
+        const mappings = await tx.selectFrom('mappings').select(MAPPING_STATE_COLUMNS).orderBy('mapping_id').execute();
+        const clients = await tx.selectFrom('clients').select(CLIENT_STATE_COLUMNS).orderBy('client_id').execute();
+        return { version: cp?.position ?? 0, mappings, clients };
+      });
+    const { version } = snapshot;
+    for (const state of snapshot.mappings) await opts.publisher.publish({ kind: 'mapping', id: state.mapping_id, version, state });
+    for (const row of snapshot.clients) await opts.publisher.publish({ kind: 'client', id: row.client_id, version, state: toClientState(row) });
+    if (snapshot.clients.length > 0) log.info({ version, clients: snapshot.clients.length, mappings: snapshot.mappings.length }, 'seeded the empty state stream from the read models');
+  };
+
   return {
+    async start() {
+      await flush();
+      try {
+        await seedIfEmpty();
+      } catch (err) {
+        // Not fatal: edges would start with what the stream has; the next start tries again.
+        log.error({ err }, 'could not seed the empty state stream from the read models');
+      }
+    },
     async inTransaction(tx, event, apply) {
       const touched = await touchedBy(tx, event);
       await apply();

@@ -135,6 +135,8 @@ export async function ensureStateStream(jsm: JetStreamManager, name: string, pre
 export interface StatePublisher {
   /** Publishes unless the stream already holds this entity at `version` or newer. Resolves with what happened. */
   publish(update: EntityUpdate): Promise<'published' | 'stale'>;
+  /** Messages the stream holds now. */
+  messages(): Promise<number>;
 }
 
 /**
@@ -149,6 +151,9 @@ export async function createStatePublisher(opts: { nc: NatsConnection; stream: s
   const js = jetstream(opts.nc);
   await ensureStateStream(jsm, opts.stream, opts.prefix);
   return {
+    async messages() {
+      return (await jsm.streams.info(opts.stream)).state.messages;
+    },
     async publish(update) {
       const subject = stateSubject(opts.prefix, update.kind, update.id);
       const payload = JSON.stringify(update);

@@ -161,3 +161,39 @@ t.test('a client used right after it is created logs in: the handshake waits for
   await eventually(() => agent.clientId === res.clientId && w.edge.stats().sessions === 1, 'eager client logged in');
   t.ok(w.view.client(res.clientId), 'the view has it');
 });
+
+t.test('an empty state stream next to existing read models is seeded on start (upgrade of an installation)', async (t) => {
+  const tdb = await createTestDatabase('tnx_view');
+  const nats = await createTestNats();
+  const store = new PostgresEventStore({ db: tdb.db, pool: tdb.pool, pollIntervalMs: 20 });
+  const bus = createMemoryBus();
+  const logger = silentLogger();
+  t.teardown(async () => {
+    await store.close();
+    await bus.close();
+    await nats.cleanup();
+    await tdb.drop();
+  });
+  // Read models built by a projector that did not write the stream (as before this change).
+  const old = await startProjector({ store, db: tdb.db, bus, logger });
+  const user = await createUser(store, { username: `u_${randomBytes(3).toString('hex')}`, email: 'u@example.com' }, META);
+  const b = await createManagedClient(store, { userId: user.userId, clientName: 'b' }, META);
+  const m = await createMapping(
+    store,
+    { userId: user.userId, protocol: 'tcp', sourceClientId: null, targetClientId: b.clientId, targetHost: '127.0.0.1', targetPort: 9, localHost: null, localPort: null, publicPort: null, publicPortRange: { min: 1, max: 1 } },
+    META,
+  );
+  await eventually(async () => old.position >= (await store.headPosition()), 'read models built');
+  await old.stop();
+
+  const stream = stateStreamName(nats.streamName);
+  const upgraded = await startProjector({ store, db: tdb.db, bus, logger, statePublisher: await createStatePublisher({ nc: nats.nc, stream, prefix: nats.subjectPrefix }) });
+  t.teardown(() => upgraded.stop());
+  const view = new MemoryEdgeView();
+  const feed = await startJetStreamViewFeed({ nc: nats.nc, stream, subjectPrefix: nats.subjectPrefix, view, logger });
+  t.teardown(() => feed.stop());
+  await view.whenReady();
+  t.same(view.size(), { clients: 1, mappings: 1 });
+  t.equal(view.client(b.clientId)?.config_version, m.position);
+  t.equal(view.versionOf('mapping', m.mappingId), m.position, 'labelled with the checkpoint of the snapshot');
+});
