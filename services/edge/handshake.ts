@@ -122,6 +122,8 @@ const PROJECTION_GRACE_MS = 3_000;
 async function loadClientRow(deps: { view: EdgeView; store: EventStore }, clientId: number) {
   const known = deps.view.client(clientId);
   if (known) return known;
+  // Deleted: its stream is still in the log, but there is nothing to wait for.
+  if (deps.view.clientDeleted(clientId)) return undefined;
   if (deps.view.ready) {
     const { revision } = await deps.store.readLastEvent(clientStream(clientId));
     if (revision === null) return undefined;

@@ -407,6 +407,17 @@ async function rawPair(t: Test, edgeOpts: Parameters<typeof createWorld>[1] = {}
   return { ...world, tunnelId, src, tgt };
 }
 
+t.test('a deleted client-to-client mapping resets its running tunnels at the edge, whatever the agents do', async (t) => {
+  // Raw agents that ignore config pushes: only the edge can end the tunnel.
+  const { w, m, src, tgt } = await rawPair(t);
+  const atSource = outcome(src.socket, src.remainder);
+  const atTarget = outcome(tgt.socket, tgt.remainder);
+  await w.deleteMapping(m.mappingId);
+  t.equal((await atSource).how, 'reset', 'source half reset');
+  t.equal((await atTarget).how, 'reset', 'target half reset');
+  await eventually(() => w.edge.stats().tunnels === 0, 'tunnel gone');
+});
+
 /** How a socket's stream ended: a clean FIN ('end', with the bytes before it) or a reset. */
 function outcome(socket: Socket, initial: Buffer): Promise<{ how: 'end' | 'reset'; bytes: Buffer }> {
   const chunks = [initial];

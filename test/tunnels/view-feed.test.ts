@@ -197,3 +197,23 @@ t.test('an empty state stream next to existing read models is seeded on start (u
   t.equal(view.client(b.clientId)?.config_version, m.position);
   t.equal(view.versionOf('mapping', m.mappingId), m.position, 'labelled with the checkpoint of the snapshot');
 });
+
+t.test('a client disabled or deleted in the view loses its session and cannot log in again', async (t) => {
+  const w = await createWorld(t, {}, { feed: 'jetstream' });
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const fatal: string[] = [];
+  w.agent({ clientId: a.clientId, authCode: a.authCode, onFatal: (err) => fatal.push(`a:${err.code}`) });
+  w.agent({ clientId: b.clientId, authCode: b.authCode, onFatal: (err) => fatal.push(`b:${err.code}`) });
+  await eventually(() => w.edge.stats().sessions === 2, 'both agents connected');
+  // No domain command disables or deletes a client yet; the states arrive as the stream would carry them.
+  const stateA = w.view.client(a.clientId)!;
+  w.view.apply([{ kind: 'client', id: a.clientId, version: w.view.versionOf('client', a.clientId) + 1, state: { ...stateA, enabled: false } }]);
+  w.view.apply([{ kind: 'client', id: b.clientId, version: w.view.versionOf('client', b.clientId) + 1, state: null }]);
+  await eventually(() => w.edge.stats().sessions === 0, 'both sessions closed');
+  // Logins now fail for good (not "catching up"): the agents stop retrying.
+  await eventually(() => fatal.length === 2, 'agents gave up after the refusal');
+  t.same(fatal.sort(), ['a:TNX_AUTH_FAILED', 'b:TNX_AUTH_FAILED']);
+});
+

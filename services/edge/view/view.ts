@@ -26,6 +26,8 @@ export interface EdgeView {
   readonly ready: boolean;
   whenReady(): Promise<void>;
   client(clientId: number): ClientState | undefined;
+  /** Whether the view holds a tombstone for this client (it existed and is gone). */
+  clientDeleted(clientId: number): boolean;
   mapping(mappingId: number): MappingState | undefined;
   /** Enabled mappings whose visitors arrive at an edge port, by mapping id. */
   publicMappings(): MappingState[];
@@ -126,6 +128,11 @@ export class MemoryEdgeView implements EdgeView {
 
   client(clientId: number): ClientState | undefined {
     return this.clients.get(clientId)?.state ?? undefined;
+  }
+
+  clientDeleted(clientId: number): boolean {
+    const entry = this.clients.get(clientId);
+    return entry !== undefined && entry.state === null;
   }
 
   mapping(mappingId: number): MappingState | undefined {
