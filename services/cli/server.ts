@@ -3,7 +3,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { buildApp } from '../api/index.js';
-import { MemoryEdgeView, closeStaleSessions, startEdge, startJetStreamViewFeed, startReadModelViewFeed } from '../edge/index.js';
+import { MemoryEdgeView, closeStaleSessions, openJetStreamEdgeView, startEdge, startReadModelViewFeed, type EdgeView } from '../edge/index.js';
 import { createProjectionWaiter, startProjector } from '../projector/index.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createNatsBus } from '../../shared/bus/nats.js';
@@ -135,13 +135,16 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   // The edge's view of clients and mappings: from the state stream in JetStream mode (the edge
   // itself needs no database), from this process's read models standalone. Only this composition
   // touches the database for it.
-  const view = new MemoryEdgeView();
+  let view: EdgeView;
   if (nc) {
-    const feed = await startJetStreamViewFeed({ nc, stream: stateStreamName(config.streamName), subjectPrefix: config.subjectPrefix, view, logger: log });
-    lifecycle.add('edge-view', () => feed.stop());
+    const opened = await openJetStreamEdgeView({ nc, eventsStream: config.streamName, subjectPrefix: config.subjectPrefix, logger: log });
+    lifecycle.add('edge-view', () => opened.feed.stop());
+    view = opened.view;
   } else {
-    const feed = await startReadModelViewFeed({ db, bus, view, logger: log });
+    const memory = new MemoryEdgeView();
+    const feed = await startReadModelViewFeed({ db, bus, view: memory, logger: log });
     lifecycle.add('edge-view', () => feed.stop());
+    view = memory;
   }
   const edge = await startEdge({
     store,

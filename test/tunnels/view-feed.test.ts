@@ -76,7 +76,8 @@ t.test('an edge without a database works end to end from the state stream, also 
   t.equal(w.view.ready, true);
   const agentA = w.agent({ clientId: a.clientId, authCode: a.authCode });
   const agentB = w.agent({ clientId: b.clientId, authCode: b.authCode });
-  await eventually(() => agentA.listeningPorts().get(c2c.mappingId) === localPort && canConnect(publicPort), 'agents configured, public port open');
+  // Both sessions up (the edge holds a tunnel request until the target's config push is answered).
+  await eventually(() => w.edge.stats().sessions === 2 && agentA.listeningPorts().get(c2c.mappingId) === localPort && canConnect(publicPort), 'agents configured, public port open');
 
   const payload = randomBytes(256 * 1024);
   t.equal(sha(await visit(localPort, payload)), sha(Buffer.from(payload).reverse()), 'client-to-client tunnel byte-exact');

@@ -1,8 +1,8 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/nats-core';
-import { EntityUpdateSchema, ensureStateStream, stateFilter, stateSubject } from '../../../shared/bus/state.js';
+import { EntityUpdateSchema, ensureStateStream, stateFilter, stateStreamName, stateSubject } from '../../../shared/bus/state.js';
 import type { Logger } from '../../../shared/platform/logger.js';
-import type { MemoryEdgeView } from './view.js';
+import { MemoryEdgeView } from './view.js';
 
 export interface JetStreamViewFeed {
   /** Stream sequence of the last message handled (0 before the first). */
@@ -75,4 +75,19 @@ export async function startJetStreamViewFeed(opts: {
       await done;
     },
   };
+}
+
+/**
+ * A cluster edge's view: a new MemoryEdgeView fed from the state stream that belongs to the event
+ * stream `eventsStream` (`<eventsStream>_CFG`). Hand `view` to startEdge; stop `feed` after the edge.
+ */
+export async function openJetStreamEdgeView(opts: {
+  nc: NatsConnection;
+  eventsStream: string;
+  subjectPrefix: string;
+  logger: Logger;
+}): Promise<{ view: MemoryEdgeView; feed: JetStreamViewFeed }> {
+  const view = new MemoryEdgeView();
+  const feed = await startJetStreamViewFeed({ nc: opts.nc, stream: stateStreamName(opts.eventsStream), subjectPrefix: opts.subjectPrefix, view, logger: opts.logger });
+  return { view, feed };
 }
