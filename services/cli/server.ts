@@ -3,10 +3,11 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { buildApp } from '../api/index.js';
-import { closeStaleSessions, startEdge } from '../edge/index.js';
+import { MemoryEdgeView, closeStaleSessions, openJetStreamEdgeView, startEdge, startReadModelViewFeed, type EdgeView } from '../edge/index.js';
 import { createProjectionWaiter, startProjector } from '../projector/index.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createNatsBus } from '../../shared/bus/nats.js';
+import { createStatePublisher, stateStreamName, type StatePublisher } from '../../shared/bus/state.js';
 import { claimNodeId } from '../../shared/cluster/node-registry.js';
 import type { ChangeBus } from '../../shared/contracts/notices.js';
 import { createDb, createPool, migrateToLatest } from '../../shared/db/connect.js';
@@ -80,20 +81,24 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
 
   let store: EventStore;
   let bus: ChangeBus;
+  let statePublisher: StatePublisher | undefined;
+  let nc: Awaited<ReturnType<typeof connect>> | undefined;
   let nodeId = config.nodeId ?? 'node-001';
   const controlAddressHint = `${config.controlHost}:${config.controlPort}`;
   if (config.natsUrl) {
     const natsUrl = config.natsUrl;
-    const nc = await connect({ servers: natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 }).catch((err: unknown) => {
+    const conn = await connect({ servers: natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 }).catch((err: unknown) => {
       throw new InfrastructureError(
         'TNX_NATS_UNAVAILABLE',
         `cannot connect to NATS at ${redactUrl(natsUrl)}: ${errorMessage(err)}; start nats-server with JetStream (-js) or fix --nats`,
         { cause: err },
       );
     });
-    lifecycle.add('nats', () => nc.drain());
+    nc = conn;
+    lifecycle.add('nats', () => conn.drain());
     store = await openJetStreamEventStore({ nc, streamName: config.streamName, subjectPrefix: config.subjectPrefix, logger });
     bus = createNatsBus(nc, config.subjectPrefix);
+    statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
     if (!config.nodeId) {
       const registration = await claimNodeId({
         nc,
@@ -121,6 +126,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     logger: log,
     // Every node runs the projector; per-node consumers, one shared checkpoint (applied once).
     instance: nodeId,
+    // JetStream mode: edges build their view from the state stream the projector writes.
+    ...(statePublisher ? { statePublisher } : {}),
     // A halted projection means writes can no longer be read back: stop loudly and let the
     // supervisor restart us from the checkpoint (a bad event halts again, by design).
     onHalt: (err) => {
@@ -140,10 +147,23 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     log.warn('read models still catching up after 30 s; stale sessions of this node were not closed');
   }
 
+  // The edge's view of clients and mappings: from the state stream in JetStream mode (the edge
+  // itself needs no database), from this process's read models standalone. Only this composition
+  // touches the database for it.
+  let view: EdgeView;
+  if (nc) {
+    const opened = await openJetStreamEdgeView({ nc, eventsStream: config.streamName, subjectPrefix: config.subjectPrefix, logger: log });
+    lifecycle.add('edge-view', () => opened.feed.stop());
+    view = opened.view;
+  } else {
+    const memory = new MemoryEdgeView();
+    const feed = await startReadModelViewFeed({ db, bus, view: memory, logger: log });
+    lifecycle.add('edge-view', () => feed.stop());
+    view = memory;
+  }
   const edge = await startEdge({
     store,
-    db,
-    bus,
+    view,
     logger: log,
     nodeId,
     controlHost: config.controlHost,

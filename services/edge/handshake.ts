@@ -1,12 +1,11 @@
 import { clientStream, registerAnonymousClient } from '../../shared/domain/index.js';
-import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { hashSecret, randomToken } from '../../shared/platform/secrets.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import type { Handshake } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION } from '../../shared/wire/packets.js';
 import type { LoginTicket } from './rate-limit.js';
-import { loadClientAuth } from './readmodel.js';
+import type { EdgeView } from './view/view.js';
 
 export type HandshakeOutcome =
   | { ok: true; clientId: number; clientType: 'managed' | 'anonymous'; issuedAuthCode?: string }
@@ -27,7 +26,7 @@ const AUTH_FAILED = 'authentication failed';
 
 /** Decides who the agent is: a known client proving its auth code, or a new anonymous client. */
 export interface AuthDeps {
-  db: Db;
+  view: EdgeView;
   store: EventStore;
   nodeId: string;
   /** Whether a new anonymous client may be registered for this peer now (policy + rate limit). */
@@ -94,9 +93,9 @@ export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<Hands
     row = await loadClientRow(deps, hs.client_id);
     if (row === 'pending') {
       ticket.abandoned();
-      // Registered in the event log but not yet in the read model: say "later", not "wrong", so
-      // the agent retries instead of giving up for good.
-      return { ok: false, code: WireErrorCode.EdgeInternal, message: 'edge is catching up, retry later', logReason: 'client not projected yet' };
+      // Registered in the event log (or the view still loading) but not in the view yet: say
+      // "later", not "wrong", so the agent retries instead of giving up for good.
+      return { ok: false, code: WireErrorCode.EdgeInternal, message: 'edge is catching up, retry later', logReason: 'client not in the edge view yet' };
     }
     valid = await deps.verify(hs.auth_code, row?.auth_code_hash ?? (await decoy()));
   } catch (err) {
@@ -107,27 +106,34 @@ export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<Hands
   else ticket.failed();
   if (!row) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'unknown client id' };
   if (!valid) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'wrong auth code' };
+  if (!row.enabled) return { ok: false, code: WireErrorCode.AuthFailed, message: AUTH_FAILED, logReason: 'client disabled' };
   return { ok: true, clientId: row.client_id, clientType: row.client_type };
 }
 
-/** How long a login waits for a just-registered client to reach the read model. */
+/** How long a login waits for a just-registered client to reach the edge view. */
 const PROJECTION_GRACE_MS = 3_000;
 
 /**
- * The read model is the authority for auth, but it trails the event log by a few milliseconds. An
- * agent that registered anonymously and restarted at once would be refused and stop for good, so
- * when the row is missing but the client's stream exists, wait briefly for the projection.
+ * The edge view is the authority for auth, but it trails the event log by a few milliseconds (the
+ * projector, then the state stream). An agent that registered anonymously and restarted at once
+ * would be refused and stop for good, so when the client is unknown but either the view is still
+ * loading or the client's stream exists in the event log, wait briefly for the view.
  */
-async function loadClientRow(deps: { db: Db; store: EventStore }, clientId: number) {
-  const row = await loadClientAuth(deps.db, clientId);
-  if (row) return row;
-  const { revision } = await deps.store.readLastEvent(clientStream(clientId));
-  if (revision === null) return undefined;
-  const deadline = Date.now() + PROJECTION_GRACE_MS;
-  while (Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-    const projected = await loadClientAuth(deps.db, clientId);
-    if (projected) return projected;
+async function loadClientRow(deps: { view: EdgeView; store: EventStore }, clientId: number) {
+  const known = deps.view.client(clientId);
+  if (known) return known;
+  // Deleted: its stream is still in the log, but there is nothing to wait for.
+  if (deps.view.clientDeleted(clientId)) return undefined;
+  if (deps.view.ready) {
+    const { revision } = await deps.store.readLastEvent(clientStream(clientId));
+    if (revision === null) return undefined;
+  }
+  const arrived = await deps.view.waitForClient(clientId, PROJECTION_GRACE_MS);
+  if (arrived) return arrived;
+  if (!deps.view.ready) {
+    // Still loading after the grace: only say "later" for a client the log knows.
+    const { revision } = await deps.store.readLastEvent(clientStream(clientId));
+    if (revision === null) return undefined;
   }
   return 'pending' as const;
 }

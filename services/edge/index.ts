@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import type { ChangeBus, ChangeNotice } from '../../shared/contracts/notices.js';
-import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { ByteBudget, closeAfterFlush, readFirstFrame } from '../../shared/net/frames.js';
 import { errorMessage } from '../../shared/platform/errors.js';
@@ -18,6 +16,7 @@ import { TunnelBroker } from './tunnels.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { listen } from '../../shared/net/listen.js';
+import type { EdgeView, ViewChange } from './view/view.js';
 
 /**
  * The first bytes of every connection are not charged to the pre-auth budget: any Handshake or
@@ -30,10 +29,17 @@ const PRE_AUTH_FREE_BYTES = 1024;
 class LoginBusyError extends Error {}
 
 export { closeStaleSessions } from './facts.js';
+export * from './view/index.js';
+
+/**
+ * Everything an edge needs: the event store (anonymous registration, session facts), its view of
+ * clients and mappings (fed from the state stream in a cluster, from the read models standalone),
+ * a node id and a logger. No database: nothing on the handshake, TunnelOpen or public-accept path
+ * waits on PostgreSQL.
+ */
 export interface EdgeOptions {
   store: EventStore;
-  db: Db;
-  bus: ChangeBus;
+  view: EdgeView;
   logger: Logger;
   nodeId: string;
   controlHost: string;
@@ -69,9 +75,8 @@ export interface EdgeOptions {
   /** Anonymous registrations allowed per remote IP per minute (burst of the same size); default 10. */
   anonymousPerMinutePerIp?: number;
   /**
-   * Safety net for lost change notices (the NATS bus is at-most-once): every interval the edge
-   * re-reads which public mappings exist and which connected agents have a newer config than they
-   * acknowledged, and catches up. Default 30 s.
+   * Safety net: every interval the edge re-checks its public listeners against the view and pushes
+   * to every connected agent whose acknowledged config is older than the view's. Default 30 s.
    */
   reconcileIntervalMs?: number;
   /**
@@ -99,11 +104,12 @@ export interface RunningEdge {
 
 /**
  * The edge: one TCP port for both connection kinds (the first frame decides: Handshake → control
- * session, TunnelOpen → tunnel half), public TCP listeners, config push on change notices.
- * Holds no durable state; everything it knows comes from the read models and the bus.
+ * session, TunnelOpen → tunnel half), public TCP listeners, config push on view changes.
+ * Holds no durable state; everything it knows comes from its view and the event store. Waits for
+ * the view to be ready (caught up with its feed) before it listens.
  */
 export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
-  const { store, db, bus, nodeId } = opts;
+  const { store, view, nodeId } = opts;
   // The caller may have bound nodeId already (pino would repeat the key).
   const log = opts.logger.bindings().nodeId === nodeId ? opts.logger : opts.logger.child({ nodeId });
   const maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
@@ -129,7 +135,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const unclassified = new Set<Socket>();
   const facts = new SessionFacts(store, nodeId, log);
   const broker = new TunnelBroker({
-    db,
+    findMapping: (mappingId) => view.mapping(mappingId),
     logger: log,
     warnings,
     findSession: (clientId) => sessions.get(clientId),
@@ -137,7 +143,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     replayWindowMs: opts.replayWindowMs ?? 60_000,
     endAttestTimeoutMs: opts.endAttestTimeoutMs ?? 5_000,
   });
-  const publicListeners = new PublicListeners({ db, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
+  const publicListeners = new PublicListeners({ view, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
   let stopping: Promise<void> | undefined;
 
   const onSessionClosed = (session: ControlSession, reason: string): void => {
@@ -150,7 +156,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   async function onHandshake(socket: Socket, decoder: FrameDecoder, hs: Handshake): Promise<void> {
     const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
     const outcome = await authenticate(hs, {
-      db,
+      view,
       store,
       nodeId,
       admitAnonymous: () =>
@@ -191,7 +197,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       remoteAddr,
       socket,
       decoder,
-      db,
+      loadConfig: () => view.clientConfig(clientId),
       logger: log,
       heartbeatIntervalMs,
       commandTimeoutMs: tunnelOpenTimeoutMs,
@@ -268,25 +274,47 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     }
   }
 
-  const onNotice = (notice: ChangeNotice): void => {
-    if (notice.kind === 'client-config') void sessions.get(notice.clientId)?.syncConfig(notice.version);
-    else if (notice.kind === 'public-mappings') void publicListeners.reconcile();
+  /**
+   * What change notices drove before the view: a removed or disabled mapping loses its tunnels (and
+   * its public listener), public mappings are reconciled, and every affected connected agent gets a
+   * push of its new config. A client that is gone or disabled loses its session.
+   */
+  const onViewChange = (change: ViewChange): void => {
+    let publicChanged = false;
+    for (const [mappingId, { before, after }] of change.mappings) {
+      if (before?.public_port != null || after?.public_port != null) publicChanged = true;
+      if (before?.enabled && !after?.enabled) broker.closeMapping(mappingId);
+    }
+    if (publicChanged) void publicListeners.reconcile();
+    for (const clientId of change.clients) {
+      const session = sessions.get(clientId);
+      if (!session) continue;
+      const client = view.client(clientId);
+      if (!client || !client.enabled) {
+        // No close reason: the agent reconnects and its login is refused like any unknown client's.
+        session.close(client ? 'client disabled' : 'client deleted');
+        continue;
+      }
+      void session.syncConfig(client.config_version);
+    }
   };
 
+  if (!view.ready) {
+    log.info('waiting for the edge view to catch up');
+    await view.whenReady();
+  }
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void onConnection(socket));
   await listen(server, { host: opts.controlHost, port: opts.controlPort });
   server.on('error', (err) => log.error({ err }, 'control listener error'));
   await decoy();
-  const unsubscribe = bus.subscribe(onNotice);
+  const unsubscribe = view.subscribe(onViewChange);
   await publicListeners.reconcile();
   const reconcileTimer = setInterval(() => {
     void (async () => {
       await publicListeners.reconcile();
-      if (sessions.size === 0) return;
       // Compared with what each agent ACKNOWLEDGED (not merely what was sent): a version still
       // unacknowledged without a push in flight or a retry due is pushed again.
-      const rows = await db.selectFrom('clients').select(['client_id', 'config_version']).where('node_id', '=', nodeId).execute();
-      for (const row of rows) void sessions.get(row.client_id)?.syncConfig(row.config_version);
+      for (const session of [...sessions.values()]) void session.syncConfig(view.clientConfig(session.clientId).version);
     })().catch((err: unknown) => log.warn({ err }, 'periodic reconcile failed; retrying next interval'));
   }, opts.reconcileIntervalMs ?? 30_000);
   reconcileTimer.unref();

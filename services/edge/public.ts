@@ -1,9 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Db } from '../../shared/db/connect.js';
-import type { MappingRow } from '../../shared/db/schema.js';
 import type { Logger } from '../../shared/platform/logger.js';
-import { loadPublicMappings } from './readmodel.js';
+import type { EdgeView, MappingState as MappingRow } from './view/view.js';
 import type { TunnelBroker } from './tunnels.js';
 import { listen } from '../../shared/net/listen.js';
 
@@ -13,15 +11,15 @@ interface PublicListener {
 }
 
 export interface PublicListenersOptions {
-  db: Db;
+  view: EdgeView;
   logger: Logger;
   host: string;
   broker: TunnelBroker;
 }
 
 /**
- * One TCP listener per enabled public mapping, reconciled against the read model whenever a
- * `public-mappings` notice arrives. Reconciles never overlap; notices arriving during one are
+ * One TCP listener per enabled public mapping, reconciled against the edge view whenever a
+ * public mapping changes in it. Reconciles never overlap; changes arriving during one are
  * folded into a single follow-up run.
  *
  * Removing a mapping closes its listener and also tears down its established tunnels: deleting
@@ -39,7 +37,7 @@ export class PublicListeners {
     return this.listeners.size;
   }
 
-  /** Brings the listeners in line with the read model. Never rejects (errors are logged). */
+  /** Brings the listeners in line with the edge view. Never rejects (errors are logged). */
   reconcile(): Promise<void> {
     if (this.running) {
       this.again = true;
@@ -62,7 +60,7 @@ export class PublicListeners {
   }
 
   private async reconcileOnce(): Promise<void> {
-    const rows = await loadPublicMappings(this.o.db);
+    const rows = this.o.view.publicMappings();
     if (this.stopped) return;
     const wanted = new Map(rows.map((r) => [r.mapping_id, r]));
     for (const [id, l] of this.listeners) {

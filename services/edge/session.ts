@@ -1,12 +1,11 @@
 import type { Socket } from 'node:net';
-import type { Db } from '../../shared/db/connect.js';
 import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
 import { WireErrorCode, type SessionCloseReason } from '../../shared/wire/codes.js';
 import type { Command, CommandResp, ConfigApplied, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
-import { loadClientConfig, type ClientConfig } from './readmodel.js';
+import type { ClientConfig } from './view/view.js';
 
 /** What an agent may send on its control connection once the handshake is done. */
 const FROM_AGENT: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.CommandResp, PacketType.TunnelEnd]);
@@ -21,7 +20,8 @@ export interface ControlSessionOptions {
   remoteAddr: string;
   socket: Socket;
   decoder: FrameDecoder;
-  db: Db;
+  /** The client's current config (from the edge view). */
+  loadConfig: () => ClientConfig;
   logger: Logger;
   heartbeatIntervalMs: number;
   commandTimeoutMs: number;
@@ -148,7 +148,7 @@ export class ControlSession {
       if (this.closed) return;
       if (!retry && minVersion !== undefined && this.covered(minVersion)) return;
       try {
-        const config = await loadClientConfig(this.o.db, this.clientId);
+        const config = this.o.loadConfig();
         if (this.closed) return;
         // A retry re-pushes even an acknowledged version: the agent starts the mappings that
         // failed last time (a port may have come free) and leaves running ones alone.

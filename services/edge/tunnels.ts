@@ -1,6 +1,5 @@
 import type { Socket } from 'node:net';
-import type { Db } from '../../shared/db/connect.js';
-import type { MappingRow } from '../../shared/db/schema.js';
+import type { MappingState as MappingRow } from './view/view.js';
 import { closeAfterFlush } from '../../shared/net/frames.js';
 import { pipeSockets } from '../../shared/net/pipe.js';
 import type { Logger } from '../../shared/platform/logger.js';
@@ -9,7 +8,6 @@ import { encodeMessage, type TunnelEnd, type TunnelOpen } from '../../shared/wir
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { ReplayGuard, verifyProof } from '../../shared/wire/proof.js';
 import type { LogRationer } from './rate-limit.js';
-import { loadMapping } from './readmodel.js';
 import type { ControlSession } from './session.js';
 
 /** Where the visitor's bytes come from: a source agent's tunnel connection, or a public port. */
@@ -48,7 +46,8 @@ interface ActiveTunnel {
 }
 
 export interface TunnelBrokerOptions {
-  db: Db;
+  /** The mapping a TunnelOpen names, from the edge view (no database on this path). */
+  findMapping: (mappingId: number) => MappingRow | undefined;
   logger: Logger;
   /** The control session of a client connected to this edge, if any. */
   findSession: (clientId: number) => ControlSession | undefined;
@@ -100,7 +99,7 @@ export class TunnelBroker {
     const ctx = { mappingId: open.mapping_id, tunnelId: open.tunnel_id, clientId: open.client_id, role: open.role };
     let mapping: MappingRow | undefined;
     try {
-      mapping = await loadMapping(this.o.db, open.mapping_id);
+      mapping = this.o.findMapping(open.mapping_id);
     } catch (err) {
       this.log.error({ ...ctx, err }, 'tunnel refused: could not load the mapping');
       this.refuse(socket, open.tunnel_id, WireErrorCode.EdgeInternal, 'edge could not load the mapping');

@@ -6,6 +6,9 @@ import type { ProjectionHaltedError } from './errors.js';
 import { READ_MODEL_PROJECTION, READ_MODEL_PROJECTIONS, READ_MODEL_TABLES } from './readModels.js';
 import { rebuildProjection, runProjection } from './runner.js';
 import { createProjectionWaiter as createWaiter, type ProjectionWaiter } from './waiter.js';
+import { createStateOutbox } from './state-feed.js';
+import type { StatePublisher } from '../../shared/bus/state.js';
+export { createStateOutbox, type CommitHook } from './state-feed.js';
 
 export { READ_MODEL_PROJECTION } from './readModels.js';
 export type { ProjectionWaiter } from './waiter.js';
@@ -29,6 +32,12 @@ export interface ProjectorOptions {
    * is already logged; a process would typically shut down so a supervisor restarts it.
    */
   onHalt?: (err: ProjectionHaltedError) => void;
+  /**
+   * Where the new state of every changed client and mapping goes after commit (the JetStream
+   * state stream edges build their view from; shared/bus/state.ts). Omitted in standalone mode,
+   * where the edge reads the read models itself.
+   */
+  statePublisher?: StatePublisher;
 }
 
 export interface RunningProjector {
@@ -40,7 +49,8 @@ export interface RunningProjector {
 
 /**
  * Starts folding events into the read models (users, clients, mappings) from the committed
- * checkpoint. Per event: one transaction for the read-model rows and the checkpoint, then change
+ * checkpoint. Per event: one transaction for the read-model rows and the checkpoint (and, with a
+ * state publisher, the state outbox), then the entity states on the state stream and change
  * notices (client-config, public-mappings, projection) on the bus. A bad event halts it loudly.
  */
 export function startProjector(opts: ProjectorOptions): Promise<RunningProjector> {
@@ -53,6 +63,7 @@ export function startProjector(opts: ProjectorOptions): Promise<RunningProjector
     logger: opts.logger,
     ...(opts.instance ? { instance: opts.instance } : {}),
     ...(opts.onHalt ? { onHalt: opts.onHalt } : {}),
+    ...(opts.statePublisher ? { commitHook: createStateOutbox({ db: opts.db, publisher: opts.statePublisher, logger: opts.logger, checkpoint: opts.name ?? READ_MODEL_PROJECTION }) } : {}),
   });
 }
 

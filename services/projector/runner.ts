@@ -8,6 +8,7 @@ import { isTransientDbError } from '../../shared/db/errors.js';
 import { ensureCheckpoint, lockCheckpoint, readCheckpoint, saveCheckpoint } from './checkpoints.js';
 import { BadEventError, ProjectionHaltedError } from './errors.js';
 import { handlerFor, type Projection, type ProjectionContext } from './projection.js';
+import type { CommitHook } from './state-feed.js';
 
 export interface RunnerOptions {
   /** Checkpoint row and durable subscriber name. [A-Za-z0-9_-]+ */
@@ -24,6 +25,12 @@ export interface RunnerOptions {
   instance?: string;
   /** Longest pause between retries while PostgreSQL is unreachable; default 5 s. */
   maxRetryDelayMs?: number;
+  /**
+   * Runs around the handlers in each event's transaction and after each commit (the state
+   * stream's outbox, see state-feed.ts); its start() runs once before subscribing, to finish what
+   * a previous run committed but did not get out.
+   */
+  commitHook?: CommitHook;
 }
 
 export interface RunningProjection {
@@ -153,7 +160,8 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
     const committed = await db.transaction().execute(async (tx) => {
       const checkpoint = await lockCheckpoint(tx, name);
       if (event.position <= checkpoint) return { applied: false, checkpoint };
-      await applyEvent(tx, projections, event, ctx);
+      if (opts.commitHook) await opts.commitHook.inTransaction(tx, event, () => applyEvent(tx, projections, event, ctx));
+      else await applyEvent(tx, projections, event, ctx);
       await saveCheckpoint(tx, name, event.position);
       return { applied: true, checkpoint: event.position };
     });
@@ -162,6 +170,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
       log.debug({ position: event.position, checkpoint: committed.checkpoint }, 'event already projected; skipped');
       return;
     }
+    await opts.commitHook?.afterCommit();
     await publish([...notices.drain(), { kind: 'projection', name, position: event.position }]);
   };
 
@@ -207,6 +216,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
   };
 
   log.info({ position, projections: projections.map((p) => `${p.name}@${p.version}`) }, 'projection starting');
+  await opts.commitHook?.start();
   const subscription = await store.subscribe({
     name: opts.instance ? `${name}-${opts.instance}` : name,
     afterPosition: position,
@@ -236,6 +246,7 @@ export async function runProjection(opts: RunnerOptions): Promise<RunningProject
       stopping ??= (async () => {
         try {
           await subscription.stop();
+          await opts.commitHook?.stop();
         } finally {
           log.info({ position }, 'projection stopped');
         }

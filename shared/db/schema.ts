@@ -79,12 +79,22 @@ export interface MappingsTable {
   updated_at: Timestamp;
 }
 
+/** Entity states waiting to be published on the state stream (services/projector/state-feed.ts). */
+export interface StateOutboxTable {
+  /** bigserial: read back as a string by pg. */
+  id: ColumnType<string, never, never>;
+  /** An EntityUpdate (shared/bus/state.ts), JSON. */
+  payload: string;
+  created_at: Generated<Timestamp>;
+}
+
 export interface Database {
   tnx_events: EventsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
   users: UsersTable;
   clients: ClientsTable;
   mappings: MappingsTable;
+  state_outbox: StateOutboxTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

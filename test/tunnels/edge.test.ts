@@ -407,6 +407,17 @@ async function rawPair(t: Test, edgeOpts: Parameters<typeof createWorld>[1] = {}
   return { ...world, tunnelId, src, tgt };
 }
 
+t.test('a deleted client-to-client mapping resets its running tunnels at the edge, whatever the agents do', async (t) => {
+  // Raw agents that ignore config pushes: only the edge can end the tunnel.
+  const { w, m, src, tgt } = await rawPair(t);
+  const atSource = outcome(src.socket, src.remainder);
+  const atTarget = outcome(tgt.socket, tgt.remainder);
+  await w.deleteMapping(m.mappingId);
+  t.equal((await atSource).how, 'reset', 'source half reset');
+  t.equal((await atTarget).how, 'reset', 'target half reset');
+  await eventually(() => w.edge.stats().tunnels === 0, 'tunnel gone');
+});
+
 /** How a socket's stream ended: a clean FIN ('end', with the bytes before it) or a reset. */
 function outcome(socket: Socket, initial: Buffer): Promise<{ how: 'end' | 'reset'; bytes: Buffer }> {
   const chunks = [initial];
@@ -673,11 +684,11 @@ t.test('credential checks beyond the concurrency cap are refused with a retryabl
   t.notOk(codes.includes('TNX_AUTH_FAILED'), 'nobody was told the code is wrong');
 });
 
-t.test('lost change notices: the periodic reconcile still opens, pushes and closes', async (t) => {
-  // The edge listens on a bus nobody publishes to: every notice is "lost".
+t.test('lost change notices: the periodic refresh of the view still opens, pushes and closes', async (t) => {
+  // The edge's read-model feed listens on a bus nobody publishes to: every notice is "lost".
   const deaf = createMemoryBus();
   t.teardown(() => deaf.close());
-  const w = await createWorld(t, { bus: deaf, reconcileIntervalMs: 100 });
+  const w = await createWorld(t, { reconcileIntervalMs: 100 }, { feed: 'read-models', feedBus: deaf, viewRefreshMs: 100 });
   const user = await w.user();
   const a = await w.client(user);
   const b = await w.client(user);

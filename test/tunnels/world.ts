@@ -12,24 +12,50 @@ import { FrameDecoder } from '../../shared/wire/codec.js';
 import { decodeMessage, encodeMessage, type ControlMessage, type MessageBody } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../services/client/index.js';
-import { startEdge, type EdgeOptions, type RunningEdge } from '../../services/edge/index.js';
+import { jetstreamManager } from '@nats-io/jetstream';
+import {
+  MemoryEdgeView,
+  startEdge,
+  startJetStreamViewFeed,
+  startReadModelViewFeed,
+  type EdgeOptions,
+  type RunningEdge,
+} from '../../services/edge/index.js';
 import { createProjectionWaiter, startProjector, type ProjectionWaiter } from '../../services/projector/index.js';
 import { freePort } from '../../shared/net/listen.js';
 export { freePort };
+import { createStatePublisher, stateStreamName } from '../../shared/bus/state.js';
+import { createTestNats, type TestNats } from '../../shared/testkit/nats.js';
 
 /**
  * In-process world for edge and agent tests: a fresh PostgreSQL database, the real PostgreSQL
  * event store, projector and in-memory change bus, and an edge on an ephemeral loopback port.
+ * The edge has no database: its view is fed either from the read models and the bus (standalone
+ * mode's feed, the default) or from the JetStream state stream the projector writes (cluster
+ * mode's feed: `feed: 'jetstream'`, or TUNNOX_TEST_EDGE_FEED=jetstream for every world).
  * Everything is closed in reverse order at teardown.
  */
+export interface WorldOptions {
+  feed?: 'read-models' | 'jetstream';
+  /** The bus the read-model feed listens on (default: the world's bus). */
+  feedBus?: ChangeBus;
+  /** The read-model feed's safety-net refresh interval. */
+  viewRefreshMs?: number;
+}
+
 export interface World {
   tdb: TestDatabase;
   store: PostgresEventStore;
   bus: ChangeBus;
+  feed: 'read-models' | 'jetstream';
+  /** Set with the JetStream feed. */
+  nats: TestNats | undefined;
   edge: RunningEdge;
+  /** The current edge's view (a new one per restartEdge). */
+  view: MemoryEdgeView;
   logger: Logger;
   edgeAddress: string;
-  /** Waits until the read models include `position`. */
+  /** Waits until the read models and the edge's view include `position`. */
   settle(position: number): Promise<void>;
   user(): Promise<number>;
   client(userId: number): Promise<{ clientId: number; authCode: string }>;
@@ -52,15 +78,47 @@ export interface World {
 
 export const META: CommandMetadata = { actor: { kind: 'system', id: 'edge-test' } };
 
-export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}): Promise<World> {
+export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, worldOpts: WorldOptions = {}): Promise<World> {
   const logger = silentLogger();
+  const feedKind = worldOpts.feed ?? (process.env.TUNNOX_TEST_EDGE_FEED === 'jetstream' ? 'jetstream' : 'read-models');
   const tdb = await createTestDatabase('tnx_edge');
+  const nats = feedKind === 'jetstream' ? await createTestNats() : undefined;
   const store = new PostgresEventStore({ db: tdb.db, pool: tdb.pool, pollIntervalMs: 50 });
   const bus = createMemoryBus();
-  const projector = await startProjector({ store, db: tdb.db, bus, logger });
+  const stateStream = nats ? stateStreamName(nats.streamName) : '';
+  const statePublisher = nats ? await createStatePublisher({ nc: nats.nc, stream: stateStream, prefix: nats.subjectPrefix }) : undefined;
+  const projector = await startProjector({ store, db: tdb.db, bus, logger, ...(statePublisher ? { statePublisher } : {}) });
   const waiter: ProjectionWaiter = createProjectionWaiter({ db: tdb.db, bus, pollMs: 20 });
+  // One view and feed per edge process: a restarted edge builds its view from scratch.
+  type Feed = { stop(): Promise<void>; caughtUp(position: number): Promise<boolean> };
+  const startFeed = async (view: MemoryEdgeView): Promise<Feed> => {
+    if (nats) {
+      const feed = await startJetStreamViewFeed({ nc: nats.nc, stream: stateStream, subjectPrefix: nats.subjectPrefix, view, logger });
+      const jsm = await jetstreamManager(nats.nc);
+      return {
+        stop: () => feed.stop(),
+        // The read models are at `position`; once the outbox is empty the states are on the
+        // stream, and the view has them when it handled the stream's last message.
+        async caughtUp() {
+          const left = await tdb.db.selectFrom('state_outbox').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+          if (Number(left.n) > 0) return false;
+          return feed.seq >= (await jsm.streams.info(stateStream)).state.last_seq;
+        },
+      };
+    }
+    const feed = await startReadModelViewFeed({
+      db: tdb.db,
+      bus: worldOpts.feedBus ?? bus,
+      view,
+      logger,
+      ...(worldOpts.viewRefreshMs ? { refreshIntervalMs: worldOpts.viewRefreshMs } : {}),
+    });
+    return { stop: () => feed.stop(), caughtUp: async (position) => feed.position >= position };
+  };
+  let view = new MemoryEdgeView();
+  let feed = await startFeed(view);
   const launch = (nodeId: string, controlPort: number): Promise<RunningEdge> =>
-    startEdge({ store, db: tdb.db, bus, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', ...edgeOpts });
+    startEdge({ store, view, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', ...edgeOpts });
   const edge = await launch('node-001', 0);
   const agents: RunningAgent[] = [];
   t.teardown(async () => {
@@ -74,10 +132,12 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}):
     };
     await step('agents', () => Promise.all(agents.map((a) => a.stop())));
     await step('edge', () => world.edge.stop());
+    await step('view feed', () => feed.stop());
     await step('waiter', () => waiter.close());
     await step('projector', () => projector.stop());
     await step('store', () => store.close());
     await step('bus', () => bus.close());
+    await step('nats', () => nats?.cleanup());
     await step('drop', () => tdb.drop());
   });
   let n = 0;
@@ -85,11 +145,15 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}):
     tdb,
     store,
     bus,
+    feed: feedKind,
+    nats,
     edge,
+    view,
     logger,
     edgeAddress: `127.0.0.1:${edge.controlPort}`,
     async settle(position) {
       if (!(await waiter.waitFor(position, 15_000))) throw new Error(`projection did not reach ${position}`);
+      await eventually(() => feed.caughtUp(position), `edge view at ${position}`, 15_000);
     },
     async user() {
       n++;
@@ -129,6 +193,9 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}):
     },
     async restartEdge(nodeId) {
       await world.edge.stop();
+      await feed.stop();
+      world.view = view = new MemoryEdgeView();
+      feed = await startFeed(view);
       world.edge = await launch(nodeId, world.edge.controlPort);
       return world.edge;
     },
