@@ -177,8 +177,13 @@ export function parseNodeEntry(e: KvEntry): NodeInfo | undefined {
 /** Live nodes in the registry, by node id. */
 export async function listNodes(kv: KV): Promise<NodeInfo[]> {
   const out: NodeInfo[] = [];
+  // keys() reads the bucket through a consumer that also delivers writes made while it runs: a
+  // heartbeat during the listing names its key a second time.
+  const seen = new Set<string>();
   const keys = await kv.keys();
   for await (const key of keys) {
+    if (seen.has(key)) continue;
+    seen.add(key);
     const e = await kv.get(key);
     const info = e ? parseNodeEntry(e) : undefined;
     if (info) out.push(info);
