@@ -8,6 +8,7 @@ import { API_ERRORS, errorHandler, problem, sendProblem } from './errors.js';
 import { clientsRoutes } from './modules/clients/routes.js';
 import { healthRoutes } from './modules/health/routes.js';
 import { mappingsRoutes } from './modules/mappings/routes.js';
+import { nodesRoutes } from './modules/nodes/routes.js';
 import { usersRoutes } from './modules/users/routes.js';
 
 export type { ApiDeps } from './deps.js';
@@ -74,6 +75,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       await api.register(usersRoutes, { deps });
       await api.register(clientsRoutes, { deps });
       await api.register(mappingsRoutes, { deps });
+      await api.register(nodesRoutes, { deps });
     },
     { prefix: API_PREFIX },
   );

@@ -1,3 +1,4 @@
+import type { NodeDirectory } from '../../shared/cluster/node-registry.js';
 import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Logger } from '../../shared/platform/logger.js';
@@ -15,6 +16,12 @@ export interface ApiDeps {
   publicPortRange: { min: number; max: number };
   /** How long a command waits for its read-your-writes projection; default 5000 ms. */
   projectionTimeoutMs?: number;
+  /**
+   * Where `GET /api/v1/nodes` reads the live nodes: kvNodeDirectory(node bucket) in cluster mode,
+   * localNodeDirectory(the running edge) standalone (shared/cluster/node-registry.ts). Without it
+   * those routes answer 503.
+   */
+  nodes?: NodeDirectory;
   /** HTTP timeouts once listening (app.listen); defaults in app.ts API_TIMEOUT_DEFAULTS. */
   timeouts?: { requestMs?: number; idleMs?: number };
 }

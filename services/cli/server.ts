@@ -8,7 +8,9 @@ import { createProjectionWaiter, startProjector } from '../projector/index.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createNatsBus } from '../../shared/bus/nats.js';
 import { createStatePublisher, stateStreamName, type StatePublisher } from '../../shared/bus/state.js';
-import { claimNodeId } from '../../shared/cluster/node-registry.js';
+import { claimNodeId, kvNodeDirectory, localNodeDirectory, openNodeBucket, type NodeDirectory, type NodeStats } from '../../shared/cluster/node-registry.js';
+import { ClientRoutes, DEFAULT_ROUTE_TTL_MS } from '../../shared/cluster/routes.js';
+import { EdgeRoutes } from '../edge/routes.js';
 import type { ChangeBus } from '../../shared/contracts/notices.js';
 import { createDb, createPool, migrateToLatest } from '../../shared/db/connect.js';
 import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
@@ -85,6 +87,11 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   let nc: Awaited<ReturnType<typeof connect>> | undefined;
   let nodeId = config.nodeId ?? 'node-001';
   const controlAddressHint = `${config.controlHost}:${config.controlPort}`;
+  const startedAt = new Date().toISOString();
+  // Set once the edge runs; the node heartbeat and the nodes API read the counts through it.
+  let edgeStats: (() => NodeStats) | undefined;
+  let nodes: NodeDirectory | undefined;
+  let clientRoutes: ClientRoutes | undefined;
   if (config.natsUrl) {
     const natsUrl = config.natsUrl;
     const conn = await connect({ servers: natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 }).catch((err: unknown) => {
@@ -99,18 +106,25 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     store = await openJetStreamEventStore({ nc, streamName: config.streamName, subjectPrefix: config.subjectPrefix, logger });
     bus = createNatsBus(nc, config.subjectPrefix);
     statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
+    const nodeBucket = `${config.subjectPrefix}_nodes`;
+    nodes = kvNodeDirectory(await openNodeBucket(nc, nodeBucket, DEFAULT_ROUTE_TTL_MS));
     if (!config.nodeId) {
       const registration = await claimNodeId({
         nc,
-        bucket: `${config.subjectPrefix}_nodes`,
-        ttlMs: 15_000,
+        bucket: nodeBucket,
+        // Routes and node entries age out together (shared/cluster/routes.ts).
+        ttlMs: DEFAULT_ROUTE_TTL_MS,
         logger,
-        info: { control_address: controlAddressHint, started_at: new Date().toISOString(), version: VERSION },
+        info: { control_address: controlAddressHint, started_at: startedAt, version: VERSION },
+        stats: () => edgeStats?.(),
         onLost: () => void lifecycle.close().then(() => process.exit(1)),
       });
       nodeId = registration.nodeId;
       lifecycle.add('node-registration', () => registration.release());
     }
+    const routes = await ClientRoutes.open({ nc, bucket: `${config.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger });
+    clientRoutes = routes;
+    lifecycle.add('client-routes', () => routes.close());
   } else {
     store = new PostgresEventStore({ db, pool, logger });
     bus = createMemoryBus();
@@ -171,10 +185,16 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     publicHost: config.publicHost,
     allowAnonymous: config.allowAnonymous,
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+    ...(clientRoutes ? { routes: new EdgeRoutes({ routes: clientRoutes, nodeId, logger: log }) } : {}),
   });
   lifecycle.add('edge', () => edge.stop());
+  edgeStats = () => {
+    const s = edge.stats();
+    return { connected_agents: s.sessions, active_tunnels: s.tunnels };
+  };
+  nodes ??= localNodeDirectory(nodeId, { control_address: `${config.controlHost}:${edge.controlPort}`, started_at: startedAt, version: VERSION }, edgeStats);
 
-  const app = await buildApp({ store, db, waiter, logger: log, apiKeys: [apiKey], publicPortRange: config.publicPortRange });
+  const app = await buildApp({ store, db, waiter, logger: log, apiKeys: [apiKey], publicPortRange: config.publicPortRange, nodes });
   lifecycle.add('api', () => app.close());
   const apiUrl = await app.listen({ host: config.apiHost, port: config.apiPort });
 

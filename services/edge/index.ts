@@ -13,6 +13,7 @@ import { authenticate, decoy } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession, type ConfigRetryPolicy } from './session.js';
 import { TunnelBroker } from './tunnels.js';
+import type { EdgeRoutes } from './routes.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { listen } from '../../shared/net/listen.js';
@@ -93,6 +94,8 @@ export interface EdgeOptions {
   warningsPerInterval?: number;
   /** Credential checks (scrypt) running at once; more are refused with a retryable code. Default 32. */
   maxConcurrentLogins?: number;
+  /** Cluster mode: client routes in NATS KV (services/edge/routes.ts); the caller owns it. */
+  routes?: EdgeRoutes;
 }
 
 export interface RunningEdge {
@@ -148,6 +151,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
 
   const onSessionClosed = (session: ControlSession, reason: string): void => {
     if (sessions.get(session.clientId) === session) sessions.delete(session.clientId);
+    opts.routes?.loggedOut(session);
     broker.failSession(session);
     facts.disconnected(session.clientId, session.sessionId, reason);
     log.info({ clientId: session.clientId, sessionId: session.sessionId, reason }, 'agent session closed');
@@ -209,6 +213,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     const previous = sessions.get(clientId);
     // Registered before the first config read, so a notice arriving meanwhile is not missed.
     sessions.set(clientId, session);
+    opts.routes?.loggedIn(session); // before the previous session's logout, which must not delete this route
     if (previous) {
       log.info({ clientId, sessionId: previous.sessionId }, 'replacing the previous session of this client');
       previous.close('replaced by a new login', SessionCloseReason.Replaced);
@@ -308,6 +313,12 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   server.on('error', (err) => log.error({ err }, 'control listener error'));
   await decoy();
   const unsubscribe = view.subscribe(onViewChange);
+  opts.routes?.start({
+    closeSession: (clientId, sessionId, reason) => {
+      const s = sessions.get(clientId);
+      if (s?.sessionId === sessionId) s.close('logged in on another edge', reason);
+    },
+  });
   await publicListeners.reconcile();
   const reconcileTimer = setInterval(() => {
     void (async () => {
@@ -334,6 +345,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         for (const socket of unclassified) socket.destroy();
         for (const session of [...sessions.values()]) session.close('edge shutting down', SessionCloseReason.Shutdown);
         broker.stop();
+        await opts.routes?.stop();
         await facts.drain();
         await closed;
         warnings.stop();

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { claimNodeId, listNodes, openNodeBucket } from './node-registry.js';
+import { claimNodeId, getNode, listNodes, openNodeBucket } from './node-registry.js';
 import { createTestNats } from '../testkit/nats.js';
 import { silentLogger } from '../platform/logger.js';
 
@@ -93,4 +93,55 @@ t.test('a NATS error while claiming is reported as itself, not as "all ids taken
   t.equal(err?.code, 'TNX_CLUSTER_NODE_REGISTRY_FAILED');
   t.match(err?.message, /could not claim node-001 .*: .*maximum/i, 'the message carries the server\'s reason');
   t.notMatch(err?.message, /taken/);
+});
+
+t.test('entries carry addresses and the counts of the latest heartbeat; an older entry reads with defaults', async (t) => {
+  const tn = await createTestNats();
+  t.teardown(() => tn.cleanup());
+  const bucket = tn.streamName;
+  let stats: { connected_agents: number; active_tunnels: number } | undefined;
+  let calls = 0;
+  const reg = await claimNodeId({
+    nc: tn.nc, bucket, ttlMs: 900, logger: silentLogger(),
+    info: { control_address: '127.0.0.1:8080', bridge_address: '127.0.0.1:50052', advertise_host: 'edge.example', started_at: 's', version: 'v' },
+    stats: () => {
+      calls++;
+      if (calls === 3) throw new Error('stats not ready');
+      return stats;
+    },
+  });
+  t.teardown(() => reg.release());
+  const kv = await openNodeBucket(tn.nc, bucket, 900);
+  t.match(await getNode(kv, reg.nodeId), {
+    node_id: 'node-001', control_address: '127.0.0.1:8080', bridge_address: '127.0.0.1:50052', advertise_host: 'edge.example',
+    connected_agents: 0, active_tunnels: 0,
+  }, 'counts start at 0 while the edge is not up');
+  stats = { connected_agents: 2000, active_tunnels: 17 };
+  for (let i = 0; i < 50 && (await getNode(kv, reg.nodeId))?.connected_agents !== 2000; i++) await new Promise((r) => setTimeout(r, 100));
+  t.match(await getNode(kv, reg.nodeId), { connected_agents: 2000, active_tunnels: 17 }, 'the heartbeat carries the counts');
+  for (let i = 0; i < 50 && calls < 4; i++) await new Promise((r) => setTimeout(r, 100));
+  t.match(await getNode(kv, reg.nodeId), { connected_agents: 2000 }, 'a failing stats read keeps the previous counts and the heartbeat');
+
+  await kv.put('node-002', JSON.stringify({ node_id: 'node-002', control_address: 'x:1', started_at: 's', version: 'old' }));
+  await kv.put('node-003', JSON.stringify({ node_id: 'node-004', control_address: 'x:1', started_at: 's', version: 'old' }));
+  await kv.put('node-005', 'not json');
+  t.match(await getNode(kv, 'node-002'), { bridge_address: null, advertise_host: null, connected_agents: 0, active_tunnels: 0, heartbeat_at: null });
+  t.equal(await getNode(kv, 'node-003'), undefined, 'an entry naming another node is not that node');
+  t.same((await listNodes(kv)).map((n) => n.node_id), ['node-001', 'node-002'], 'unreadable entries are left out');
+});
+
+t.test('a listing taken while nodes heartbeat names every node once', async (t) => {
+  const tn = await createTestNats();
+  t.teardown(() => tn.cleanup());
+  const info = { control_address: 'x', started_at: 'y', version: 'z' };
+  // 100 ms heartbeats: listings overlap with writes to the keys they are reading.
+  const regs = await Promise.all([1, 2, 3].map(() => claimNodeId({ nc: tn.nc, bucket: tn.streamName, ttlMs: 300, info, logger: silentLogger() })));
+  t.teardown(() => Promise.all(regs.map((r) => r.release())));
+  const kv = await openNodeBucket(tn.nc, tn.streamName, 300);
+  const listings: string[][] = [];
+  for (let i = 0; i < 30; i++) {
+    listings.push((await listNodes(kv)).map((n) => n.node_id));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  t.same(listings.filter((l) => l.join() !== 'node-001,node-002,node-003'), [], 'no listing repeats or misses a node');
 });

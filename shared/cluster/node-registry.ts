@@ -1,15 +1,42 @@
-import { Kvm, type KV } from '@nats-io/kv';
+import { Kvm, type KV, type KvEntry } from '@nats-io/kv';
 import type { NatsConnection } from '@nats-io/nats-core';
+import { z } from 'zod';
 import { nodeIdFor } from '../contracts/ids.js';
 import type { Logger } from '../platform/logger.js';
 import { InfrastructureError, errorMessage } from '../platform/errors.js';
 
-export interface NodeInfo {
-  node_id: string;
-  control_address: string;
-  started_at: string;
-  version: string;
+/**
+ * A node's registry entry, as `GET /api/v1/nodes` shows it. The counts are refreshed with every
+ * heartbeat, so they are at most one heartbeat interval (ttl/3) old.
+ */
+export const NodeInfoSchema = z.object({
+  node_id: z.string(),
+  /** Where agents connect (host:port). */
+  control_address: z.string(),
+  /** Where other edges open bridge streams (host:port); null when the node serves no bridge. */
+  bridge_address: z.string().nullable().default(null),
+  /** The host other nodes and agents are told to use; null when not configured. */
+  advertise_host: z.string().nullable().default(null),
+  started_at: z.string(),
+  version: z.string(),
+  /** Agents with a live control session on this node. */
+  connected_agents: z.number().int().min(0).default(0),
+  /** Tunnels being piped by this node. */
+  active_tunnels: z.number().int().min(0).default(0),
+  /** When the entry was last written (the latest heartbeat). */
+  heartbeat_at: z.string().nullable().default(null),
+});
+export type NodeInfo = z.infer<typeof NodeInfoSchema>;
+
+/** What a node reports about itself at each heartbeat. */
+export interface NodeStats {
+  connected_agents: number;
+  active_tunnels: number;
 }
+
+/** The static part of an entry, given at claim time. */
+export type NodeStaticInfo = Pick<NodeInfo, 'control_address' | 'started_at' | 'version'> &
+  Partial<Pick<NodeInfo, 'bridge_address' | 'advertise_host'>>;
 
 export interface NodeRegistration {
   readonly nodeId: string;
@@ -23,7 +50,12 @@ export interface ClaimNodeIdOptions {
   bucket: string;
   /** Bucket-level TTL (NATS 2.9 has no per-key TTL): an entry not refreshed within it disappears. */
   ttlMs: number;
-  info: Omit<NodeInfo, 'node_id'>;
+  info: NodeStaticInfo;
+  /**
+   * Read at every heartbeat; undefined (or throwing) keeps the previous counts. A function because
+   * the edge that has the counts starts only after its node id is won.
+   */
+  stats?: () => NodeStats | undefined;
   logger: Logger;
   maxNodes?: number;
   /** Called if the registration is lost (the entry expired and someone else took the name). */
@@ -35,7 +67,7 @@ export interface ClaimNodeIdOptions {
  * held by someone else (create-if-absent lost the race, or an update found a newer entry).
  * 10071 is JetStream's "wrong last sequence", 10164 its variant for an unknown last sequence.
  */
-function isRevisionConflict(err: unknown): boolean {
+export function isRevisionConflict(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return code === 10071 || code === 10164 || /wrong last sequence/i.test(errorMessage(err));
 }
@@ -54,10 +86,29 @@ export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistr
   const maxNodes = opts.maxNodes ?? 1000;
   for (let n = 1; n <= maxNodes; n++) {
     const nodeId = nodeIdFor(n);
-    const info: NodeInfo = { node_id: nodeId, ...opts.info };
+    let stats: NodeStats = { connected_agents: 0, active_tunnels: 0 };
+    const entry = (): string => {
+      try {
+        stats = opts.stats?.() ?? stats;
+      } catch (err) {
+        opts.logger.warn({ err, nodeId }, 'node stats unavailable; keeping the previous counts');
+      }
+      const info: NodeInfo = {
+        node_id: nodeId,
+        control_address: opts.info.control_address,
+        bridge_address: opts.info.bridge_address ?? null,
+        advertise_host: opts.info.advertise_host ?? null,
+        started_at: opts.info.started_at,
+        version: opts.info.version,
+        connected_agents: stats.connected_agents,
+        active_tunnels: stats.active_tunnels,
+        heartbeat_at: new Date().toISOString(),
+      };
+      return JSON.stringify(info);
+    };
     let revision: number;
     try {
-      revision = await kv.create(nodeId, JSON.stringify(info));
+      revision = await kv.create(nodeId, entry());
     } catch (err) {
       if (isRevisionConflict(err)) continue; // held by a live node
       // Anything else (a refused write, a timeout, a closed connection) would fail for the next id
@@ -72,7 +123,7 @@ export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistr
     let stopped = false;
     let refreshedAt = Date.now();
     const timer = setInterval(() => {
-      void kv.update(nodeId, JSON.stringify(info), revision).then(
+      void kv.update(nodeId, entry(), revision).then(
         (rev) => {
           revision = rev;
           refreshedAt = Date.now();
@@ -109,13 +160,78 @@ export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistr
   throw new InfrastructureError('TNX_CLUSTER_NO_FREE_NODE_ID', `all ${maxNodes} node ids are taken`);
 }
 
-/** Live nodes in the registry. */
+/**
+ * Reads a stored entry; entries written by an older version lack the newer fields and get their
+ * defaults. Undefined for a deleted or unreadable entry.
+ */
+export function parseNodeEntry(e: KvEntry): NodeInfo | undefined {
+  if (e.operation !== 'PUT') return undefined;
+  try {
+    const parsed = NodeInfoSchema.safeParse(e.json());
+    return parsed.success && parsed.data.node_id === e.key ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Live nodes in the registry, by node id. */
 export async function listNodes(kv: KV): Promise<NodeInfo[]> {
   const out: NodeInfo[] = [];
+  // keys() reads the bucket through a consumer that also delivers writes made while it runs: a
+  // heartbeat during the listing names its key a second time.
+  const seen = new Set<string>();
   const keys = await kv.keys();
   for await (const key of keys) {
+    if (seen.has(key)) continue;
+    seen.add(key);
     const e = await kv.get(key);
-    if (e && e.operation === 'PUT') out.push(JSON.parse(e.string()) as NodeInfo);
+    const info = e ? parseNodeEntry(e) : undefined;
+    if (info) out.push(info);
   }
-  return out.sort((a, b) => a.node_id.localeCompare(b.node_id));
+  return out.sort((a, b) => a.node_id.localeCompare(b.node_id, 'en', { numeric: true }));
+}
+
+/** One node's entry; undefined when it is not (or no longer) registered. */
+export async function getNode(kv: KV, nodeId: string): Promise<NodeInfo | undefined> {
+  const e = await kv.get(nodeId);
+  return e ? parseNodeEntry(e) : undefined;
+}
+
+/** Where the Management API reads the live nodes from (see services/api/deps.ts). */
+export interface NodeDirectory {
+  list(): Promise<NodeInfo[]>;
+  get(nodeId: string): Promise<NodeInfo | undefined>;
+}
+
+/** Cluster mode: the node registry bucket. Errors become InfrastructureError (503 in the API). */
+export function kvNodeDirectory(kv: KV): NodeDirectory {
+  const wrap = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new InfrastructureError('TNX_CLUSTER_NODE_REGISTRY_FAILED', `could not ${what} the node registry: ${errorMessage(err)}`, { cause: err });
+    }
+  };
+  return {
+    list: () => wrap('list', () => listNodes(kv)),
+    get: (nodeId) => wrap('read', () => getNode(kv, nodeId)),
+  };
+}
+
+/** Standalone mode: the one local node, its counts read from the running edge when asked. */
+export function localNodeDirectory(nodeId: string, info: NodeStaticInfo, stats: () => NodeStats): NodeDirectory {
+  const current = (): NodeInfo => ({
+    node_id: nodeId,
+    control_address: info.control_address,
+    bridge_address: info.bridge_address ?? null,
+    advertise_host: info.advertise_host ?? null,
+    started_at: info.started_at,
+    version: info.version,
+    ...stats(),
+    heartbeat_at: new Date().toISOString(),
+  });
+  return {
+    list: async () => [current()],
+    get: async (id) => (id === nodeId ? current() : undefined),
+  };
 }

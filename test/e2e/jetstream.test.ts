@@ -57,6 +57,10 @@ t.test('two JetStream servers share the event log and read models', async (t) =>
   const aNode = await a.proc.waitForLog((e) => e.msg === 'tunnox server ready');
   const bNode = await b.proc.waitForLog((e) => e.msg === 'tunnox server ready');
   t.not(aNode.nodeId, bNode.nodeId, `distinct node ids (${aNode.nodeId}, ${bNode.nodeId})`);
+  const nodes = await b.api('GET', '/api/v1/nodes');
+  t.equal(nodes.status, 200);
+  t.same(nodes.body.nodes.map((n: { node_id: string }) => n.node_id), [aNode.nodeId, bNode.nodeId].sort(), 'GET /api/v1/nodes lists both live nodes');
+  t.match(await a.api('GET', `/api/v1/nodes/${String(bNode.nodeId)}`), { status: 200, body: { node_id: bNode.nodeId, addresses: { control: /^127\.0\.0\.1:/ }, connected_agents: 0 } });
   t.equal(a.proc.child.exitCode, null, 'A still running');
   t.equal(b.proc.child.exitCode, null, 'B still running');
   t.equal(await b.proc.stop(), 0);
