@@ -61,6 +61,19 @@ t.test('idle reaping closes connections above min, never below', async (t) => {
   again.destroy();
 });
 
+t.test('an unreachable peer: open rejects with TNX_BRIDGE_UNAVAILABLE and leaves no connection behind', async (t) => {
+  const gone = await startBridge(t, { handler: () => undefined });
+  const address = `127.0.0.1:${gone.port}`;
+  await gone.close(0);
+  const pool = newPool(t);
+  const err = await pool.open(address, openReq()).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof BridgeError && err.code === BridgeErrorCode.Unavailable, `refused connect -> ${(err as Error).message}`);
+  await eventually(() => pool.stats(address).length === 0, 'the failed connection to leave the pool');
+});
+
 t.test('a killed peer: its streams reset, the pool drops the connection, a restarted peer works', async (t) => {
   const echoPort = await startEcho(t);
   const first = await startBridge(t, { handler: echoHandler(echoPort) });

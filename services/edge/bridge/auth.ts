@@ -55,7 +55,7 @@ const NONCE = /^[0-9a-f]{16,64}$/;
 const MAC = /^[0-9a-f]{64}$/;
 
 /**
- * Checks an incoming Open: shape, target node, mac (constant time), then freshness and replay.
+ * Checks an incoming Open: shape, mac (constant time), target node, then freshness and replay.
  * The nonce is remembered only after the mac verified, so unauthenticated traffic cannot fill the
  * replay window or burn a legitimate caller's nonce.
  */
@@ -77,10 +77,11 @@ export class OpenVerifier {
     if (!ID.test(o.source_node_id) || !ID.test(o.target_node_id) || !ID.test(o.tunnel_id)) return bad(BridgeErrorCode.Protocol, 'malformed node or tunnel id');
     if (!UINT.test(o.mapping_id) || !UINT.test(o.target_client_id) || !/^-?[0-9]{1,19}$/.test(o.ts_ms)) return bad(BridgeErrorCode.Protocol, 'malformed id or timestamp');
     if (!NONCE.test(o.nonce) || !MAC.test(o.mac)) return bad(BridgeErrorCode.Protocol, 'malformed nonce or mac');
-    if (o.target_node_id !== this.nodeId) return bad(BridgeErrorCode.WrongNode, `this is node ${this.nodeId}, not ${o.target_node_id}`);
     const expected = Buffer.from(computeBridgeMac(this.secret, o), 'hex');
     const got = Buffer.from(o.mac, 'hex');
     if (got.length !== expected.length || !timingSafeEqual(got, expected)) return bad(BridgeErrorCode.AuthFailed, 'bridge open not authenticated');
+    // After the mac: only a cluster member learns which node it reached.
+    if (o.target_node_id !== this.nodeId) return bad(BridgeErrorCode.WrongNode, `this is node ${this.nodeId}, not ${o.target_node_id}`);
     const refused = this.guard.check(Number(o.ts_ms), o.nonce);
     if (refused === 'stale') return bad(BridgeErrorCode.Stale, 'bridge open timestamp outside the allowed window');
     if (refused === 'replayed') return bad(BridgeErrorCode.Replayed, 'bridge open nonce already used');

@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { Server, ServerCredentials, status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 import type { Logger } from '../../../shared/platform/logger.js';
 import { errorMessage, TunnoxError } from '../../../shared/platform/errors.js';
+import { LogRationer } from '../rate-limit.js';
 import { OpenVerifier, type BridgeOpen } from './auth.js';
 import { BridgeErrorCode } from './errors.js';
 import { bridgeService, type BridgeFrame, type OutFrame } from './proto.js';
@@ -51,6 +52,8 @@ export class BridgeServer {
   private readonly h2Streams = new Map<string, ServerHttp2Stream>();
   private readonly sessions = new Set<ServerHttp2Session>();
   private readonly log: Logger | undefined;
+  /** Refusals are logged, but a flood of forged Opens must not flood the log. */
+  private readonly refusals: LogRationer | undefined;
   private activeStreams = 0;
   private boundPort = 0;
 
@@ -58,6 +61,7 @@ export class BridgeServer {
     this.verifier = new OpenVerifier(o.secret, o.nodeId, o.replayWindowMs ?? 60_000, o.now ?? Date.now);
     this.window = o.flowControlWindow ?? DEFAULT_FLOW_CONTROL_WINDOW;
     this.log = o.log?.child({ component: 'bridge-server', nodeId: o.nodeId });
+    this.refusals = this.log ? new LogRationer(this.log) : undefined;
     this.server = new Server({
       'grpc.max_concurrent_streams': o.maxConcurrentStreams ?? 1000,
       // Callers ping idle connections (their health check); never refuse those pings.
@@ -100,6 +104,7 @@ export class BridgeServer {
       this.server.forceShutdown();
     }
     for (const s of this.sessions) s.destroy();
+    this.refusals?.stop();
   }
 
   /**
@@ -158,7 +163,7 @@ export class BridgeServer {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      this.log?.warn({ code, peer: call.getPeer() }, `bridge open refused: ${message}`);
+      this.refusals?.warn(code, { code, peer: call.getPeer() }, `bridge open refused: ${message}`);
       call.write({ open_ack: { ok: false, error_code: code, error_message: message } });
       call.end();
     };
