@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeSockets } from '../../shared/net/pipe.js';
-import { BridgeErrorCode, MAX_FRAME_PAYLOAD, STREAM_HIGH_WATER_MARK, DEFAULT_FLOW_CONTROL_WINDOW, type BridgeOpen } from '../../services/edge/bridge/index.js';
+import { BridgeErrorCode, MAX_FRAME_PAYLOAD, SEND_BUDGET, STREAM_HIGH_WATER_MARK, DEFAULT_FLOW_CONTROL_WINDOW, type BridgeOpen } from '../../services/edge/bridge/index.js';
 import { collect, echoHandler, eventually, fate, MiB, newPool, openReq, sha, startBridge, startEcho, writeAll } from './helpers.js';
 
 const addr = (port: number): string => `127.0.0.1:${port}`;
@@ -174,9 +174,10 @@ t.test('slow reader: a paused stream neither stalls its neighbour on the same co
   t.equal(sha(await got), sha(data), 'the fast stream transferred 32 MiB byte-exact while the other was paused');
   t.equal((await fastEnded).length, 0, 'and closed cleanly');
 
-  // Bound: the caller's HTTP/2 stream window, plus per side one call buffer (grpc-js object
-  // high-water mark, 16 frames) and our own high-water mark, plus one frame in flight.
-  const bound = DEFAULT_FLOW_CONTROL_WINDOW + 2 * (16 * MAX_FRAME_PAYLOAD + STREAM_HIGH_WATER_MARK) + MAX_FRAME_PAYLOAD;
+  // Bound: callee side, our writable high-water mark + SEND_BUDGET queued in the call; caller
+  // side, the HTTP/2 stream window + the call's readable buffer (grpc-js: 16 messages) + our
+  // readable high-water mark; plus one frame in flight.
+  const bound = STREAM_HIGH_WATER_MARK + SEND_BUDGET + DEFAULT_FLOW_CONTROL_WINDOW + 16 * MAX_FRAME_PAYLOAD + STREAM_HIGH_WATER_MARK + MAX_FRAME_PAYLOAD;
   await eventually(() => producedForSlow > 0, 'the slow producer to start');
   const before = producedForSlow;
   await new Promise((r) => setTimeout(r, 300)); // let it run into its windows (not a timed assertion)

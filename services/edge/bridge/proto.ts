@@ -70,4 +70,4 @@ export function bridgeService(): ServiceDefinition {
 }
 
 /** Largest payload per Data frame: bounds the bytes one queued frame can hold. */
-export const MAX_FRAME_PAYLOAD = 64 * 1024;
+export const MAX_FRAME_PAYLOAD = 128 * 1024;

@@ -5,7 +5,7 @@ import { MAX_FRAME_PAYLOAD, type BridgeFrame, type OutFrame } from './proto.js';
 
 /** The grpc-js bidi call as this adapter uses it: an object-mode duplex of frames. */
 export interface FrameCall extends EventEmitter {
-  write(frame: OutFrame): boolean;
+  write(frame: OutFrame, cb?: (err?: Error | null) => void): boolean;
   end(): unknown;
   pause(): unknown;
   resume(): unknown;
@@ -25,11 +25,18 @@ export interface CallEnds {
 export const STREAM_HIGH_WATER_MARK = 64 * 1024;
 
 /**
+ * Payload bytes a stream may have queued in its grpc-js call. grpc-js completes one message write
+ * at a time per call, so two frames keep the HTTP/2 stream busy; counting bytes here (rather than
+ * relying on the call's 16-message high-water mark) keeps the send side small.
+ */
+export const SEND_BUDGET = 2 * MAX_FRAME_PAYLOAD;
+
+/**
  * A byte Duplex over one bridge call, so the byte pump (shared/net/pipe.ts) treats a bridged
  * tunnel like a socket:
  *
- * - Backpressure: a write completes only once the call accepted the frame without going over its
- *   high-water mark (or after its 'drain'); reads pause the call while our readable buffer is
+ * - Backpressure: a write completes only while the call holds less than SEND_BUDGET bytes not
+ *   yet handed to HTTP/2 (write callbacks count them down); reads pause the call while our readable buffer is
  *   full, which stops grpc-js reading the HTTP/2 stream, which stops the stream's WINDOW_UPDATEs.
  *   The connection window is replenished on receipt, so a paused stream holds at most its own
  *   window and never stalls its neighbours.
@@ -42,6 +49,9 @@ export class BridgeStream extends Duplex {
   private sentFin = false;
   private receivedFin = false;
   private finished = false;
+  /** Payload bytes handed to the call whose write has not completed yet (bounded by SEND_BUDGET). */
+  private unsent = 0;
+  private whenSent: (() => void) | undefined;
   /** A write or end held back until release(): the callee may not send before its OpenAck. */
   private held: (() => void)[] | undefined;
 
@@ -116,33 +126,31 @@ export class BridgeStream extends Duplex {
       this.held.push(() => this._write(chunk, enc, cb));
       return;
     }
-    // Frame by frame, waiting for 'drain' in between, so one large write never queues more than
-    // the call's high-water mark plus one frame.
     let off = 0;
     const next = (): void => {
       while (off < chunk.length) {
-        const piece = chunk.subarray(off, off + MAX_FRAME_PAYLOAD);
-        off += piece.length;
-        if (!this.call.write({ data: { payload: piece } })) {
-          this.waitDrain(next, cb);
+        if (this.unsent >= SEND_BUDGET) {
+          this.whenSent = next;
           return;
         }
+        const piece = chunk.subarray(off, off + MAX_FRAME_PAYLOAD);
+        off += piece.length;
+        this.unsent += piece.length;
+        this.call.write({ data: { payload: piece } }, () => this.sent(piece.length));
       }
       cb();
     };
     next();
   }
 
-  private waitDrain(then: () => void, cb: (err?: Error | null) => void): void {
-    const done = (): void => {
-      this.call.off('drain', done);
-      this.call.off('close', done);
-      if (this.destroyed) cb();
-      else then();
-    };
-    this.call.once('drain', done);
-    // A call closed under us never drains; our own destroy path reports the reset.
-    this.call.once('close', done);
+  /** A frame's write completed (grpc-js handed it to HTTP/2): room for the next one. */
+  private sent(n: number): void {
+    this.unsent -= n;
+    const resume = this.whenSent;
+    if (resume && this.unsent < SEND_BUDGET && !this.destroyed) {
+      this.whenSent = undefined;
+      resume();
+    }
   }
 
   override _final(cb: (err?: Error | null) => void): void {
