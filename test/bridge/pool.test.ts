@@ -138,3 +138,50 @@ t.test('HTTP/2 windows: the callee advertises the raised stream window and grant
   await eventually(() => s2.remoteSettings !== undefined && s2.state.remoteWindowSize !== undefined && (s2.remoteSettings.initialWindowSize ?? 0) > 0, 'settings');
   t.equal(s2.remoteSettings.initialWindowSize, 65_535, 'without the raise grpc-js leaves Node\'s 64 KiB (the baseline the bench compares)');
 });
+
+t.test('a draining peer (GOAWAY): the pool stops using the connection, running streams still finish byte-exact', async (t) => {
+  const server = await startBridge(t, { handler: echoHandler(await startEcho(t)) });
+  const address = `127.0.0.1:${server.port}`;
+  const pool = newPool(t);
+  const s = await pool.open(address, openReq());
+  const closed = server.close(10_000); // graceful: GOAWAY, running calls may finish
+  await eventually(() => pool.stats(address).length === 0, 'the draining connection to leave the pool');
+  const data = randomBytes(2 * 1024 * 1024);
+  const got = collect(s);
+  await writeAll(s, data);
+  t.equal(sha(await got), sha(data), 'the running stream completed on the old connection');
+  await closed;
+});
+
+t.test('forget(peer) resets its open streams on both sides', async (t) => {
+  const held: Duplex[] = [];
+  const server = await startBridge(t, { handler: holdHandler(held) });
+  const address = `127.0.0.1:${server.port}`;
+  const pool = newPool(t);
+  const s = await pool.open(address, openReq());
+  const mine = fate(s);
+  const theirs = fate(held[0]!);
+  pool.forget(address);
+  const m = await mine;
+  t.ok(m.how === 'error' && m.err.code === BridgeErrorCode.Closed, 'the caller stream errors with TNX_BRIDGE_CLOSED');
+  t.equal((await theirs).how, 'error', 'the callee stream sees a reset');
+  t.same(pool.stats(address), []);
+});
+
+t.test('open timeout: the caller gives up, and the callee stream it had begun is reset', async (t) => {
+  let callee: Duplex | undefined;
+  const server = await startBridge(t, {
+    handler: (_open, s) => {
+      callee = s;
+      return new Promise(() => undefined); // the target agent never answers
+    },
+  });
+  const pool = newPool(t, { openTimeoutMs: 200 });
+  const err = await pool.open(`127.0.0.1:${server.port}`, openReq()).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof BridgeError && err.code === BridgeErrorCode.Timeout, 'TNX_BRIDGE_TIMEOUT');
+  await eventually(() => callee?.destroyed, 'the callee stream to be reset');
+  t.equal(server.stats().streams, 0);
+});

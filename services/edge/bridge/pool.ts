@@ -35,6 +35,8 @@ interface Connection {
   readonly id: number;
   readonly client: Client;
   streams: number;
+  /** Open streams, so forget()/close() can reset them. */
+  readonly open: Set<BridgeStream>;
   /** When the last stream ended (undefined while streams > 0). */
   idleSince: number | undefined;
   dead: boolean;
@@ -105,7 +107,11 @@ export class BridgePool {
     };
     try {
       const stream = await this.openOn(conn, address, req);
-      stream.once('close', release);
+      conn.open.add(stream);
+      stream.once('close', () => {
+        conn.open.delete(stream);
+        release();
+      });
       return stream;
     } catch (err) {
       release();
@@ -122,9 +128,12 @@ export class BridgePool {
     }));
   }
 
-  /** Closes every connection to a peer that left the cluster; their streams see a reset. */
+  /** Closes every connection to a peer that left the cluster and resets their streams. */
   forget(address: string): void {
-    for (const c of [...(this.peers.get(address) ?? [])]) this.drop(address, c, 'forgotten');
+    for (const c of [...(this.peers.get(address) ?? [])]) {
+      this.drop(address, c, 'forgotten');
+      for (const s of c.open) s.destroy(new BridgeError(BridgeErrorCode.Closed, `bridge to ${address} closed`));
+    }
   }
 
   close(): void {
@@ -165,7 +174,7 @@ export class BridgePool {
       'grpc.client_idle_timeout_ms': 2_147_483_647,
       ...(window > 65_535 ? { 'grpc-node.flow_control_window': window } : {}),
     });
-    const conn: Connection = { id: this.nextId++, client, streams: 0, idleSince: this.now(), dead: false };
+    const conn: Connection = { id: this.nextId++, client, streams: 0, open: new Set(), idleSince: this.now(), dead: false };
     conns.push(conn);
     this.watch(address, conn);
     this.log?.debug({ address, connection: conn.id }, 'bridge connection opened');
@@ -190,6 +199,11 @@ export class BridgePool {
     step();
   }
 
+  /**
+   * Takes the connection out of the pool: no new stream goes there. Its running streams are left
+   * alone: on a dead transport they fail by themselves, and a peer that drains (GOAWAY, which
+   * also shows as IDLE) lets them finish on the old transport.
+   */
   private drop(address: string, conn: Connection, why: string): void {
     if (conn.dead) return;
     conn.dead = true;

@@ -131,7 +131,8 @@ export class BridgeServer {
       });
       h2.on('stream', (stream: ServerHttp2Stream, headers: Record<string, string | string[] | undefined>) => {
         const id = headers[STREAM_ID_HEADER];
-        if (typeof id !== 'string') return;
+        // First come keeps the id: a caller cannot take over another's entry (ids are random UUIDs).
+        if (typeof id !== 'string' || this.h2Streams.has(id)) return;
         this.h2Streams.set(id, stream);
         stream.once('close', () => {
           if (this.h2Streams.get(id) === stream) this.h2Streams.delete(id);
