@@ -76,7 +76,12 @@ export class BridgeServer {
         err ? reject(err) : resolve(port),
       ),
     );
-    this.hookHttp2Servers();
+    try {
+      this.hookHttp2Servers();
+    } catch (err) {
+      this.server.forceShutdown();
+      throw err;
+    }
     this.log?.info({ host: this.o.host, port: this.boundPort }, 'bridge listening');
     return { host: this.o.host, port: this.boundPort };
   }

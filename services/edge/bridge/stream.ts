@@ -36,8 +36,9 @@ export const SEND_BUDGET = 2 * MAX_FRAME_PAYLOAD;
  * tunnel like a socket:
  *
  * - Backpressure: a write completes only while the call holds less than SEND_BUDGET bytes not
- *   yet handed to HTTP/2 (write callbacks count them down); reads pause the call while our readable buffer is
- *   full, which stops grpc-js reading the HTTP/2 stream, which stops the stream's WINDOW_UPDATEs.
+ *   yet handed to HTTP/2 (write callbacks count them down). Reads pause the call while our
+ *   readable buffer is full, which stops grpc-js reading the HTTP/2 stream, which stops the
+ *   stream's WINDOW_UPDATEs.
  *   The connection window is replenished on receipt, so a paused stream holds at most its own
  *   window and never stalls its neighbours.
  * - Half-close: end() sends Data{fin}; a received fin ends our readable side.
@@ -65,7 +66,8 @@ export class BridgeStream extends Duplex {
     call.on('data', this.onFrame);
     call.on('end', this.onCallEnd);
     call.on('error', this.onCallError);
-    // The callee's call reports a cancelled caller (RST_STREAM, lost connection) this way.
+    // The callee's call reports a cancelled caller (RST_STREAM, lost connection) this way; the
+    // caller's call has no such event.
     call.on('cancelled', () => this.onCallError(new Error('call cancelled by the peer')));
   }
 
