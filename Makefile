@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPM_STAMP := node_modules/.tunnox-installed
 
-.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation typecheck clean
+.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation bench-bridge typecheck clean
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -40,6 +40,10 @@ bench-throughput: setup
 
 bench-activation: setup
 	node dist/bench/activation.js $(ARGS)
+
+# Node-to-node gRPC bridge: single stream vs a minimal grpc-js relay (64 KiB and 4 MiB windows), 200 streams × 4 MiB.
+bench-bridge: setup
+	node dist/bench/bridge.js $(ARGS)
 
 clean:
 	rm -rf dist dist-*

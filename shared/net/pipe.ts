@@ -1,4 +1,5 @@
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export interface PipeResult {
   readonly bytesAtoB: number;
@@ -21,6 +22,8 @@ export interface PipeOptions {
 /**
  * The one byte pump. Copies bytes both ways between two connected sockets until both directions
  * are done, and owns both sockets from the moment it is called (it destroys them when finished).
+ * Either side may also be another byte Duplex that keeps these semantics (the bridge's
+ * BridgeStream): there, destroy() before both directions ended is its reset.
  *
  * - Backpressure: `stream.pipe` pauses a reader whose peer's write buffer is full.
  * - Half-close: when one side ends (FIN), the other side's write half is ended and the reverse
@@ -33,7 +36,7 @@ export interface PipeOptions {
  * Bytes already read before the hand-off (e.g. a decoder's remainder) must be written to the
  * other side by the caller before calling this, so ordering is preserved.
  */
-export function pipeSockets(a: Socket, b: Socket, o: PipeOptions = {}): Promise<PipeResult> {
+export function pipeSockets(a: Duplex, b: Duplex, o: PipeOptions = {}): Promise<PipeResult> {
   return new Promise((resolve) => {
     let bytesAtoB = 0;
     let bytesBtoA = 0;
@@ -46,15 +49,19 @@ export function pipeSockets(a: Socket, b: Socket, o: PipeOptions = {}): Promise<
     const countB = (chunk: Buffer): void => {
       bytesBtoA += chunk.length;
     };
+    const reset = (s: Duplex): void => {
+      if (s instanceof Socket) s.resetAndDestroy();
+      else s.destroy();
+    };
     const abort = (): void => {
-      a.resetAndDestroy();
-      b.resetAndDestroy();
+      reset(a);
+      reset(b);
     };
     const onError = (err: Error): void => {
       error ??= err;
       abort();
     };
-    const onClose = (socket: Socket): void => {
+    const onClose = (socket: Duplex): void => {
       // A clean close means the socket both received and sent FIN, so its peer's remaining bytes
       // were already handed over and the peer will close by itself once they are flushed.
       // Anything else (reset, destroy, error) leaves the peer with nobody to talk to.
@@ -67,7 +74,7 @@ export function pipeSockets(a: Socket, b: Socket, o: PipeOptions = {}): Promise<
     };
 
     /** Passes `from`'s FIN on to `to`, once `confirm` (if any) vouches for it. */
-    const forwardEnd = (from: Socket, to: Socket, confirm: (() => Promise<boolean>) | undefined): void => {
+    const forwardEnd = (from: Duplex, to: Duplex, confirm: (() => Promise<boolean>) | undefined): void => {
       let asked = false;
       const onEnd = (): void => {
         if (asked) return;
