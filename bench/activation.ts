@@ -1,11 +1,12 @@
 // Mapping activation latency: time from `POST /api/v1/mappings` returning to the source agent's
 // local_port accepting a connection. 100 trials (client-to-client mappings created and deleted in
 // turn), p50/p99. Usage: node dist/bench/activation.js [--trials 100] [--nats URL --database URL]
-// (--database must name an existing, empty PostgreSQL database).
+// In JetStream mode the bench creates its own database on the --database server (and its own
+// stream, buckets and subject prefix) and drops them afterwards: shared services stay clean.
 import { join } from 'node:path';
 import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { uniqueName } from '../shared/testkit/pg.js';
+import { createTestDatabase, uniqueName } from '../shared/testkit/pg.js';
 import { canConnect, eventually, freePort, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
 import { median, percentile } from './lib.js';
 
@@ -20,8 +21,9 @@ async function main(): Promise<void> {
   const dir = await tempDir('tnx-bench-act');
   // JetStream mode gets its own stream and subject prefix, deleted afterwards (the NATS server is shared).
   const stream = uniqueName('TNX_BENCH').toUpperCase();
-  const extra = arg('nats')
-    ? ['--nats', arg('nats')!, '--database', arg('database')!, '--stream', stream, '--subject-prefix', stream.toLowerCase()]
+  const database = arg('nats') ? await createTestDatabase('tnx_bench', false, arg('database')) : undefined;
+  const extra = database
+    ? ['--nats', arg('nats')!, '--database', database.url, '--stream', stream, '--subject-prefix', stream.toLowerCase()]
     : [];
   const server = await startServer(['--data-dir', join(dir.path, 'server'), ...extra], 'bench-admin-key-0123456789abcdef');
   const agents: ReturnType<typeof spawnTunnox>[] = [];
@@ -77,9 +79,14 @@ async function main(): Promise<void> {
     if (arg('nats')) {
       const nc = await connect({ servers: arg('nats')! });
       const jsm = await jetstreamManager(nc);
-      for (const name of [stream, `KV_${stream.toLowerCase()}_nodes`]) await jsm.streams.delete(name).catch(() => undefined);
+      // The event stream, its state stream (`<stream>_CFG`) and the prefix's KV buckets (nodes, routes).
+      for await (const info of jsm.streams.list()) {
+        const name = info.config.name;
+        if (name.startsWith(stream) || name.startsWith(`KV_${stream.toLowerCase()}_`)) await jsm.streams.delete(name).catch(() => undefined);
+      }
       await nc.close();
     }
+    await database?.drop();
   }
 }
 

@@ -25,16 +25,17 @@ export function withDatabase(url: string, database: string): string {
 }
 
 /** Creates a fresh, migrated database with a unique name. Always call drop() (t.teardown). */
-export async function createTestDatabase(prefix = 'tnx_test', migrate = true): Promise<TestDatabase> {
+/** A fresh database on the server of `adminUrl` (default TUNNOX_TEST_PG_URL or the local postgres), dropped by drop(). */
+export async function createTestDatabase(prefix = 'tnx_test', migrate = true, adminUrl = TEST_PG_ADMIN_URL): Promise<TestDatabase> {
   const name = uniqueName(prefix);
-  const admin = new pg.Client({ connectionString: TEST_PG_ADMIN_URL });
+  const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   try {
     await admin.query(`CREATE DATABASE "${name}"`);
   } finally {
     await admin.end();
   }
-  const url = withDatabase(TEST_PG_ADMIN_URL, name);
+  const url = withDatabase(adminUrl, name);
   const pool = createPool(url);
   const db = createDb(pool);
   if (migrate) await migrateToLatest(db);
@@ -48,7 +49,7 @@ export async function createTestDatabase(prefix = 'tnx_test', migrate = true): P
       // can still terminate one (57P01); unhandled, the pool would re-emit that as a fatal 'error'.
       pool.on('error', () => undefined);
       await db.destroy().catch(() => undefined);
-      const a = new pg.Client({ connectionString: TEST_PG_ADMIN_URL });
+      const a = new pg.Client({ connectionString: adminUrl });
       await a.connect();
       try {
         await a.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
