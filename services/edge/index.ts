@@ -18,6 +18,8 @@ import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { listen } from '../../shared/net/listen.js';
 import type { EdgeView, ViewChange } from './view/view.js';
+import { BridgeServer } from './bridge/index.js';
+import type { RemoteTargets } from './tunnels.js';
 
 /**
  * The first bytes of every connection are not charged to the pre-auth budget: any Handshake or
@@ -96,10 +98,17 @@ export interface EdgeOptions {
   maxConcurrentLogins?: number;
   /** Cluster mode: client routes in NATS KV (services/edge/routes.ts); the caller owns it. */
   routes?: EdgeRoutes;
+  /**
+   * Cluster mode: serve the node-to-node bridge (tunnels from other edges to agents connected
+   * here) and reach agents connected elsewhere through `remote` (services/edge/remote.ts).
+   */
+  bridge?: { secret: string; host: string; port: number; remote: RemoteTargets };
 }
 
 export interface RunningEdge {
   readonly controlPort: number;
+  /** The bound bridge port, when this edge serves the bridge (cluster mode). */
+  readonly bridgePort: number | undefined;
   readonly nodeId: string;
   stop(): Promise<void>;
   stats(): { sessions: number; tunnels: number; publicListeners: number };
@@ -145,6 +154,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     openTimeoutMs: tunnelOpenTimeoutMs,
     replayWindowMs: opts.replayWindowMs ?? 60_000,
     endAttestTimeoutMs: opts.endAttestTimeoutMs ?? 5_000,
+    ...(opts.bridge ? { remote: opts.bridge.remote } : {}),
   });
   const publicListeners = new PublicListeners({ view, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
   let stopping: Promise<void> | undefined;
@@ -319,6 +329,18 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       if (s?.sessionId === sessionId) s.close('logged in on another edge', reason);
     },
   });
+  let bridgeServer: BridgeServer | undefined;
+  if (opts.bridge) {
+    bridgeServer = new BridgeServer({
+      nodeId,
+      secret: opts.bridge.secret,
+      host: opts.bridge.host,
+      port: opts.bridge.port,
+      log,
+      handler: (open, stream) => broker.openForBridge(stream, open),
+    });
+    await bridgeServer.start();
+  }
   await publicListeners.reconcile();
   const reconcileTimer = setInterval(() => {
     void (async () => {
@@ -334,6 +356,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
 
   return {
     controlPort,
+    bridgePort: bridgeServer?.port,
     nodeId,
     stats: () => ({ sessions: sessions.size, tunnels: broker.stats().active, publicListeners: publicListeners.count }),
     stop() {
@@ -345,6 +368,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         for (const socket of unclassified) socket.destroy();
         for (const session of [...sessions.values()]) session.close('edge shutting down', SessionCloseReason.Shutdown);
         broker.stop();
+        await bridgeServer?.close(0);
         await opts.routes?.stop();
         await facts.drain();
         await closed;

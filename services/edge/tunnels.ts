@@ -1,7 +1,9 @@
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { MappingState as MappingRow } from './view/view.js';
 import { closeAfterFlush } from '../../shared/net/frames.js';
 import { pipeSockets } from '../../shared/net/pipe.js';
+import { TunnoxError } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import { encodeMessage, type TunnelEnd, type TunnelOpen } from '../../shared/wire/messages.js';
@@ -10,10 +12,29 @@ import { ReplayGuard, verifyProof } from '../../shared/wire/proof.js';
 import type { LogRationer } from './rate-limit.js';
 import type { ControlSession } from './session.js';
 
-/** Where the visitor's bytes come from: a source agent's tunnel connection, or a public port. */
+/**
+ * Where the visitor's bytes come from: a source agent's tunnel connection, a public port, or (on
+ * the target's edge) a bridge stream from the visitor's edge, whose caller waits in `settle`.
+ */
 type Origin =
   | { readonly kind: 'client'; readonly socket: Socket; readonly early: Buffer; readonly clientId: number }
-  | { readonly kind: 'public'; readonly socket: Socket };
+  | { readonly kind: 'public'; readonly socket: Socket }
+  | { readonly kind: 'bridge'; readonly socket: Duplex; readonly settle: { resolve(): void; reject(err: Error): void } };
+
+/**
+ * Targets connected to other edges (cluster mode): a byte stream to the target's edge, which asks
+ * its agent for the other half, or null when no edge holds the target. Rejects with a TunnoxError
+ * whose code is a wire code when the target edge refuses.
+ */
+export interface RemoteTargets {
+  open(target: { tunnelId: string; mappingId: number; targetClientId: number }): Promise<Duplex> | null;
+}
+
+/** A reset, never a FIN: sockets get RST, other streams are destroyed with an error. */
+function reset(stream: Duplex): void {
+  if (stream instanceof Socket) stream.resetAndDestroy();
+  else stream.destroy(new Error('tunnel reset'));
+}
 
 interface PendingTunnel {
   readonly tunnelId: string;
@@ -36,8 +57,8 @@ interface EndWait {
 interface ActiveTunnel {
   readonly mappingId: number;
   readonly kind: Origin['kind'];
-  readonly a: Socket;
-  readonly b: Socket;
+  readonly a: Duplex;
+  readonly b: Duplex;
   /** The agent behind each agent-side half: the target always, the source for client origins. */
   readonly agents: Partial<Record<AgentRole, number>>;
   /** Halves whose agent has sent TunnelEnd. */
@@ -57,6 +78,8 @@ export interface TunnelBrokerOptions {
   endAttestTimeoutMs?: number;
   /** Where refusals are logged (rationed: hostile peers must not flood the log). */
   warnings?: LogRationer;
+  /** Cluster mode: how to reach a target agent connected to another edge. */
+  remote?: RemoteTargets;
 }
 
 export interface TunnelStats {
@@ -81,6 +104,8 @@ export interface TunnelStats {
 export class TunnelBroker {
   private readonly pending = new Map<string, PendingTunnel>();
   private readonly active = new Map<string, ActiveTunnel>();
+  /** Origins waiting for a bridge stream (reset if the edge stops meanwhile). */
+  private readonly remotePending = new Set<Duplex>();
   private readonly guard: ReplayGuard;
   private readonly log: Logger;
   private stopping = false;
@@ -131,6 +156,24 @@ export class TunnelBroker {
   }
 
   /**
+   * The visitor's edge bridged a tunnel here, to a target agent it believes is connected to this
+   * edge. Resolves once the agent's half is paired (the bridge then answers OpenAck ok); rejects
+   * with a wire-coded TunnoxError otherwise. Never bridges further: a target that is not here is
+   * offline as far as this edge knows (no loops between edges with stale routes).
+   */
+  openForBridge(stream: Duplex, open: { tunnelId: string; mappingId: number; targetClientId: number; sourceNodeId: string }): Promise<void> {
+    const mapping = this.o.findMapping(open.mappingId);
+    const ctx = { mappingId: open.mappingId, tunnelId: open.tunnelId, sourceNodeId: open.sourceNodeId };
+    if (!mapping || !mapping.enabled || mapping.target_client_id !== open.targetClientId) {
+      this.warn('bridged tunnel refused: no such enabled mapping to that target here', ctx);
+      return Promise.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'tunnel refused'));
+    }
+    if (this.stopping) return Promise.reject(new TunnoxError(WireErrorCode.TunnelTargetOffline, 'edge shutting down'));
+    stream.on('error', (err) => this.log.debug({ ...ctx, err: err.message }, 'bridge stream error'));
+    return new Promise((resolve, reject) => this.start(open.tunnelId, mapping, { kind: 'bridge', socket: stream, settle: { resolve, reject } }, false));
+  }
+
+  /**
    * An agent's session ended: its pending tunnels can never be completed, and a FIN from it that
    * is still waiting for its TunnelEnd never gets one.
    */
@@ -162,8 +205,8 @@ export class TunnelBroker {
     }
     for (const t of this.active.values()) {
       if (t.mappingId === mappingId) {
-        t.a.resetAndDestroy();
-        t.b.resetAndDestroy();
+        reset(t.a);
+        reset(t.b);
       }
     }
   }
@@ -171,9 +214,10 @@ export class TunnelBroker {
   stop(): void {
     this.stopping = true;
     for (const p of this.pending.values()) this.fail(p, WireErrorCode.TunnelTargetOffline, 'edge shutting down');
+    for (const origin of this.remotePending) reset(origin);
     for (const t of this.active.values()) {
-      t.a.resetAndDestroy();
-      t.b.resetAndDestroy();
+      reset(t.a);
+      reset(t.b);
     }
   }
 
@@ -191,7 +235,7 @@ export class TunnelBroker {
     return null;
   }
 
-  private start(tunnelId: string, mapping: MappingRow, origin: Origin): void {
+  private start(tunnelId: string, mapping: MappingRow, origin: Origin, mayBridge = true): void {
     const ctx = { mappingId: mapping.mapping_id, tunnelId };
     if (this.pending.has(tunnelId) || this.active.has(tunnelId)) {
       this.warn('tunnel refused: duplicate tunnel id', ctx);
@@ -200,8 +244,12 @@ export class TunnelBroker {
     }
     const session = this.o.findSession(mapping.target_client_id);
     if (!session || session.closed) {
-      // Cluster forwarding (target on another edge) is a later issue: for now the target must be here.
-      this.log.info({ ...ctx, targetClientId: mapping.target_client_id }, 'tunnel failed: target agent not connected to this edge');
+      const remote = mayBridge ? this.o.remote?.open({ tunnelId, mappingId: mapping.mapping_id, targetClientId: mapping.target_client_id }) : null;
+      if (remote) {
+        this.startRemote(tunnelId, mapping, origin, remote);
+        return;
+      }
+      this.log.info({ ...ctx, targetClientId: mapping.target_client_id }, 'tunnel failed: target agent not connected to this edge or any other');
       this.failOrigin(origin, tunnelId, WireErrorCode.TunnelTargetOffline, 'target agent is offline');
       return;
     }
@@ -216,6 +264,7 @@ export class TunnelBroker {
         if (this.pending.get(tunnelId) !== p) return;
         this.pending.delete(tunnelId);
         clearTimeout(p.timer);
+        if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'visitor went away'));
         this.log.debug(ctx, 'origin went away before the target answered');
       },
     };
@@ -252,6 +301,7 @@ export class TunnelBroker {
     origin.socket.off('close', p.onOriginClose);
     if (origin.socket.destroyed) {
       this.log.debug(ctx, 'origin went away before pairing');
+      if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'visitor went away'));
       this.refuse(target, open.tunnel_id, WireErrorCode.TunnelRefused, 'visitor went away');
       return;
     }
@@ -261,6 +311,7 @@ export class TunnelBroker {
       origin.socket.write(ack);
       if (origin.early.length > 0) target.write(origin.early);
     }
+    if (origin.kind === 'bridge') origin.settle.resolve();
     if (targetEarly.length > 0) origin.socket.write(targetEarly);
     // From here on: nothing but the pump.
     const tunnel: ActiveTunnel = {
@@ -324,7 +375,55 @@ export class TunnelBroker {
 
   private failOrigin(origin: Origin, tunnelId: string, code: WireErrorCode, message: string): void {
     if (origin.kind === 'client') this.refuse(origin.socket, tunnelId, code, message);
+    else if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(code, message));
     else origin.socket.destroy();
+  }
+
+  /**
+   * The target agent sits on another edge: once the bridge stream to that edge is open (its agent's
+   * half paired there), the origin is piped with the stream. The bridge stream's FIN is trusted
+   * like a public visitor's: the target's edge only sends it for a FIN its agent vouched for, and
+   * any other end arrives as a reset. A client origin's FIN still needs its agent's TunnelEnd.
+   */
+  private startRemote(tunnelId: string, mapping: MappingRow, origin: Origin, remote: Promise<Duplex>): void {
+    const ctx = { mappingId: mapping.mapping_id, tunnelId, targetClientId: mapping.target_client_id };
+    this.remotePending.add(origin.socket);
+    remote.then(
+      (stream) => {
+        this.remotePending.delete(origin.socket);
+        if (origin.socket.destroyed || this.stopping) {
+          reset(stream);
+          if (!origin.socket.destroyed) origin.socket.destroy();
+          return;
+        }
+        if (origin.kind === 'client') {
+          origin.socket.write(encodeMessage(PacketType.TunnelOpenAck, { ok: true, tunnel_id: tunnelId }));
+          if (origin.early.length > 0) stream.write(origin.early);
+        }
+        const tunnel: ActiveTunnel = {
+          mappingId: mapping.mapping_id,
+          kind: origin.kind,
+          a: origin.socket,
+          b: stream,
+          agents: origin.kind === 'client' ? { source: origin.clientId } : {},
+          attested: new Set(),
+          waits: new Map(),
+        };
+        this.active.set(tunnelId, tunnel);
+        this.log.debug(ctx, 'tunnel open across the bridge');
+        void pipeSockets(origin.socket, stream, origin.kind === 'client' ? { confirmEndOfA: () => this.confirmEnd(tunnel, 'source', ctx) } : {}).then((r) => {
+          for (const w of [...tunnel.waits.values()]) w.finish(false);
+          this.active.delete(tunnelId);
+          this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'bridged tunnel closed');
+        });
+      },
+      (err: unknown) => {
+        this.remotePending.delete(origin.socket);
+        const code = err instanceof TunnoxError && isWireCode(err.code) ? err.code : WireErrorCode.TunnelTargetFailed;
+        this.log.info({ ...ctx, code, err: (err as Error).message }, 'tunnel failed: the target\'s edge did not open it');
+        this.failOrigin(origin, tunnelId, code, (err as Error).message);
+      },
+    );
   }
 
   private refuse(socket: Socket, tunnelId: string, code: WireErrorCode, message: string): void {
@@ -332,4 +431,9 @@ export class TunnelBroker {
     socket.write(encodeMessage(PacketType.TunnelOpenAck, { ok: false, tunnel_id: tunnelId, error: { code, message } }));
     closeAfterFlush(socket);
   }
+}
+
+const WIRE_CODES: ReadonlySet<string> = new Set(Object.values(WireErrorCode));
+function isWireCode(code: string): code is WireErrorCode {
+  return WIRE_CODES.has(code);
 }
