@@ -23,6 +23,12 @@ export const ServerConfigSchema = z.strictObject({
   anonymousPerMinutePerIp: z.number().int().min(0),
   streamName: z.string().regex(/^[A-Za-z0-9_-]+$/),
   subjectPrefix: z.string().regex(/^[a-z0-9_-]+$/),
+  /** JetStream mode: the node-to-node bridge (0 = any free port); served only with a cluster secret. */
+  bridgePort: Port,
+  /** The address other servers reach this one's bridge at; default: the control host, or 127.0.0.1 for a wildcard. */
+  advertiseHost: z.string().min(1).optional(),
+  /** Shared by every server of a cluster: authenticates bridge streams. */
+  clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;

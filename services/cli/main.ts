@@ -68,6 +68,9 @@ program
   .option('--node-id <id>', 'fixed node id (default: node-001 standalone, won from the NATS node registry otherwise)')
   .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
   .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
+  .option('--bridge-port <port>', 'JetStream mode: node-to-node bridge port (0 = any free port)', intArg('--bridge-port', 0, 65535), 50052)
+  .option('--advertise <host>', 'JetStream mode: the address other servers reach this bridge at (default: the control host, or 127.0.0.1)')
+  .option('--cluster-secret <secret>', 'JetStream mode: secret shared by every server, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross servers)')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
   .action(async (o: Record<string, string | number | boolean | undefined>) => {
     let logger: Logger | undefined;
@@ -88,6 +91,9 @@ program
         anonymousPerMinutePerIp: o.anonymousRate,
         streamName: o.stream,
         subjectPrefix: o.subjectPrefix,
+        bridgePort: o.bridgePort,
+        advertiseHost: o.advertise,
+        clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
         logLevel: o.logLevel,
       } satisfies Record<keyof ServerConfig, unknown>);
       if (!parsed.success) {

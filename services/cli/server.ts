@@ -11,6 +11,9 @@ import { createStatePublisher, stateStreamName, type StatePublisher } from '../.
 import { claimNodeId, kvNodeDirectory, localNodeDirectory, openNodeBucket, type NodeDirectory, type NodeStats } from '../../shared/cluster/node-registry.js';
 import { ClientRoutes, DEFAULT_ROUTE_TTL_MS } from '../../shared/cluster/routes.js';
 import { EdgeRoutes } from '../edge/routes.js';
+import { BridgePool } from '../edge/bridge/index.js';
+import { bridgedTargets } from '../edge/remote.js';
+import { freePort } from '../../shared/net/listen.js';
 import type { ChangeBus } from '../../shared/contracts/notices.js';
 import { createDb, createPool, migrateToLatest } from '../../shared/db/connect.js';
 import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
@@ -92,6 +95,15 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   let edgeStats: (() => NodeStats) | undefined;
   let nodes: NodeDirectory | undefined;
   let clientRoutes: ClientRoutes | undefined;
+  // The bridge (JetStream mode with a cluster secret): its address goes into the node registry
+  // entry, so a free port is chosen before the node id is claimed.
+  const bridgeHost = config.controlHost;
+  const advertiseHost = config.advertiseHost ?? (config.controlHost === '0.0.0.0' || config.controlHost === '::' ? '127.0.0.1' : config.controlHost);
+  const bridgePort = config.natsUrl && config.clusterSecret ? config.bridgePort || (await freePort(bridgeHost)) : undefined;
+  const bridgeAddress = bridgePort !== undefined ? `${advertiseHost.includes(':') ? `[${advertiseHost}]` : advertiseHost}:${bridgePort}` : undefined;
+  if (config.natsUrl && !config.clusterSecret) {
+    logger.warn('no --cluster-secret (TUNNOX_CLUSTER_SECRET): this server serves no bridge, so tunnels to agents on other servers are refused');
+  }
   if (config.natsUrl) {
     const natsUrl = config.natsUrl;
     const conn = await connect({ servers: natsUrl, name: 'tunnox-server', maxReconnectAttempts: -1 }).catch((err: unknown) => {
@@ -115,7 +127,12 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
         // Routes and node entries age out together (shared/cluster/routes.ts).
         ttlMs: DEFAULT_ROUTE_TTL_MS,
         logger,
-        info: { control_address: controlAddressHint, started_at: startedAt, version: VERSION },
+        info: {
+          control_address: controlAddressHint,
+          started_at: startedAt,
+          version: VERSION,
+          ...(bridgeAddress ? { bridge_address: bridgeAddress, advertise_host: advertiseHost } : {}),
+        },
         stats: () => edgeStats?.(),
         onLost: () => void lifecycle.close().then(() => process.exit(1)),
       });
@@ -175,6 +192,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     lifecycle.add('edge-view', () => feed.stop());
     view = memory;
   }
+  const bridgePool = bridgePort !== undefined && config.clusterSecret ? new BridgePool({ nodeId, secret: config.clusterSecret, log }) : undefined;
+  if (bridgePool) lifecycle.add('bridge-pool', () => bridgePool.close());
   const edge = await startEdge({
     store,
     view,
@@ -186,6 +205,22 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     allowAnonymous: config.allowAnonymous,
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
     ...(clientRoutes ? { routes: new EdgeRoutes({ routes: clientRoutes, nodeId, logger: log }) } : {}),
+    ...(bridgePool && clientRoutes && bridgePort !== undefined && config.clusterSecret
+      ? {
+          bridge: {
+            secret: config.clusterSecret,
+            host: bridgeHost,
+            port: bridgePort,
+            remote: bridgedTargets({
+              nodeId,
+              routes: clientRoutes,
+              bridgeAddressOf: async (peer) => (await nodes?.get(peer))?.bridge_address ?? null,
+              pool: bridgePool,
+              logger: log,
+            }),
+          },
+        }
+      : {}),
   });
   lifecycle.add('edge', () => edge.stop());
   edgeStats = () => {
