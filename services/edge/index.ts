@@ -207,6 +207,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     const session = new ControlSession({
       clientId,
       clientType,
+      features: new Set(hs.features ?? []),
       sessionId: randomUUID(),
       remoteAddr,
       socket,

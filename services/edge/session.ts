@@ -16,6 +16,8 @@ type CommandPayload<N extends CommandName> = Extract<Command, { name: N }>['payl
 export interface ControlSessionOptions {
   clientId: number;
   clientType: 'managed' | 'anonymous';
+  /** Handshake.features the agent declared (AgentFeature). */
+  features?: ReadonlySet<string>;
   sessionId: string;
   remoteAddr: string;
   socket: Socket;
@@ -63,6 +65,8 @@ export interface MappingStatusReport {
 export class ControlSession {
   readonly clientId: number;
   readonly clientType: 'managed' | 'anonymous';
+  /** Handshake.features the agent declared: send newer frames only when listed. */
+  readonly features: ReadonlySet<string>;
   readonly sessionId: string;
   readonly remoteAddr: string;
   private readonly log: Logger;
@@ -90,6 +94,7 @@ export class ControlSession {
   constructor(private readonly o: ControlSessionOptions) {
     this.clientId = o.clientId;
     this.clientType = o.clientType;
+    this.features = o.features ?? new Set();
     this.sessionId = o.sessionId;
     this.remoteAddr = o.remoteAddr;
     this.log = o.logger.child({ clientId: o.clientId, sessionId: o.sessionId });

@@ -32,3 +32,15 @@ export const SessionCloseReason = {
   Shutdown: 'shutdown',
 } as const;
 export type SessionCloseReason = (typeof SessionCloseReason)[keyof typeof SessionCloseReason];
+
+/**
+ * Capabilities an agent declares in Handshake.features. The edge uses a feature only with agents
+ * that declared it; an edge that does not know a name ignores it.
+ */
+export const AgentFeature = {
+  /** The agent accepts a session token in HandshakeResp and may present it instead of its auth code. */
+  SessionToken: 'session_token',
+  /** The agent honours edge → agent TunnelEnd: an edge FIN without one is a reset. */
+  EdgeEnd: 'edge_end',
+} as const;
+export type AgentFeature = (typeof AgentFeature)[keyof typeof AgentFeature];

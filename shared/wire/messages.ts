@@ -12,6 +12,12 @@ export const Handshake = z.strictObject({
   client_id: Id.optional(),
   auth_code: z.string().min(1).max(256).optional(),
   client_version: z.string().max(64),
+  /**
+   * What this agent understands beyond protocol version 1 (AgentFeature in codes.ts). The edge
+   * sends a newer frame, command or HandshakeResp field only to agents that list it, so older
+   * agents (whose schemas are strict) keep working; unknown names are ignored.
+   */
+  features: z.array(z.string().max(32)).max(16).optional(),
 });
 
 export const HandshakeResp = z.discriminatedUnion('ok', [
