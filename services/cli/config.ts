@@ -33,6 +33,56 @@ export const ServerConfigSchema = z.strictObject({
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
+const NatsUrl = z.string({ error: (i) => (i.input === undefined ? '--nats (or $TUNNOX_NATS_URL) is required' : 'must be a string') }).url();
+const DatabaseUrl = z
+  .string({ error: (i) => (i.input === undefined ? '--database (or $TUNNOX_DATABASE_URL) is required' : 'must be a string') })
+  .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL');
+const LogLevel = ServerConfigSchema.shape.logLevel;
+/** The event log and subjects every process of one cluster must agree on. */
+const ClusterFields = {
+  natsUrl: NatsUrl,
+  streamName: ServerConfigSchema.shape.streamName,
+  subjectPrefix: ServerConfigSchema.shape.subjectPrefix,
+  logLevel: LogLevel,
+};
+/** `host:port` of an optional health endpoint (GET /healthz). */
+const HealthAddress = z.string().min(1).optional();
+
+/** `tunnox api`: the Management API alone (JetStream event log, PostgreSQL read models). */
+export const ApiRoleConfigSchema = z.strictObject({
+  ...ClusterFields,
+  databaseUrl: DatabaseUrl,
+  dataDir: ServerConfigSchema.shape.dataDir,
+  apiHost: ServerConfigSchema.shape.apiHost,
+  apiPort: Port,
+  apiKey: ServerConfigSchema.shape.apiKey,
+  publicPortRange: ServerConfigSchema.shape.publicPortRange,
+});
+export type ApiRoleConfig = z.infer<typeof ApiRoleConfigSchema>;
+
+/** `tunnox projector`: read models and the state stream. */
+export const ProjectorRoleConfigSchema = z.strictObject({
+  ...ClusterFields,
+  databaseUrl: DatabaseUrl,
+  health: HealthAddress,
+});
+export type ProjectorRoleConfig = z.infer<typeof ProjectorRoleConfigSchema>;
+
+/** `tunnox edge`: from NATS alone; no database. */
+export const EdgeRoleConfigSchema = z.strictObject({
+  ...ClusterFields,
+  listenHost: z.string().min(1),
+  controlPort: Port,
+  bridgePort: Port,
+  advertiseHost: ServerConfigSchema.shape.advertiseHost,
+  clusterSecret: ServerConfigSchema.shape.clusterSecret,
+  nodeId: ServerConfigSchema.shape.nodeId,
+  allowAnonymous: z.boolean(),
+  anonymousPerMinutePerIp: z.number().int().min(0),
+  health: HealthAddress,
+});
+export type EdgeRoleConfig = z.infer<typeof EdgeRoleConfigSchema>;
+
 export function defaultDataDir(): string {
   // Root runs services: the FHS place (and the embedded PostgreSQL's system user can reach it).
   if (typeof process.getuid === 'function' && process.getuid() === 0) return '/var/lib/tunnox/server';

@@ -2,7 +2,11 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { createLogger, type Logger } from '../../shared/platform/logger.js';
 import { Lifecycle } from '../../shared/platform/lifecycle.js';
 import { errorMessage } from '../../shared/platform/errors.js';
+import type { z } from 'zod';
 import {
+  ApiRoleConfigSchema,
+  EdgeRoleConfigSchema,
+  ProjectorRoleConfigSchema,
   ServerConfigSchema,
   defaultCredentialsPath,
   defaultDataDir,
@@ -137,6 +141,148 @@ program
       fail(logger, err);
     }
   });
+
+/** Validates parsed flags against a config schema; the first problem becomes one clear error. */
+function parseConfig<S extends z.ZodType>(schema: S, values: Record<string, unknown>): z.infer<S> {
+  const parsed = schema.safeParse(values);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new Error(`invalid configuration: ${issue?.path.join('.')}: ${issue?.message}`);
+  }
+  return parsed.data;
+}
+
+type Flags = Record<string, string | number | boolean | undefined>;
+
+/** Flags every cluster process shares: where the event log is and what it is called. */
+function clusterOptions(cmd: Command): Command {
+  return cmd
+    .option('--nats <url>', 'NATS JetStream URL (default: $TUNNOX_NATS_URL)')
+    .option('--stream <name>', 'JetStream stream for domain events (the same on every process of a cluster)', 'TUNNOX_EVENTS')
+    .option('--subject-prefix <prefix>', 'NATS subject prefix (the same on every process of a cluster)', 'tunnox')
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'));
+}
+
+function clusterValues(o: Flags): Record<string, unknown> {
+  return {
+    natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
+    streamName: o.stream,
+    subjectPrefix: o.subjectPrefix,
+    logLevel: o.logLevel,
+  };
+}
+
+/**
+ * Runs one role: config, logger, signal handling, then `start`; a failed start closes what it
+ * opened and becomes one `tunnox:` line. `ready` logs the line tests and supervisors wait for.
+ */
+async function runRole<C extends { logLevel: string }, R>(
+  name: string,
+  config: () => C,
+  start: (config: C, logger: Logger, lifecycle: Lifecycle) => Promise<R>,
+  ready: (running: R, logger: Logger) => void,
+): Promise<void> {
+  let logger: Logger | undefined;
+  try {
+    const c = config();
+    logger = createLogger({ level: c.logLevel, name: `tunnox-${name}` });
+    const lifecycle = new Lifecycle(logger);
+    lifecycle.installSignalHandlers();
+    const running = await start(c, logger, lifecycle).catch(async (err: unknown) => {
+      await lifecycle.close();
+      throw err;
+    });
+    ready(running, logger);
+  } catch (err) {
+    fail(logger, err);
+  }
+}
+
+clusterOptions(
+  program
+    .command('api')
+    .description('run the Management API alone (cluster: JetStream event log, PostgreSQL read models written by `tunnox projector`)')
+    .option('--database <url>', 'PostgreSQL URL of the read models (default: $TUNNOX_DATABASE_URL)')
+    .option('--data-dir <dir>', 'where a generated admin API key is kept', process.env.TUNNOX_DATA_DIR ?? defaultDataDir())
+    .option('--api-host <host>', 'Management API bind address', '127.0.0.1')
+    .option('--api-port <port>', 'Management API port (0 = any free port)', intArg('--api-port', 0, 65535), 9000)
+    .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
+    .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999'),
+).action((o: Flags) =>
+  runRole(
+    'api',
+    () =>
+      parseConfig(ApiRoleConfigSchema, {
+        ...clusterValues(o),
+        databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
+        dataDir: o.dataDir,
+        apiHost: o.apiHost,
+        apiPort: o.apiPort,
+        apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
+        publicPortRange: parsePortRange(String(o.publicPortRange)),
+      }),
+    async (c, logger, lifecycle) => (await import('./roles.js')).runApi(c, logger, lifecycle),
+    (r, logger) => {
+      logger.info({ apiUrl: r.apiUrl, apiKeySource: r.apiKeySource }, 'tunnox api ready');
+      if (r.apiKeySource === 'generated') process.stderr.write(`Admin API key: ${r.apiKey}   (new: shown this once; kept in ${r.apiKeyFile})\n`);
+    },
+  ),
+);
+
+clusterOptions(
+  program
+    .command('projector')
+    .description('run the projector alone: folds the JetStream event log into the PostgreSQL read models and the edges\' state stream')
+    .option('--database <url>', 'PostgreSQL URL of the read models (default: $TUNNOX_DATABASE_URL)')
+    .option('--health <host:port>', 'serve GET /healthz on this address'),
+).action((o: Flags) =>
+  runRole(
+    'projector',
+    () =>
+      parseConfig(ProjectorRoleConfigSchema, {
+        ...clusterValues(o),
+        databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
+        health: o.health,
+      }),
+    async (c, logger, lifecycle) => (await import('./roles.js')).runProjector(c, logger, lifecycle),
+    (r, logger) => logger.info({ instance: r.instance, health: r.health }, 'tunnox projector ready'),
+  ),
+);
+
+clusterOptions(
+  program
+    .command('edge')
+    .description('run an edge alone, from NATS only (no database): agent sessions, tunnels, public ports and the node-to-node bridge')
+    .option('--listen-host <host>', 'bind address of every listener: control, public ports, bridge', '0.0.0.0')
+    .option('--control-port <port>', 'agent control/tunnel port (0 = any free port)', intArg('--control-port', 0, 65535), DEFAULT_CONTROL_PORT)
+    .option('--bridge-port <port>', 'node-to-node bridge port (0 = any free port)', intArg('--bridge-port', 0, 65535), 50052)
+    .option('--advertise <host>', 'the address agents and other edges reach this edge at (default: --listen-host, or 127.0.0.1 for a wildcard)')
+    .option('--cluster-secret <secret>', 'secret shared by every edge, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross edges)')
+    .option('--node-id <id>', 'fixed node id (default: won from the NATS node registry)')
+    .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
+    .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
+    .option('--health <host:port>', 'serve GET /healthz on this address'),
+).action((o: Flags) =>
+  runRole(
+    'edge',
+    () =>
+      parseConfig(EdgeRoleConfigSchema, {
+        ...clusterValues(o),
+        listenHost: o.listenHost,
+        controlPort: o.controlPort,
+        bridgePort: o.bridgePort,
+        advertiseHost: o.advertise,
+        clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
+        nodeId: o.nodeId,
+        allowAnonymous: o.anonymous !== false,
+        anonymousPerMinutePerIp: o.anonymousRate,
+        health: o.health,
+      }),
+    async (c, logger, lifecycle) => (await import('./roles.js')).runEdge(c, logger, lifecycle),
+    (r, logger) =>
+      logger.info({ nodeId: r.nodeId, controlAddress: r.controlAddress, bridgeAddress: r.bridgeAddress, health: r.health }, 'tunnox edge ready'),
+  ),
+);
 
 program
   .command('client')

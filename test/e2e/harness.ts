@@ -238,14 +238,14 @@ export interface TransferResult {
 }
 
 /** One visitor connection: sends id + `size` random bytes, half-closes, reads until the peer ends. */
-export function transfer(port: number, size: number, timeoutMs = 120_000): Promise<TransferResult> {
+export function transfer(port: number, size: number, timeoutMs = 120_000, host = '127.0.0.1'): Promise<TransferResult> {
   return new Promise((resolve, reject) => {
     const id = randomBytes(ID_LEN);
     const payload = Buffer.concat([id, randomBytes(size)]);
     const sent = createHash('sha256').update(payload).digest('hex');
     const inHash = createHash('sha256');
     let receivedBytes = 0;
-    const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    const socket = connect({ port, host, allowHalfOpen: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`transfer on port ${port} timed out after ${receivedBytes} bytes received`));

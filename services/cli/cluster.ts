@@ -1,0 +1,222 @@
+import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { openJetStreamEdgeView, startEdge, type RunningEdge } from '../edge/index.js';
+import { EdgeRoutes } from '../edge/routes.js';
+import { BridgePool } from '../edge/bridge/index.js';
+import { bridgedTargets } from '../edge/remote.js';
+import { createNatsBus } from '../../shared/bus/nats.js';
+import { claimNodeId, kvNodeDirectory, openNodeBucket, type NodeDirectory, type NodeStats } from '../../shared/cluster/node-registry.js';
+import { ClientRoutes, DEFAULT_ROUTE_TTL_MS } from '../../shared/cluster/routes.js';
+import type { ChangeBus } from '../../shared/contracts/notices.js';
+import { createDb, createPool, migrateToLatest, type Db } from '../../shared/db/connect.js';
+import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import { freePort } from '../../shared/net/listen.js';
+import type { Lifecycle } from '../../shared/platform/lifecycle.js';
+import type { Logger } from '../../shared/platform/logger.js';
+import { InfrastructureError, errorMessage } from '../../shared/platform/errors.js';
+import { VERSION } from './version.js';
+
+/*
+ * The building blocks every process of a cluster is made of: `tunnox server --nats` composes all of
+ * them in one process, the role commands (`tunnox api|projector|edge`, roles.ts) one each. Each
+ * registers what it opens with the lifecycle right away, so SIGTERM closes in reverse order.
+ */
+
+/** Where a JetStream-mode process finds the cluster's event log and subjects. */
+export interface ClusterNames {
+  streamName: string;
+  subjectPrefix: string;
+}
+
+/** A URL fit for a log line or an error message: any password replaced by `***`. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+export async function connectNats(url: string, name: string, lifecycle: Lifecycle): Promise<NatsConnection> {
+  const nc = await connect({ servers: url, name, maxReconnectAttempts: -1 }).catch((err: unknown) => {
+    throw new InfrastructureError(
+      'TNX_NATS_UNAVAILABLE',
+      `cannot connect to NATS at ${redactUrl(url)}: ${errorMessage(err)}; start nats-server with JetStream (-js) or fix --nats`,
+      { cause: err },
+    );
+  });
+  lifecycle.add('nats', () => nc.drain());
+  return nc;
+}
+
+/** The read-model database, migrated to the latest schema. */
+export async function openDatabase(url: string, logger: Logger, lifecycle: Lifecycle): Promise<{ db: Db; pool: ReturnType<typeof createPool> }> {
+  const pool = createPool(url, 20, (err) => logger.warn({ err }, 'idle PostgreSQL connection failed'));
+  const db = createDb(pool);
+  lifecycle.add('database', () => db.destroy());
+  await migrateToLatest(db).catch((err: unknown) => {
+    throw new InfrastructureError(
+      'TNX_DATABASE_UNAVAILABLE',
+      `cannot prepare the PostgreSQL database at ${redactUrl(url)}: ${errorMessage((err as { cause?: unknown }).cause ?? err)}; ` +
+        'check that it runs and that --database names a database this user may create tables in',
+      { cause: err },
+    );
+  });
+  return { db, pool };
+}
+
+/** The JetStream event log and the NATS change bus of a cluster. */
+export async function openEventLog(
+  nc: NatsConnection,
+  names: ClusterNames,
+  logger: Logger,
+  lifecycle: Lifecycle,
+): Promise<{ store: EventStore; bus: ChangeBus }> {
+  const store = await openJetStreamEventStore({ nc, streamName: names.streamName, subjectPrefix: names.subjectPrefix, logger });
+  lifecycle.add('event-store', () => store.close());
+  const bus = createNatsBus(nc, names.subjectPrefix);
+  lifecycle.add('change-bus', () => bus.close());
+  return { store, bus };
+}
+
+export function nodeBucketName(subjectPrefix: string): string {
+  return `${subjectPrefix}_nodes`;
+}
+
+/** The live nodes, as the Management API lists them. */
+export async function openNodeDirectory(nc: NatsConnection, subjectPrefix: string): Promise<NodeDirectory> {
+  return kvNodeDirectory(await openNodeBucket(nc, nodeBucketName(subjectPrefix), DEFAULT_ROUTE_TTL_MS));
+}
+
+/** `host:port`, bracketing an IPv6 host. */
+export function hostPort(host: string, port: number): string {
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+export interface ClusterEdgeConfig extends ClusterNames {
+  /** Bind address of the control port and the bridge. */
+  controlHost: string;
+  controlPort: number;
+  /** Bind address of public mapping listeners. */
+  publicHost: string;
+  bridgePort: number;
+  /** What other nodes and agents are told to use; default: the bind address, 127.0.0.1 for a wildcard. */
+  advertiseHost: string | undefined;
+  /** Without one this edge serves no bridge, and tunnels to agents on other edges are refused. */
+  clusterSecret: string | undefined;
+  nodeId: string | undefined;
+  allowAnonymous: boolean;
+  anonymousPerMinutePerIp: number;
+}
+
+export interface ClusterEdge {
+  nodeId: string;
+  edge: RunningEdge;
+  /** Where agents reach this edge, as registered (advertised host, bound port). */
+  controlAddress: string;
+  bridgeAddress: string | undefined;
+  nodes: NodeDirectory;
+}
+
+/**
+ * One edge of a cluster, from NATS alone (no database): the node id won in the registry (with the
+ * addresses it advertises), the client routes, the view from the state stream, the bridge and its
+ * pool. `beforeEdge` runs once the node id is known and before the edge listens (`tunnox server`
+ * starts its projector there).
+ */
+export async function startClusterEdge(opts: {
+  nc: NatsConnection;
+  store: EventStore;
+  config: ClusterEdgeConfig;
+  logger: Logger;
+  lifecycle: Lifecycle;
+  beforeEdge?: (nodeId: string, log: Logger) => Promise<void>;
+}): Promise<ClusterEdge> {
+  const { nc, store, config, logger, lifecycle } = opts;
+  const advertiseHost = config.advertiseHost ?? (isWildcard(config.controlHost) ? '127.0.0.1' : config.controlHost);
+  // The registry entry carries both addresses, and it is written before the edge listens (the edge
+  // needs its node id): ports given as 0 are chosen now.
+  const controlPort = config.controlPort || (await freePort(config.controlHost));
+  const bridgePort = config.clusterSecret ? config.bridgePort || (await freePort(config.controlHost)) : undefined;
+  const bridgeAddress = bridgePort !== undefined ? hostPort(advertiseHost, bridgePort) : undefined;
+  if (!config.clusterSecret) {
+    logger.warn('no --cluster-secret (TUNNOX_CLUSTER_SECRET): this edge serves no bridge, so tunnels to agents on other edges are refused');
+  }
+  const controlAddress = hostPort(advertiseHost, controlPort);
+  const startedAt = new Date().toISOString();
+  const bucket = nodeBucketName(config.subjectPrefix);
+  const nodes = kvNodeDirectory(await openNodeBucket(nc, bucket, DEFAULT_ROUTE_TTL_MS));
+  // Set once the edge runs; the heartbeat reads the counts through it.
+  let edgeStats: (() => NodeStats) | undefined;
+  let nodeId = config.nodeId;
+  if (!nodeId) {
+    const registration = await claimNodeId({
+      nc,
+      bucket,
+      // Routes and node entries age out together (shared/cluster/routes.ts).
+      ttlMs: DEFAULT_ROUTE_TTL_MS,
+      logger,
+      info: {
+        control_address: controlAddress,
+        started_at: startedAt,
+        version: VERSION,
+        ...(bridgeAddress ? { bridge_address: bridgeAddress } : {}),
+        advertise_host: advertiseHost,
+      },
+      stats: () => edgeStats?.(),
+      onLost: () => void lifecycle.close().then(() => process.exit(1)),
+    });
+    nodeId = registration.nodeId;
+    lifecycle.add('node-registration', () => registration.release());
+  }
+  const routes = await ClientRoutes.open({ nc, bucket: `${config.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger });
+  lifecycle.add('client-routes', () => routes.close());
+  const log = logger.child({ nodeId });
+  await opts.beforeEdge?.(nodeId, log);
+
+  const opened = await openJetStreamEdgeView({ nc, eventsStream: config.streamName, subjectPrefix: config.subjectPrefix, logger: log });
+  lifecycle.add('edge-view', () => opened.feed.stop());
+  const secret = config.clusterSecret;
+  const pool = bridgePort !== undefined && secret ? new BridgePool({ nodeId, secret, log }) : undefined;
+  if (pool) lifecycle.add('bridge-pool', () => pool.close());
+  const edge = await startEdge({
+    store,
+    view: opened.view,
+    logger: log,
+    nodeId,
+    controlHost: config.controlHost,
+    controlPort,
+    publicHost: config.publicHost,
+    allowAnonymous: config.allowAnonymous,
+    anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+    routes: new EdgeRoutes({ routes, nodeId, logger: log }),
+    ...(pool && secret && bridgePort !== undefined
+      ? {
+          bridge: {
+            secret,
+            host: config.controlHost,
+            port: bridgePort,
+            remote: bridgedTargets({
+              nodeId,
+              routes,
+              bridgeAddressOf: async (peer) => (await nodes.get(peer))?.bridge_address ?? null,
+              pool,
+              logger: log,
+            }),
+          },
+        }
+      : {}),
+  });
+  lifecycle.add('edge', () => edge.stop());
+  edgeStats = () => {
+    const s = edge.stats();
+    return { connected_agents: s.sessions, active_tunnels: s.tunnels };
+  };
+  return { nodeId, edge, controlAddress, bridgeAddress, nodes };
+}

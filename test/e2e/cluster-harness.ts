@@ -1,0 +1,106 @@
+import { connect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
+import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
+import { spawnTunnox, type Proc } from './harness.js';
+
+/**
+ * A cluster of role processes on one machine, as an operator runs it: one `tunnox projector`, one
+ * `tunnox api` and N `tunnox edge` on 127.0.0.1, 127.0.0.2, 127.0.0.3 … (each edge binds all its
+ * listeners to its own address). Own database, stream and subject prefix per cluster; `close()`
+ * stops every process and removes them. Edges get no database URL, not even through the
+ * environment.
+ */
+export interface EdgeHandle {
+  proc: Proc;
+  host: string;
+  controlPort: number;
+  nodeId: string;
+  /** `host:port` agents use. */
+  controlAddress: string;
+  args: string[];
+}
+
+export interface ClusterHandle {
+  stream: string;
+  prefix: string;
+  secret: string;
+  databaseUrl: string;
+  projector: Proc;
+  apiProc: Proc;
+  apiUrl: string;
+  apiKey: string;
+  edges: EdgeHandle[];
+  api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** Starts (another) edge on `host`; extra flags after the defaults. */
+  startEdge(host: string, extra?: string[]): Promise<EdgeHandle>;
+  close(): Promise<void>;
+}
+
+/** The environment of a child without any database or NATS URL the parent may carry. */
+function cleanEnv(): Record<string, string> {
+  return { TUNNOX_DATABASE_URL: '', TUNNOX_NATS_URL: '', TUNNOX_LOG_LEVEL: 'info' };
+}
+
+export async function startCluster(opts: { edges: string[]; name?: string; edgeArgs?: string[] }): Promise<ClusterHandle> {
+  const database = await createTestDatabase(opts.name ?? 'tnx_cluster', false);
+  const stream = uniqueName('TNX_CL').toUpperCase();
+  const prefix = stream.toLowerCase();
+  const secret = `cluster-secret-${stream}`;
+  const apiKey = `cluster-admin-key-${stream}`;
+  const common = ['--nats', TEST_NATS_URL, '--stream', stream, '--subject-prefix', prefix];
+  const procs: Proc[] = [];
+  const closeAll = async (): Promise<void> => {
+    await Promise.all(procs.map((p) => p.stop()));
+    const nc = await connect({ servers: TEST_NATS_URL });
+    const jsm = await jetstreamManager(nc);
+    for await (const s of jsm.streams.list()) {
+      if (s.config.name.startsWith(stream) || s.config.name.startsWith(`KV_${prefix}`)) await jsm.streams.delete(s.config.name);
+    }
+    await nc.close();
+    await database.drop();
+  };
+  try {
+    const projector = spawnTunnox(['projector', ...common, '--database', database.url], cleanEnv());
+    procs.push(projector);
+    await projector.waitForLog((e) => e.msg === 'tunnox projector ready', 60_000);
+    const apiProc = spawnTunnox(['api', ...common, '--database', database.url, '--api-port', '0', '--api-key', apiKey], cleanEnv());
+    procs.push(apiProc);
+    const apiUrl = String((await apiProc.waitForLog((e) => e.msg === 'tunnox api ready', 60_000)).apiUrl);
+    const startEdge = async (host: string, extra: string[] = []): Promise<EdgeHandle> => {
+      const args = ['edge', ...common, '--listen-host', host, '--control-port', '0', '--bridge-port', '0', '--cluster-secret', secret, ...(opts.edgeArgs ?? []), ...extra];
+      const proc = spawnTunnox(args, cleanEnv());
+      procs.push(proc);
+      const ready = await proc.waitForLog((e) => e.msg === 'tunnox edge ready', 60_000);
+      const controlAddress = String(ready.controlAddress);
+      return { proc, host, controlPort: Number(controlAddress.split(':').pop()), nodeId: String(ready.nodeId), controlAddress, args };
+    };
+    const edges: EdgeHandle[] = [];
+    for (const host of opts.edges) edges.push(await startEdge(host));
+    return {
+      stream,
+      prefix,
+      secret,
+      databaseUrl: database.url,
+      projector,
+      apiProc,
+      apiUrl,
+      apiKey,
+      edges,
+      startEdge,
+      async api(method, path, body) {
+        const res = await fetch(apiUrl + path, {
+          method,
+          headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        });
+        const text = await res.text();
+        return { status: res.status, body: text ? JSON.parse(text) : undefined };
+      },
+      close: closeAll,
+    };
+  } catch (err) {
+    await closeAll().catch(() => undefined);
+    throw err;
+  }
+}
