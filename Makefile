@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPM_STAMP := node_modules/.tunnox-installed
 
-.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation bench-bridge typecheck clean
+.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation bench-bridge bench-cluster cluster typecheck clean
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -44,6 +44,15 @@ bench-activation: setup
 # Node-to-node gRPC bridge: single stream vs a minimal grpc-js relay (64 KiB and 4 MiB windows), 200 streams × 4 MiB.
 bench-bridge: setup
 	node dist/bench/bridge.js $(ARGS)
+
+# A cluster of role processes (projector, api, 2 edges): same-edge vs cross-edge vs a minimal grpc-js relay, open latency, 200 streams.
+bench-cluster: setup
+	scripts/ensure-services.sh
+	node dist/bench/cluster.js $(ARGS)
+
+# NATS + PostgreSQL + projector + api + three edges on 127.0.0.1-3, and a tunnel between agents on different edges.
+cluster: setup
+	scripts/cluster-demo.sh $(ARGS)
 
 clean:
 	rm -rf dist dist-*

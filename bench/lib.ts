@@ -28,12 +28,12 @@ export async function startSink(): Promise<{ port: number; next(expect: number):
 }
 
 /** Sends `bytes` over one connection to `port` as fast as backpressure allows; returns MB/s measured at the sink. */
-export async function measureTransfer(port: number, sink: Awaited<ReturnType<typeof startSink>>, bytes: number): Promise<number> {
+export async function measureTransfer(port: number, sink: Awaited<ReturnType<typeof startSink>>, bytes: number, host = '127.0.0.1'): Promise<number> {
   const chunk = Buffer.alloc(256 * 1024, 0x5a);
   const done = sink.next(bytes);
   const start = performance.now();
   await new Promise<void>((resolve, reject) => {
-    const s = connect({ port, host: '127.0.0.1' });
+    const s = connect({ port, host });
     s.setNoDelay(true);
     let sent = 0;
     const pump = (): void => {
@@ -55,8 +55,8 @@ export async function measureTransfer(port: number, sink: Awaited<ReturnType<typ
 }
 
 /** A relay hop in its own process (like an edge or an agent would be): listen, pipe to the next hop. */
-export async function startRelayProcess(relayScript: string, targetPort: number): Promise<{ port: number; stop(): void; child: ChildProcess }> {
-  const child = fork(relayScript, [String(targetPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+export async function startRelayProcess(relayScript: string, targetPort: number, args: string[] = []): Promise<{ port: number; stop(): void; child: ChildProcess }> {
+  const child = fork(relayScript, [...args, String(targetPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m) => resolve(Number(m)));
     child.once('exit', (code) => reject(new Error(`relay exited ${code}`)));
