@@ -4,7 +4,8 @@ import { EdgeRoutes } from '../edge/routes.js';
 import { BridgePool } from '../edge/bridge/index.js';
 import { bridgedTargets } from '../edge/remote.js';
 import { createNatsBus } from '../../shared/bus/nats.js';
-import { claimNodeId, kvNodeDirectory, openNodeBucket, type NodeDirectory, type NodeStats } from '../../shared/cluster/node-registry.js';
+import { claimNodeId, kvNodeDirectory, listNodes, openNodeBucket, type NodeDirectory, type NodeStats } from '../../shared/cluster/node-registry.js';
+import { startPresenceSweeper } from '../projector/presence.js';
 import { ClientRoutes, DEFAULT_ROUTE_TTL_MS } from '../../shared/cluster/routes.js';
 import type { ChangeBus } from '../../shared/contracts/notices.js';
 import { createDb, createPool, migrateToLatest, type Db } from '../../shared/db/connect.js';
@@ -219,4 +220,41 @@ export async function startClusterEdge(opts: {
     return { connected_agents: s.sessions, active_tunnels: s.tunnels };
   };
   return { nodeId, edge, controlAddress, bridgeAddress, nodes };
+}
+
+/**
+ * Closes the sessions of edges that died without saying so (services/projector/presence.ts). Runs
+ * in every process that runs the projector; only the lowest live id of `leaderBucket` (projector
+ * instances, or the nodes of `tunnox server`) sweeps.
+ */
+export async function startClusterPresenceSweeper(opts: {
+  nc: NatsConnection;
+  db: Db;
+  store: EventStore;
+  subjectPrefix: string;
+  leaderBucket: string;
+  self: string;
+  actorId: string;
+  logger: Logger;
+  lifecycle: Lifecycle;
+  intervalMs?: number;
+}): Promise<ReturnType<typeof startPresenceSweeper>> {
+  const nodesKv = await openNodeBucket(opts.nc, nodeBucketName(opts.subjectPrefix), DEFAULT_ROUTE_TTL_MS);
+  const leaderKv = opts.leaderBucket === nodeBucketName(opts.subjectPrefix) ? nodesKv : await openNodeBucket(opts.nc, opts.leaderBucket, DEFAULT_ROUTE_TTL_MS);
+  const routes = await ClientRoutes.open({ nc: opts.nc, bucket: `${opts.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger: opts.logger });
+  opts.lifecycle.add('presence-routes', () => routes.close());
+  const sweeper = startPresenceSweeper({
+    db: opts.db,
+    store: opts.store,
+    logger: opts.logger,
+    actorId: opts.actorId,
+    ...(opts.intervalMs ? { intervalMs: opts.intervalMs } : {}),
+    source: {
+      liveNodes: async () => new Set((await listNodes(nodesKv)).map((n) => n.node_id)),
+      routedSession: (clientId) => routes.lookup(clientId)?.route.session_id,
+      isLeader: async () => (await listNodes(leaderKv))[0]?.node_id === opts.self,
+    },
+  });
+  opts.lifecycle.add('presence-sweeper', () => sweeper.stop());
+  return sweeper;
 }

@@ -65,6 +65,8 @@ export const ProjectorRoleConfigSchema = z.strictObject({
   ...ClusterFields,
   databaseUrl: DatabaseUrl,
   health: HealthAddress,
+  /** How often sessions of dead edges are looked for (ms); a session is closed at its second sighting. */
+  presenceSweepMs: z.number().int().min(100).optional(),
 });
 export type ProjectorRoleConfig = z.infer<typeof ProjectorRoleConfigSchema>;
 

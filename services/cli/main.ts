@@ -234,7 +234,8 @@ clusterOptions(
     .command('projector')
     .description('run the projector alone: folds the JetStream event log into the PostgreSQL read models and the edges\' state stream')
     .option('--database <url>', 'PostgreSQL URL of the read models (default: $TUNNOX_DATABASE_URL)')
-    .option('--health <host:port>', 'serve GET /healthz on this address'),
+    .option('--health <host:port>', 'serve GET /healthz on this address')
+    .option('--presence-sweep <seconds>', 'how often sessions of edges that died are looked for (closed at the second sighting)', intArg('--presence-sweep', 1, 3600), 30),
 ).action((o: Flags) =>
   runRole(
     'projector',
@@ -243,6 +244,7 @@ clusterOptions(
         ...clusterValues(o),
         databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
         health: o.health,
+        presenceSweepMs: Number(o.presenceSweep) * 1000,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runProjector(c, logger, lifecycle),
     (r, logger) => logger.info({ instance: r.instance, health: r.health }, 'tunnox projector ready'),

@@ -7,7 +7,7 @@ import { parseHostPort } from '../../shared/net/address.js';
 import { serveHealth, type HealthReport } from '../../shared/platform/health.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
-import { connectNats, hostPort, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, type ClusterNames } from './cluster.js';
+import { connectNats, hostPort, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, startClusterPresenceSweeper, type ClusterNames } from './cluster.js';
 import type { ApiRoleConfig, EdgeRoleConfig, ProjectorRoleConfig } from './config.js';
 import { resolveApiKey, type ApiKeySource } from './server.js';
 import { VERSION } from './version.js';
@@ -99,6 +99,18 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
     },
   });
   lifecycle.add('projector', () => projector.stop());
+  await startClusterPresenceSweeper({
+    nc,
+    db,
+    store,
+    subjectPrefix: config.subjectPrefix,
+    leaderBucket: projectorBucketName(config),
+    self: registration.nodeId,
+    actorId: `projector-${instance}`,
+    logger: log,
+    lifecycle,
+    ...(config.presenceSweepMs ? { intervalMs: config.presenceSweepMs } : {}),
+  });
   const bound = await health(
     config.health,
     () => ({ ok: !halted && !nc.isClosed(), body: { role: 'projector', instance, position: projector.position, halted } }),

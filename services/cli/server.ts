@@ -13,7 +13,7 @@ import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { randomToken } from '../../shared/platform/secrets.js';
-import { connectNats, openDatabase, openEventLog, startClusterEdge } from './cluster.js';
+import { connectNats, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
 import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { VERSION } from './version.js';
@@ -137,6 +137,19 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     });
     ({ nodeId, controlAddress, nodes } = cluster);
     log = logger.child({ nodeId });
+    // Sessions of servers that died (kill -9, power loss) and did not come back: the lowest live
+    // node sweeps them (services/projector/presence.ts).
+    await startClusterPresenceSweeper({
+      nc,
+      db,
+      store,
+      subjectPrefix: config.subjectPrefix,
+      leaderBucket: nodeBucketName(config.subjectPrefix),
+      self: nodeId,
+      actorId: nodeId,
+      logger: log,
+      lifecycle,
+    });
   } else {
     store = new PostgresEventStore({ db, pool, logger });
     lifecycle.add('event-store', () => store.close());
