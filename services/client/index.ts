@@ -5,8 +5,8 @@ import { readFirstFrame } from '../../shared/net/frames.js';
 import { TunnoxError, errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
-import { SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
-import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ControlMessage } from '../../shared/wire/messages.js';
+import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
+import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ConfigDelta, type ControlMessage } from '../../shared/wire/messages.js';
 import { DEFAULT_CONTROL_PORT, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { loadCredentials, saveCredentials } from './credentials.js';
 import { AgentFatalError } from './errors.js';
@@ -104,6 +104,8 @@ class Agent {
   private socket: Socket | undefined;
   private wake: (() => void) | undefined;
   private configQueue: Promise<void> = Promise.resolve();
+  /** The mappings of the config last applied (`configVersion`): what a config.delta applies to. */
+  private appliedMappings: AgentMapping[] | undefined;
 
   constructor(private readonly o: AgentOptions) {
     this.log = o.logger.child({ server: o.server });
@@ -195,6 +197,7 @@ class Agent {
       encodeMessage(PacketType.Handshake, {
         protocol_version: PROTOCOL_VERSION,
         client_version: AGENT_VERSION,
+        features: [AgentFeature.ConfigDelta],
         ...(this.identity ? { client_id: this.identity.clientId, auth_code: this.identity.authCode } : {}),
       }),
     );
@@ -283,26 +286,46 @@ class Agent {
   }
 
   private onCommand(channel: ControlChannel, cmd: Command, log: Logger): void {
-    if (cmd.name === 'config.sync') {
+    if (cmd.name === 'config.sync' || cmd.name === 'config.delta') {
       // Configs apply one at a time, in the order they were pushed. Each step settles on its own:
       // a failed apply answers that push with an error (the edge pushes again) and the queue goes
       // on with the next config; it never stays rejected and never rejects unhandled.
-      const { version, mappings } = cmd.payload;
-      this.configQueue = this.configQueue.then(() =>
-        this.applyConfig(channel, cmd.id, version, mappings, log).catch((err: unknown) => {
+      const { version } = cmd.payload;
+      this.configQueue = this.configQueue.then(() => {
+        const mappings = cmd.name === 'config.sync' ? cmd.payload.mappings : this.applyDelta(cmd.payload);
+        if (!mappings) {
+          log.info({ version, base: (cmd.payload as ConfigDelta).base_version, have: this.configVersion }, 'config delta for another base; asking for the full config');
+          channel.send(PacketType.CommandResp, {
+            id: cmd.id,
+            ok: false,
+            error: { code: WireErrorCode.AgentConfigBase, message: `config ${version} is a delta on ${(cmd.payload as ConfigDelta).base_version}; this agent has ${this.configVersion ?? 'none'}` },
+          });
+          return;
+        }
+        return this.applyConfig(channel, cmd.id, version, mappings, log).catch((err: unknown) => {
           log.error({ err, version }, 'could not apply the pushed config');
           channel.send(PacketType.CommandResp, {
             id: cmd.id,
             ok: false,
             error: { code: WireErrorCode.AgentConfigFailed, message: `config ${version} not applied: ${errorMessage(err)}`.slice(0, 300) },
           });
-        }),
-      );
+        });
+      });
       return;
     }
     if (cmd.name === 'tunnel.open') {
       void this.runtime.handleTunnelRequest(cmd.payload).then((answer) => channel.send(PacketType.CommandResp, { id: cmd.id, ...answer }));
     }
+  }
+
+  /** The whole config a delta describes, or undefined when it is not based on what this agent applied. */
+  private applyDelta(d: ConfigDelta): AgentMapping[] | undefined {
+    if (!this.appliedMappings || this.configVersion !== d.base_version) return undefined;
+    const key = (m: { role: string; mapping_id: number }): string => `${m.role}:${m.mapping_id}`;
+    const next = new Map(this.appliedMappings.map((m) => [key(m), m]));
+    for (const r of d.remove) next.delete(key(r));
+    for (const m of d.upsert) next.set(key(m), m);
+    return [...next.values()];
   }
 
   /**
@@ -324,6 +347,7 @@ class Agent {
       applied: { version, mappings: outcomes },
     });
     this.configVersion = version;
+    this.appliedMappings = mappings;
     log.info({ version, mappings: mappings.length, failed: failed.length }, 'config applied');
   }
 

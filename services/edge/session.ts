@@ -2,8 +2,8 @@ import type { Socket } from 'node:net';
 import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
-import { WireErrorCode, type SessionCloseReason } from '../../shared/wire/codes.js';
-import type { Command, CommandResp, ConfigApplied, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
+import { AgentFeature, WireErrorCode, type SessionCloseReason } from '../../shared/wire/codes.js';
+import type { AgentMapping, Command, CommandResp, ConfigApplied, ConfigDelta, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import type { ClientConfig } from './view/view.js';
 
@@ -38,6 +38,31 @@ export interface ControlSessionOptions {
    * first outcome counts as a change). Never once per push or per retry.
    */
   onMappingStatus?: (report: MappingStatusReport) => void;
+}
+
+function sideKey(m: { role: string; mapping_id: number }): string {
+  return `${m.role}:${m.mapping_id}`;
+}
+
+function sameMapping(a: AgentMapping, b: AgentMapping): boolean {
+  const keys = new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof AgentMapping>;
+  for (const k of keys) if (a[k] !== b[k]) return false;
+  return true;
+}
+
+/** What turns `base` into `next`: sides added or changed, sides gone. */
+export function configDelta(base: ClientConfig, next: ClientConfig): ConfigDelta {
+  const before = new Map(base.mappings.map((m) => [sideKey(m), m]));
+  const after = new Set(next.mappings.map(sideKey));
+  return {
+    base_version: base.version,
+    version: next.version,
+    upsert: next.mappings.filter((m) => {
+      const old = before.get(sideKey(m));
+      return !old || !sameMapping(old, m);
+    }),
+    remove: base.mappings.filter((m) => !after.has(sideKey(m))).map((m) => ({ mapping_id: m.mapping_id, role: m.role })),
+  };
 }
 
 /** Exponential, jittered, bounded: the n-th retry waits a random time in [d/2, d], d = min(maxMs, minMs * 2^n). */
@@ -88,6 +113,12 @@ export class ControlSession {
   private retryTimer: NodeJS.Timeout | undefined;
   /** Consecutive pushes that were not acknowledged or left a mapping failing (the backoff exponent). */
   private failedPushes = 0;
+  /** The newest config the agent acknowledged: the base of the next delta. */
+  private acked: ClientConfig | undefined;
+  /** The agent refused a delta (its config was another one): the next push is the full config. */
+  private fullNext = false;
+  /** Pushes sent in this session, by kind (for the config-push tests and operators' debugging). */
+  readonly pushes = { full: 0, delta: 0 };
   /** `role:mapping_id` → last outcome reported for it in this session (`active` or `error:<text>`). */
   private readonly reported = new Map<string, string>();
 
@@ -158,7 +189,7 @@ export class ControlSession {
         // A retry re-pushes even an acknowledged version: the agent starts the mappings that
         // failed last time (a port may have come free) and leaves running ones alone.
         if (!retry && this.covered(config.version)) return;
-        this.push(config);
+        this.push(config, retry);
       } catch (err) {
         this.log.error({ err }, 'could not load the client config; retrying');
         this.scheduleRetry();
@@ -173,18 +204,41 @@ export class ControlSession {
     return version <= this.sentVersion && (this.inFlight > 0 || this.retryTimer !== undefined);
   }
 
-  private push(config: ClientConfig): void {
+  /**
+   * A delta when the agent understands them and the last acknowledged config is known to be what
+   * it holds (nothing else in flight), and the delta is smaller than the config; the full config
+   * otherwise, on retries, and after a refused delta.
+   */
+  private deltaFor(config: ClientConfig, retry: boolean): ConfigDelta | undefined {
+    const base = this.acked;
+    if (retry || this.fullNext || this.inFlight > 0 || !base || base.version >= config.version) return undefined;
+    if (!this.features.has(AgentFeature.ConfigDelta)) return undefined;
+    const delta = configDelta(base, config);
+    return delta.upsert.length + delta.remove.length < config.mappings.length ? delta : undefined;
+  }
+
+  private push(config: ClientConfig, retry: boolean): void {
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;
     }
+    const delta = this.deltaFor(config, retry);
     this.sentVersion = Math.max(this.sentVersion, config.version);
     this.inFlight++;
+    this.pushes[delta ? 'delta' : 'full']++;
     const started = Date.now();
-    this.configAnswered = this.command('config.sync', config).then((resp) => {
+    this.configAnswered = (delta ? this.command('config.delta', delta) : this.command('config.sync', config)).then((resp) => {
       this.inFlight--;
       if (this.closed) return;
       const latest = config.version >= this.sentVersion;
+      if (!resp.applied && delta && resp.error?.code === WireErrorCode.AgentConfigBase) {
+        // The agent holds another config than we thought: send the whole one now (not a backoff:
+        // nothing failed on the agent's side).
+        this.log.info({ version: config.version, base: delta.base_version }, 'agent refused a config delta; pushing the full config');
+        this.fullNext = true;
+        if (latest) void this.enqueuePush(undefined, true);
+        return;
+      }
       if (!resp.applied) {
         // Not delivered: timed out, refused, or the agent could not apply it (or is too old to
         // report outcomes). Push again unless a newer push is already on its way.
@@ -193,6 +247,8 @@ export class ControlSession {
         return;
       }
       this.ackedVersion = Math.max(this.ackedVersion, config.version);
+      if (config.version >= (this.acked?.version ?? -1)) this.acked = config;
+      if (!delta) this.fullNext = false;
       const failed = this.recordOutcomes(config, resp.applied);
       this.log.debug({ version: config.version, mappings: config.mappings.length, failed, ms: Date.now() - started }, 'config acknowledged');
       if (!latest) return;

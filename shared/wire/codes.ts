@@ -22,6 +22,8 @@ export const WireErrorCode = {
   AgentListenFailed: 'TNX_AGENT_LISTEN_FAILED',
   /** The agent could not apply a pushed config at all (not acknowledged: the edge pushes again). */
   AgentConfigFailed: 'TNX_AGENT_CONFIG_FAILED',
+  /** A config.delta did not apply to the agent's config (another base version): push the full config. */
+  AgentConfigBase: 'TNX_AGENT_CONFIG_BASE',
   EdgeInternal: 'TNX_EDGE_INTERNAL',
 } as const;
 export type WireErrorCode = (typeof WireErrorCode)[keyof typeof WireErrorCode];
@@ -42,5 +44,7 @@ export const AgentFeature = {
   SessionToken: 'session_token',
   /** The agent honours edge → agent TunnelEnd: an edge FIN without one is a reset. */
   EdgeEnd: 'edge_end',
+  /** The agent applies config.delta on top of its acknowledged config. */
+  ConfigDelta: 'config_delta',
 } as const;
 export type AgentFeature = (typeof AgentFeature)[keyof typeof AgentFeature];

@@ -52,6 +52,19 @@ export const AgentMapping = z.strictObject({
 });
 
 export const ConfigSync = z.strictObject({ version: z.number().int().nonnegative(), mappings: z.array(AgentMapping) });
+/**
+ * A config change as a delta against the version the agent last acknowledged (`base_version`):
+ * mappings to add or replace, and sides to drop. Sent only to agents that declared
+ * AgentFeature.ConfigDelta, and only on top of an acknowledged config; the answer is the same as to
+ * config.sync (the agent's outcomes for its whole resulting config). An agent whose config is not
+ * `base_version` refuses it (TNX_AGENT_CONFIG_BASE) and the edge pushes the full config instead.
+ */
+export const ConfigDelta = z.strictObject({
+  base_version: z.number().int().nonnegative(),
+  version: z.number().int().nonnegative(),
+  upsert: z.array(AgentMapping),
+  remove: z.array(z.strictObject({ mapping_id: Id, role: z.enum(['source', 'target']) })),
+});
 export const TunnelRequest = z.strictObject({
   tunnel_id: z.string().min(1).max(64),
   mapping_id: Id,
@@ -62,6 +75,7 @@ export const TunnelRequest = z.strictObject({
 /** Edge → agent commands; the agent answers each with a CommandResp carrying the same id. */
 export const Command = z.discriminatedUnion('name', [
   z.strictObject({ id: z.string(), name: z.literal('config.sync'), payload: ConfigSync }),
+  z.strictObject({ id: z.string(), name: z.literal('config.delta'), payload: ConfigDelta }),
   z.strictObject({ id: z.string(), name: z.literal('tunnel.open'), payload: TunnelRequest }),
   z.strictObject({ id: z.string(), name: z.literal('session.close'), payload: z.strictObject({ reason: z.string() }) }),
 ]);
@@ -129,6 +143,7 @@ export type HandshakeResp = z.infer<typeof HandshakeResp>;
 export type Heartbeat = z.infer<typeof Heartbeat>;
 export type AgentMapping = z.infer<typeof AgentMapping>;
 export type ConfigSync = z.infer<typeof ConfigSync>;
+export type ConfigDelta = z.infer<typeof ConfigDelta>;
 export type TunnelRequest = z.infer<typeof TunnelRequest>;
 export type Command = z.infer<typeof Command>;
 export type CommandResp = z.infer<typeof CommandResp>;

@@ -5,7 +5,7 @@ import { findMapping } from '../../services/api/modules/mappings/queries.js';
 import { MAX_AGENT_ERROR_CHARS } from '../../shared/contracts/events.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import type { ControlMessage } from '../../shared/wire/messages.js';
-import { createWorld, eventually, freePort, WirePeer, type World } from './world.js';
+import { canConnect, createWorld, eventually, freePort, WirePeer, type World } from './world.js';
 
 /**
  * Config push delivery (issue 5): a version counts as delivered only when the agent acknowledges
@@ -198,4 +198,93 @@ t.test('agent error text with NUL, lone surrogates and megabytes of detail is cl
   t.ok(v.error!.startsWith('target: badhost \ufffd xxx'), 'NUL dropped, lone surrogate replaced');
   t.ok(v.error!.length <= MAX_AGENT_ERROR_CHARS + 'target: '.length, 'bounded');
   peer.close();
+});
+
+type DeltaCommand = Extract<Extract<ControlMessage, { type: typeof PacketType.Command }>['body'], { name: 'config.delta' }>;
+
+async function nextCommand(peer: WirePeer): Promise<ConfigSyncCommand | DeltaCommand> {
+  const m = await peer.next();
+  if (m?.type !== PacketType.Command || (m.body.name !== 'config.sync' && m.body.name !== 'config.delta')) throw new Error(`expected a config push, got ${JSON.stringify(m)}`);
+  return m.body;
+}
+
+function ackAll(peer: WirePeer, id: string, version: number, mappingIds: number[]): void {
+  peer.send(PacketType.CommandResp, { id, ok: true, applied: { version, mappings: mappingIds.map((mapping_id) => ({ mapping_id, role: 'target' as const, ok: true })) } });
+}
+
+t.test('after the first full config, changes go out as deltas on the acknowledged version; a refused delta brings the full config', async (t) => {
+  const w = await createWorld(t, { configRetry: FAST_RETRY });
+  const user = await w.user();
+  const b = await w.client(user);
+  const m1 = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 22, publicPort: await freePort() });
+  const m2 = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 23, publicPort: await freePort() });
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.Handshake, { ...HELLO, client_id: b.clientId, auth_code: b.authCode, features: ['config_delta'] });
+  t.match(await peer.next(), { type: PacketType.HandshakeResp, body: { ok: true } });
+
+  const first = await nextCommand(peer);
+  t.equal(first.name, 'config.sync', 'a new session starts with the full config');
+  t.same(first.name === 'config.sync' && first.payload.mappings.map((m) => m.mapping_id).sort(), [m1.mappingId, m2.mappingId].sort());
+  ackAll(peer, first.id, first.payload.version, [m1.mappingId, m2.mappingId]);
+
+  const m3 = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 24, publicPort: await freePort() });
+  const added = await nextCommand(peer);
+  t.equal(added.name, 'config.delta', 'an added mapping goes out as a delta');
+  if (added.name !== 'config.delta') return;
+  t.equal(added.payload.base_version, first.payload.version, 'on the acknowledged version');
+  t.same(added.payload.upsert.map((m) => m.mapping_id), [m3.mappingId], 'carrying only the new mapping');
+  t.same(added.payload.remove, []);
+  ackAll(peer, added.id, added.payload.version, [m1.mappingId, m2.mappingId, m3.mappingId]);
+
+  await w.deleteMapping(m1.mappingId);
+  const removed = await nextCommand(peer);
+  t.equal(removed.name, 'config.delta', 'a deleted mapping goes out as a delta');
+  if (removed.name !== 'config.delta') return;
+  t.equal(removed.payload.base_version, added.payload.version, 'on the newest acknowledged version');
+  t.same(removed.payload.remove, [{ mapping_id: m1.mappingId, role: 'target' }], 'dropping only that side');
+  t.same(removed.payload.upsert, []);
+  // This agent holds something else (say it lost its state): it refuses, and gets the whole config.
+  peer.send(PacketType.CommandResp, { id: removed.id, ok: false, error: { code: 'TNX_AGENT_CONFIG_BASE', message: 'other base' } });
+  const full = await nextCommand(peer);
+  t.equal(full.name, 'config.sync', 'a refused delta is followed by the full config');
+  t.same(full.name === 'config.sync' && full.payload.mappings.map((m) => m.mapping_id).sort(), [m2.mappingId, m3.mappingId].sort());
+  t.equal(full.payload.version, removed.payload.version, 'of the same version');
+  peer.close();
+});
+
+t.test('an agent that did not declare config_delta only ever gets full configs', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const b = await w.client(user);
+  const m1 = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 22, publicPort: await freePort() });
+  await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 23, publicPort: await freePort() });
+  const peer = await login(w, b.clientId, b.authCode);
+  const first = await nextSync(peer);
+  ack(peer, first);
+  await w.deleteMapping(m1.mappingId);
+  const next = await nextSync(peer);
+  t.equal(next.payload.mappings.length, 1, 'the full config, without the deleted mapping');
+  peer.close();
+});
+
+t.test('the agent applies deltas: its listeners follow additions and deletions exactly', async (t) => {
+  const w = await createWorld(t);
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const agent = w.agent({ clientId: a.clientId, authCode: a.authCode });
+  const ports = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const ids: number[] = [];
+  const listening = () => [...agent.listeningPorts().values()].sort((x, y) => x - y);
+  for (const p of ports) {
+    ids.push((await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 22, localPort: p })).mappingId);
+    const want = ports.slice(0, ids.length).sort((x, y) => x - y);
+    await eventually(() => JSON.stringify(listening()) === JSON.stringify(want), `listening on ${want.join(',')}`);
+  }
+  t.same(listening(), [...ports].sort((x, y) => x - y), 'four mappings added one by one: four listeners');
+  await w.deleteMapping(ids[1]!);
+  const rest = [ports[0]!, ports[2]!, ports[3]!].sort((x, y) => x - y);
+  await eventually(() => JSON.stringify(listening()) === JSON.stringify(rest), 'one listener fewer');
+  t.same(listening(), rest, 'a deletion closes exactly that listener');
+  t.notOk(await canConnect(ports[1]!), 'its port is closed');
 });
