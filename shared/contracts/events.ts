@@ -29,6 +29,20 @@ export const ClientRegistered = z.object({
   auth_code_hash: z.string().min(1),
 });
 
+/**
+ * Revocations on the client stream: each of ClientDisabled, ClientAuthCodeRotated, ClientKicked
+ * and ClientDeleted invalidates every session token issued before it (the client's auth epoch
+ * becomes that event's stream version) and ends the client's live session.
+ */
+export const ClientDisabled = z.object({ client_id: Id });
+export const ClientEnabled = z.object({ client_id: Id });
+/** A new auth code replaces the old one; as at registration only its scrypt hash is recorded. */
+export const ClientAuthCodeRotated = z.object({ client_id: Id, auth_code_hash: z.string().min(1) });
+/** An operator ended the client's session; the agent may log in again with its auth code. */
+export const ClientKicked = z.object({ client_id: Id });
+/** The client is gone for good; its id is never reused. */
+export const ClientDeleted = z.object({ client_id: Id });
+
 export const ClientConnected = z.object({
   client_id: Id,
   node_id: z.string().min(1),
@@ -117,6 +131,11 @@ export const EVENT_SCHEMAS = {
   IdAllocated: { version: 1, schema: IdAllocated },
   UserCreated: { version: 1, schema: UserCreated },
   ClientRegistered: { version: 1, schema: ClientRegistered },
+  ClientDisabled: { version: 1, schema: ClientDisabled },
+  ClientEnabled: { version: 1, schema: ClientEnabled },
+  ClientAuthCodeRotated: { version: 1, schema: ClientAuthCodeRotated },
+  ClientKicked: { version: 1, schema: ClientKicked },
+  ClientDeleted: { version: 1, schema: ClientDeleted },
   ClientConnected: { version: 1, schema: ClientConnected },
   ClientDisconnected: { version: 1, schema: ClientDisconnected },
   MappingCreated: { version: 1, schema: MappingCreated },

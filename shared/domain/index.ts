@@ -9,7 +9,18 @@ export { allocateId, type AllocatedId } from './sequence/sequence.commands.js';
 export { userDecider, type CreateUser, type UserCommand, type UserState } from './user/user.decider.js';
 export { createUser, loadUser, userStream, type CreateUserInput, type CreateUserResult } from './user/user.commands.js';
 
-export { clientDecider, type ClientCommand, type ClientState, type ClientType, type RegisterClient } from './client/client.decider.js';
+export {
+  clientDecider,
+  type ClientCommand,
+  type ClientState,
+  type ClientType,
+  type DeleteClient,
+  type DisableClient,
+  type EnableClient,
+  type KickClient,
+  type RegisterClient,
+  type RotateClientAuthCode,
+} from './client/client.decider.js';
 export {
   clientSessionDecider,
   type ClientSessionCommand,
@@ -23,10 +34,16 @@ export {
   clientSessionStream,
   clientStream,
   createManagedClient,
+  deleteClient,
+  disableClient,
+  enableClient,
+  kickClient,
   loadClient,
   recordClientConnected,
   recordClientDisconnected,
   registerAnonymousClient,
+  rotateClientAuthCode,
+  type ClientCommandResult,
   type CreateManagedClientInput,
   type CreateManagedClientResult,
   type RegisterAnonymousClientInput,

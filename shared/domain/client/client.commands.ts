@@ -10,7 +10,7 @@ import { decideAndAppend } from '../append.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 import { allocateId } from '../sequence/sequence.commands.js';
 import { loadUser } from '../user/user.commands.js';
-import { clientDecider, type ClientState } from './client.decider.js';
+import { clientDecider, type ClientCommand, type ClientState, type RegisterClient } from './client.decider.js';
 import { clientSessionDecider } from './client-session.decider.js';
 
 /** Aggregate type of the session-fact streams (`client-session.<client_id>`). */
@@ -76,6 +76,51 @@ export async function createManagedClient(
     meta,
   );
   return { clientId: id, authCode, position: res.position };
+}
+
+/** What a client command did: `changed` is false when it decided nothing (already so). */
+export interface ClientCommandResult {
+  changed: boolean;
+  /** Position of the appended event, or of the stream's last event when nothing changed. */
+  position: number;
+}
+
+async function onClient(store: EventStore, command: Exclude<ClientCommand, RegisterClient>, meta: CommandMetadata): Promise<ClientCommandResult> {
+  const res = await handleCommand(store, clientStream(command.data.client_id), clientDecider, command, meta);
+  return { changed: res.event !== null, position: res.position };
+}
+
+/**
+ * Disable, enable, kick and delete a client. Disabling, kicking and deleting (like rotating the
+ * auth code) revoke its session tokens and end its live session at every edge; only an auth code
+ * login of an enabled client starts a new one.
+ */
+export function disableClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'DisableClient', data: { client_id: input.clientId } }, meta);
+}
+export function enableClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'EnableClient', data: { client_id: input.clientId } }, meta);
+}
+export function kickClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'KickClient', data: { client_id: input.clientId } }, meta);
+}
+export function deleteClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'DeleteClient', data: { client_id: input.clientId } }, meta);
+}
+
+/** Issues a new auth code for the client; the old one stops working. The new code is returned once. */
+export async function rotateClientAuthCode(
+  store: EventStore,
+  input: { clientId: number },
+  meta: CommandMetadata,
+): Promise<{ authCode: string; position: number }> {
+  const authCode = randomToken(AUTH_CODE_PREFIX);
+  const { position } = await onClient(
+    store,
+    { type: 'RotateClientAuthCode', data: { client_id: input.clientId, auth_code_hash: await hashSecret(authCode) } },
+    meta,
+  );
+  return { authCode, position };
 }
 
 /** With 10^8 anonymous ids a collision is rare; several in a row means something is wrong. */

@@ -2,7 +2,7 @@ import t from 'tap';
 import type { DomainEvent } from '../../contracts/events.js';
 import { DomainError } from '../../platform/errors.js';
 import { given } from '../decider.testkit.js';
-import { clientDecider, type RegisterClient } from './client.decider.js';
+import { clientDecider, type ClientCommand, type RegisterClient } from './client.decider.js';
 
 const managed: RegisterClient['data'] = {
   client_id: 600000000,
@@ -38,7 +38,7 @@ t.test('RegisterClient on an existing client is refused with TNX_CLIENT_ALREADY_
   const g = given(clientDecider, 'client.600000000', past);
   t.throws(() => g.when(register(managed)), { code: 'TNX_CLIENT_ALREADY_EXISTS' });
   t.throws(() => g.when(register(managed)), DomainError);
-  t.same(g.state, { exists: true, clientId: 600000000, clientType: 'managed', userId: 100000001, clientName: 'My Home Server' });
+  t.same(g.state, { exists: true, clientId: 600000000, clientType: 'managed', userId: 100000001, clientName: 'My Home Server', enabled: true });
 });
 
 t.test('id range and ownership must fit the client type', async (t) => {
@@ -48,4 +48,41 @@ t.test('id range and ownership must fit the client type', async (t) => {
   t.throws(() => g.when(register({ ...anonymous, client_id: 600000000 })), { code: 'TNX_CLIENT_INVALID', field: 'client_id' });
   t.throws(() => g.when(register({ ...anonymous, user_id: 100000001 })), { code: 'TNX_CLIENT_INVALID', field: 'user_id' });
   t.throws(() => g.when(register({ ...managed, auth_code_hash: '' })), { code: 'TNX_CLIENT_INVALID', field: 'auth_code_hash' });
+});
+
+const id = { client_id: 600000000 };
+const registered: DomainEvent = { type: 'ClientRegistered', data: managed };
+const cmd = (type: Exclude<ClientCommand['type'], 'RegisterClient' | 'RotateClientAuthCode'>): ClientCommand => ({ type, data: id }) as ClientCommand;
+
+t.test('DisableClient / EnableClient toggle, and a repeat decides nothing', async (t) => {
+  t.same(given(clientDecider, 'client.600000000', [registered]).when(cmd('DisableClient')), [{ type: 'ClientDisabled', data: id }]);
+  t.same(given(clientDecider, 'client.600000000', [registered]).when(cmd('EnableClient')), [], 'already enabled');
+  const disabled = given(clientDecider, 'client.600000000', [registered, { type: 'ClientDisabled', data: id }]);
+  t.equal(disabled.state.exists && disabled.state.enabled, false);
+  t.same(disabled.when(cmd('DisableClient')), [], 'already disabled');
+  t.same(disabled.when(cmd('EnableClient')), [{ type: 'ClientEnabled', data: id }]);
+});
+
+t.test('RotateClientAuthCode records the new hash only; KickClient always happens', async (t) => {
+  const g = given(clientDecider, 'client.600000000', [registered, { type: 'ClientKicked', data: id }]);
+  const hash = 'scrypt$16384$8$1$bmV3$bmV3';
+  t.same(g.when({ type: 'RotateClientAuthCode', data: { ...id, auth_code_hash: hash } }), [{ type: 'ClientAuthCodeRotated', data: { ...id, auth_code_hash: hash } }]);
+  t.throws(() => g.when({ type: 'RotateClientAuthCode', data: { ...id, auth_code_hash: '' } }), { code: 'TNX_CLIENT_INVALID', field: 'auth_code_hash' });
+  t.same(g.when(cmd('KickClient')), [{ type: 'ClientKicked', data: id }], 'a second kick is a second revocation');
+});
+
+t.test('DeleteClient: afterwards the client is not found and its id is never registered again', async (t) => {
+  t.same(given(clientDecider, 'client.600000000', [registered]).when(cmd('DeleteClient')), [{ type: 'ClientDeleted', data: id }]);
+  const g = given(clientDecider, 'client.600000000', [registered, { type: 'ClientDeleted', data: id }]);
+  t.same(g.state, { exists: false, deleted: true });
+  for (const type of ['DisableClient', 'EnableClient', 'KickClient', 'DeleteClient'] as const) {
+    t.throws(() => g.when(cmd(type)), { code: 'TNX_CLIENT_NOT_FOUND' }, type);
+  }
+  t.throws(() => g.when(register(managed)), { code: 'TNX_CLIENT_ALREADY_EXISTS' });
+});
+
+t.test('commands on a client that never existed: TNX_CLIENT_NOT_FOUND', async (t) => {
+  const g = given(clientDecider, 'client.600000000', []);
+  t.throws(() => g.when(cmd('KickClient')), { code: 'TNX_CLIENT_NOT_FOUND' });
+  t.throws(() => g.when({ type: 'RotateClientAuthCode', data: { ...id, auth_code_hash: 'h' } }), { code: 'TNX_CLIENT_NOT_FOUND' });
 });

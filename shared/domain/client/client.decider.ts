@@ -1,11 +1,12 @@
 import type { DomainEvent, TypedStoredEvent } from '../../contracts/events.js';
 import { isAnonymousClientId, isManagedClientId } from '../../contracts/ids.js';
 import type { Decider } from '../decider.js';
-import { DomainError } from '../../platform/errors.js';
+import { DomainError, NotFoundError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 
 /**
- * Stream `client.<client_id>`: identity and ownership only. Session facts (connect/disconnect) live
+ * Stream `client.<client_id>`: identity, ownership and credentials (enabled, auth code hash,
+ * revocations). Session facts (connect/disconnect) live
  * in `client-session.<client_id>` (client-session.decider.ts) so this stream stays small and a
  * reconnect storm never contends with management commands.
  */
@@ -22,16 +23,28 @@ export type RegisterClient = {
     readonly auth_code_hash: string;
   };
 };
-export type ClientCommand = RegisterClient;
+/** The revocations and their undo (enable); each names only the client. */
+export type DisableClient = { readonly type: 'DisableClient'; readonly data: { readonly client_id: number } };
+export type EnableClient = { readonly type: 'EnableClient'; readonly data: { readonly client_id: number } };
+export type RotateClientAuthCode = {
+  readonly type: 'RotateClientAuthCode';
+  /** hashSecret() of the new code, made by the command service (the decider stays pure). */
+  readonly data: { readonly client_id: number; readonly auth_code_hash: string };
+};
+export type KickClient = { readonly type: 'KickClient'; readonly data: { readonly client_id: number } };
+export type DeleteClient = { readonly type: 'DeleteClient'; readonly data: { readonly client_id: number } };
+export type ClientCommand = RegisterClient | DisableClient | EnableClient | RotateClientAuthCode | KickClient | DeleteClient;
 
 export type ClientState =
-  | { readonly exists: false }
+  /** `deleted`: the client existed; its id stays taken. */
+  | { readonly exists: false; readonly deleted?: true }
   | {
       readonly exists: true;
       readonly clientId: number;
       readonly clientType: ClientType;
       readonly userId: number | null;
       readonly clientName: string;
+      readonly enabled: boolean;
     };
 
 export const clientDecider: Decider<ClientState, ClientCommand> = {
@@ -45,14 +58,23 @@ export const clientDecider: Decider<ClientState, ClientCommand> = {
           clientType: event.data.client_type,
           userId: event.data.user_id,
           clientName: event.data.client_name,
+          enabled: true,
         };
+      case 'ClientDisabled':
+        return state.exists ? { ...state, enabled: false } : state;
+      case 'ClientEnabled':
+        return state.exists ? { ...state, enabled: true } : state;
+      case 'ClientDeleted':
+        return { exists: false, deleted: true };
       default:
         return state;
     }
   },
   decide: (command, state): DomainEvent[] => {
+    if (command.type !== 'RegisterClient') return decideOnExisting(command, state);
     const d = command.data;
     if (state.exists) throw new DomainError(DOMAIN_ERRORS.clientAlreadyExists, `client ${d.client_id} already exists`);
+    if (state.deleted) throw new DomainError(DOMAIN_ERRORS.clientAlreadyExists, `client ${d.client_id} was deleted; its id is not reused`);
     if (d.client_type === 'managed') {
       if (!isManagedClientId(d.client_id)) {
         throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, `${d.client_id} is not a managed client id`, 'client_id');
@@ -82,3 +104,27 @@ export const clientDecider: Decider<ClientState, ClientCommand> = {
     ];
   },
 };
+
+/**
+ * Commands on a registered client. Disabling a disabled client or enabling an enabled one decides
+ * nothing (a retried request changes nothing twice); a kick or a rotation always happens.
+ */
+function decideOnExisting(command: Exclude<ClientCommand, RegisterClient>, state: ClientState): DomainEvent[] {
+  const client_id = command.data.client_id;
+  if (!state.exists) throw new NotFoundError(DOMAIN_ERRORS.clientNotFound, `client ${client_id} not found`);
+  switch (command.type) {
+    case 'DisableClient':
+      return state.enabled ? [{ type: 'ClientDisabled', data: { client_id } }] : [];
+    case 'EnableClient':
+      return state.enabled ? [] : [{ type: 'ClientEnabled', data: { client_id } }];
+    case 'RotateClientAuthCode':
+      if (command.data.auth_code_hash.length === 0) {
+        throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, 'auth code hash must not be empty', 'auth_code_hash');
+      }
+      return [{ type: 'ClientAuthCodeRotated', data: { client_id, auth_code_hash: command.data.auth_code_hash } }];
+    case 'KickClient':
+      return [{ type: 'ClientKicked', data: { client_id } }];
+    case 'DeleteClient':
+      return [{ type: 'ClientDeleted', data: { client_id } }];
+  }
+}
