@@ -2,10 +2,12 @@ import type { Migration } from 'kysely';
 import * as m0001 from './0001_init.js';
 import * as m0002 from './0002_mapping_agent_status.js';
 import * as m0003 from './0003_state_outbox.js';
+import * as m0004 from './0004_client_credentials.js';
 
 /** All migrations, in order. Names are permanent once released. */
 export const migrations: Record<string, Migration> = {
   '0001_init': m0001,
   '0002_mapping_agent_status': m0002,
   '0003_state_outbox': m0003,
+  '0004_client_credentials': m0004,
 };

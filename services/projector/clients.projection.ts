@@ -1,4 +1,7 @@
-import type { Projection } from './projection.js';
+import type { StoredEvent } from '../../shared/contracts/envelope.js';
+import type { ClientUpdate } from '../../shared/db/schema.js';
+import type { DbTx } from '../../shared/db/connect.js';
+import type { Projection, ProjectionContext } from './projection.js';
 
 /**
  * Clients and their online state. Session facts live in `client-session.<id>` streams, separate
@@ -7,7 +10,7 @@ import type { Projection } from './projection.js';
  */
 export const clientsProjection: Projection = {
   name: 'clients',
-  version: 1,
+  version: 2,
   handlers: {
     async ClientRegistered(tx, event) {
       const d = event.data;
@@ -30,6 +33,25 @@ export const clientsProjection: Projection = {
         })
         .onConflict((oc) => oc.column('client_id').doNothing())
         .execute();
+    },
+
+    // Credentials. Each moves config_version (what the edges' feeds watch) to the event's position;
+    // the revocations also set auth_epoch to the event's stream version, which only grows, so a
+    // session token issued before any of them carries an epoch the client no longer has.
+    async ClientDisabled(tx, event, ctx) {
+      await updateCredentials(tx, event, ctx, { enabled: false, auth_epoch: event.version });
+    },
+    async ClientEnabled(tx, event, ctx) {
+      await updateCredentials(tx, event, ctx, { enabled: true });
+    },
+    async ClientAuthCodeRotated(tx, event, ctx) {
+      await updateCredentials(tx, event, ctx, { auth_code_hash: event.data.auth_code_hash, auth_epoch: event.version });
+    },
+    async ClientKicked(tx, event, ctx) {
+      await updateCredentials(tx, event, ctx, { auth_epoch: event.version });
+    },
+    async ClientDeleted(tx, event, ctx) {
+      await updateCredentials(tx, event, ctx, { auth_epoch: event.version, deleted_at: event.occurred_at });
     },
 
     async ClientConnected(tx, event, ctx) {
@@ -65,3 +87,21 @@ export const clientsProjection: Projection = {
     },
   },
 };
+
+/** Applies a credential change to a live (not deleted) client row; a replay writes the same values. */
+async function updateCredentials(
+  tx: DbTx,
+  event: StoredEvent<string, { client_id: number }>,
+  ctx: ProjectionContext,
+  set: Pick<ClientUpdate, 'enabled' | 'auth_code_hash' | 'auth_epoch' | 'deleted_at'>,
+): Promise<void> {
+  const res = await tx
+    .updateTable('clients')
+    .set({ ...set, config_version: event.position, version: event.version, updated_at: event.occurred_at })
+    .where('client_id', '=', event.data.client_id)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst();
+  if (res.numUpdatedRows === 0n) {
+    ctx.logger.warn({ clientId: event.data.client_id, position: event.position, type: event.type }, 'credential change for an unknown or deleted client; ignored');
+  }
+}

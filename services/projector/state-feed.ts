@@ -1,6 +1,6 @@
 import type { TypedStoredEvent } from '../../shared/contracts/events.js';
 import type { Db, DbTx } from '../../shared/db/connect.js';
-import { CLIENT_STATE_COLUMNS, EntityUpdateSchema, MAPPING_STATE_COLUMNS, toClientState, type EntityUpdate, type StatePublisher } from '../../shared/bus/state.js';
+import { CLIENT_STATE_COLUMNS, EntityUpdateSchema, MAPPING_STATE_COLUMNS, clientStateOf, type EntityUpdate, type StatePublisher } from '../../shared/bus/state.js';
 import type { Logger } from '../../shared/platform/logger.js';
 
 /**
@@ -18,7 +18,8 @@ export interface CommitHook {
 
 /**
  * Which edge-visible entities an event changes. Only these events change what an edge needs
- * (clients: id, type, auth code hash, config version; mappings: the MappingState fields); presence
+ * (clients: id, type, auth code hash, config version, enabled, epoch, deletion; mappings: the
+ * MappingState fields); presence
  * and agent status reports do not. A mapping change also changes both clients' config_version.
  * Read before the handlers run: a MappingDeleted's row is gone afterwards.
  */
@@ -27,6 +28,11 @@ async function touchedBy(tx: DbTx, event: TypedStoredEvent): Promise<{ clients: 
   const mappings = new Set<number>();
   switch (event.type) {
     case 'ClientRegistered':
+    case 'ClientDisabled':
+    case 'ClientEnabled':
+    case 'ClientAuthCodeRotated':
+    case 'ClientKicked':
+    case 'ClientDeleted':
       clients.add(event.data.client_id);
       break;
     case 'MappingCreated':
@@ -146,7 +152,8 @@ export function createStateOutbox(opts: {
       });
     const { version } = snapshot;
     for (const state of snapshot.mappings) await opts.publisher.publish({ kind: 'mapping', id: state.mapping_id, version, state });
-    for (const row of snapshot.clients) await opts.publisher.publish({ kind: 'client', id: row.client_id, version, state: toClientState(row) });
+    // Deleted clients go out as tombstones: no late stale state may bring them back.
+    for (const row of snapshot.clients) await opts.publisher.publish({ kind: 'client', id: row.client_id, version, state: clientStateOf(row) });
     if (snapshot.clients.length > 0) log.info({ version, clients: snapshot.clients.length, mappings: snapshot.mappings.length }, 'seeded the empty state stream from the read models');
   };
 
@@ -176,7 +183,7 @@ export function createStateOutbox(opts: {
         const found = new Map(rows.map((r) => [r.client_id, r]));
         for (const id of touched.clients) {
           const row = found.get(id);
-          updates.push({ kind: 'client', id, version, state: row ? toClientState(row) : null });
+          updates.push({ kind: 'client', id, version, state: row ? clientStateOf(row) : null });
         }
       }
       // Mappings before clients: an edge pushes a client's config when the client's new

@@ -36,7 +36,11 @@ const Id = z.number().int().positive();
 const Version = z.number().int().nonnegative();
 const Port = z.number().int().min(1).max(65535);
 
-/** What an edge knows of a client. `epoch` is reserved for revocation (session tokens): 0 today. */
+/**
+ * What an edge knows of a client. `epoch`: the client's auth epoch (the read models' auth_epoch),
+ * which changes exactly when its session tokens are revoked (disabled, auth code rotated, kicked,
+ * deleted); a token carrying another epoch is refused.
+ */
 export const ClientStateSchema = z.object({
   client_id: Id,
   client_type: z.enum(['managed', 'anonymous']),
@@ -76,7 +80,7 @@ export const EntityUpdateSchema = z.discriminatedUnion('kind', [
 export type EntityUpdate = z.infer<typeof EntityUpdateSchema>;
 
 /** The read-model columns behind ClientState / MappingState (projector and standalone feed). */
-export const CLIENT_STATE_COLUMNS = ['client_id', 'client_type', 'auth_code_hash', 'config_version'] as const;
+export const CLIENT_STATE_COLUMNS = ['client_id', 'client_type', 'auth_code_hash', 'config_version', 'enabled', 'auth_epoch', 'deleted_at'] as const;
 export const MAPPING_STATE_COLUMNS = [
   'mapping_id',
   'protocol',
@@ -91,9 +95,25 @@ export const MAPPING_STATE_COLUMNS = [
   'enabled',
 ] as const;
 
-/** A clients row as the view holds it (no client can be disabled yet; epochs come with session tokens). */
-export function toClientState(row: Pick<ClientState, 'client_id' | 'client_type' | 'auth_code_hash' | 'config_version'>): ClientState {
-  return { client_id: row.client_id, client_type: row.client_type, auth_code_hash: row.auth_code_hash, config_version: row.config_version, enabled: true, epoch: 0 };
+/** A clients row (CLIENT_STATE_COLUMNS) as the view holds it: null (a tombstone) once deleted. */
+export function clientStateOf(row: {
+  client_id: number;
+  client_type: ClientState['client_type'];
+  auth_code_hash: string;
+  config_version: number;
+  enabled: boolean;
+  auth_epoch: number;
+  deleted_at: unknown;
+}): ClientState | null {
+  if (row.deleted_at !== null) return null;
+  return {
+    client_id: row.client_id,
+    client_type: row.client_type,
+    auth_code_hash: row.auth_code_hash,
+    config_version: row.config_version,
+    enabled: row.enabled,
+    epoch: row.auth_epoch,
+  };
 }
 
 /** Dedup id for a publish: the same entity at the same version is the same message. */

@@ -39,8 +39,16 @@ export interface ClientsTable {
   node_id: string | null;
   session_id: string | null;
   last_seen_at: Timestamp | null;
-  /** Position of the last event that changed this client's pushed config (mappings it takes part in). */
+  /**
+   * Position of the last event that changed what an edge holds for this client: its pushed config
+   * (the mappings it takes part in) or its credentials (enabled, auth code, epoch, deletion).
+   */
   config_version: Generated<number>;
+  enabled: Generated<boolean>;
+  /** Client stream version of the last revocation (disable, auth code rotation, kick, delete); 0 before any. */
+  auth_epoch: Generated<number>;
+  /** Set when the client was deleted: the row stays for the edges' read-model feed, the API hides it. */
+  deleted_at: Timestamp | null;
   version: number;
   created_at: Timestamp;
   updated_at: Timestamp;

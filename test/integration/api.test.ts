@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import type { FastifyInstance } from 'fastify';
 import { createMemoryBus } from '../../shared/bus/memory.js';
-import { recordClientConnected } from '../../shared/domain/client/client.commands.js';
+import { deleteClient, recordClientConnected } from '../../shared/domain/client/client.commands.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import { silentLogger } from '../../shared/platform/logger.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
@@ -255,6 +255,26 @@ t.test('users, clients and mappings through the Management API', async (t) => {
   t.match(await h.get('/api/v1/users/abc'), { status: 400, json: { code: 'TNX_VALIDATION_FAILED', field: 'user_id' } });
   t.match(await h.get('/api/v1/nope'), { status: 404, json: { code: 'TNX_ROUTE_NOT_FOUND' } });
 });
+
+t.test('a deleted client is absent from the API, and mappings can no longer name it', async (t) => {
+  const h = await harness(t);
+  const user = await h.post('/api/v1/users', john);
+  const client = await h.post('/api/v1/clients', { user_id: user.json.user_id, client_name: 'gone' });
+  t.equal((await h.get(`/api/v1/clients/${client.json.client_id}`)).status, 200);
+  const deleted = await deleteClient(h.store, { clientId: client.json.client_id }, { actor: { kind: 'system', id: 'api-test' } });
+  await waitForStatus(h, `/api/v1/clients/${client.json.client_id}`, 404);
+  t.ok(deleted.changed);
+  const mapping = await h.post('/api/v1/mappings', { user_id: user.json.user_id, target_client_id: client.json.client_id, protocol: 'tcp', target_host: 'h', target_port: 1 });
+  t.match(mapping, { status: 422, json: { code: 'TNX_MAPPING_CLIENT_NOT_FOUND', field: 'target_client_id' } });
+});
+
+async function waitForStatus(h: Harness, url: string, status: number): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if ((await h.get(url)).status === status) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${url} never answered ${status}`);
+}
 
 /** Polls a GET until `done` holds (bounded). Used only where no command position is at hand. */
 async function waitForGet(h: Harness, url: string, done: (json: any) => boolean): Promise<any> {

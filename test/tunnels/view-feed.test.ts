@@ -6,7 +6,7 @@ import { MemoryEdgeView, startJetStreamViewFeed } from '../../services/edge/inde
 import { startProjector } from '../../services/projector/index.js';
 import { createStatePublisher, stateStreamName, stateSubject } from '../../shared/bus/state.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
-import { createManagedClient, createMapping, createUser } from '../../shared/domain/index.js';
+import { createManagedClient, createMapping, createUser, deleteClient, disableClient, enableClient, kickClient, rotateClientAuthCode } from '../../shared/domain/index.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import { silentLogger } from '../../shared/platform/logger.js';
 import { TEST_NATS_URL, createTestNats } from '../../shared/testkit/nats.js';
@@ -199,7 +199,7 @@ t.test('an empty state stream next to existing read models is seeded on start (u
   t.equal(view.versionOf('mapping', m.mappingId), m.position, 'labelled with the checkpoint of the snapshot');
 });
 
-t.test('a client disabled or deleted in the view loses its session and cannot log in again', async (t) => {
+t.test('a client disabled or deleted loses its session and cannot log in again', async (t) => {
   const w = await createWorld(t, {}, { feed: 'jetstream' });
   const user = await w.user();
   const a = await w.client(user);
@@ -208,13 +208,43 @@ t.test('a client disabled or deleted in the view loses its session and cannot lo
   w.agent({ clientId: a.clientId, authCode: a.authCode, onFatal: (err) => fatal.push(`a:${err.code}`) });
   w.agent({ clientId: b.clientId, authCode: b.authCode, onFatal: (err) => fatal.push(`b:${err.code}`) });
   await eventually(() => w.edge.stats().sessions === 2, 'both agents connected');
-  // No domain command disables or deletes a client yet; the states arrive as the stream would carry them.
-  const stateA = w.view.client(a.clientId)!;
-  w.view.apply([{ kind: 'client', id: a.clientId, version: w.view.versionOf('client', a.clientId) + 1, state: { ...stateA, enabled: false } }]);
-  w.view.apply([{ kind: 'client', id: b.clientId, version: w.view.versionOf('client', b.clientId) + 1, state: null }]);
+  await w.settle((await disableClient(w.store, { clientId: a.clientId }, META)).position);
+  await w.settle((await deleteClient(w.store, { clientId: b.clientId }, META)).position);
   await eventually(() => w.edge.stats().sessions === 0, 'both sessions closed');
   // Logins now fail for good (not "catching up"): the agents stop retrying.
   await eventually(() => fatal.length === 2, 'agents gave up after the refusal');
   t.same(fatal.sort(), ['a:TNX_AUTH_FAILED', 'b:TNX_AUTH_FAILED']);
 });
 
+for (const feed of ['read-models', 'jetstream'] as const) {
+  t.test(`${feed} feed: enabled, epoch, auth code hash and deletion reach the view the same way`, async (t) => {
+    const w = await createWorld(t, {}, { feed });
+    const user = await w.user();
+    const a = await w.client(user);
+    const other = await w.client(user);
+    const initial = w.view.client(a.clientId)!;
+    t.match(initial, { enabled: true, epoch: 0 });
+    const step = async (res: Promise<{ position: number }>) => w.settle((await res).position);
+
+    await step(disableClient(w.store, { clientId: a.clientId }, META));
+    t.match(w.view.client(a.clientId), { enabled: false, epoch: 2 }, 'disabled: epoch is the stream version of the revocation');
+    await step(enableClient(w.store, { clientId: a.clientId }, META));
+    t.match(w.view.client(a.clientId), { enabled: true, epoch: 2 }, 'enabled again: same epoch, old tokens stay revoked');
+    await step(rotateClientAuthCode(w.store, { clientId: a.clientId }, META));
+    const rotated = w.view.client(a.clientId)!;
+    t.equal(rotated.epoch, 4);
+    t.not(rotated.auth_code_hash, initial.auth_code_hash, 'the new hash');
+    await step(kickClient(w.store, { clientId: a.clientId }, META));
+    t.match(w.view.client(a.clientId), { enabled: true, epoch: 5 }, 'kicked');
+    await step(deleteClient(w.store, { clientId: a.clientId }, META));
+    t.equal(w.view.client(a.clientId), undefined, 'deleted: gone from the view');
+    t.equal(w.view.clientDeleted(a.clientId), true, 'held as a tombstone');
+    t.match(w.view.client(other.clientId), { enabled: true, epoch: 0 }, 'other clients untouched');
+
+    // A new edge process builds the same view from scratch.
+    await w.restartEdge('node-002');
+    t.equal(w.view.client(a.clientId), undefined);
+    t.equal(w.view.clientDeleted(a.clientId), true, 'the deletion survives a resync');
+    t.match(w.view.client(other.clientId), { enabled: true, epoch: 0 });
+  });
+}

@@ -1,7 +1,7 @@
 import type { ChangeBus } from '../../../shared/contracts/notices.js';
 import type { Db } from '../../../shared/db/connect.js';
 import type { Logger } from '../../../shared/platform/logger.js';
-import { CLIENT_STATE_COLUMNS, MAPPING_STATE_COLUMNS, toClientState } from '../../../shared/bus/state.js';
+import { CLIENT_STATE_COLUMNS, MAPPING_STATE_COLUMNS, clientStateOf } from '../../../shared/bus/state.js';
 import type { EntityUpdate, MappingState } from './view.js';
 import type { MemoryEdgeView } from './view.js';
 
@@ -12,7 +12,7 @@ const READ_MODELS = 'read-models';
  * Reads, in one REPEATABLE READ snapshot, the read-model checkpoint P and every client whose
  * config_version is above `after` with all mappings those clients take part in. Every change an
  * edge cares about moves config_version to the event's position (ClientRegistered sets it, every
- * mapping change raises it on the mapping's target and source), so this is exactly what changed
+ * credential change and every mapping change on the mapping's target and source raise it), so this is exactly what changed
  * since a snapshot at `after`; a known mapping of such a client that is no longer there was deleted.
  * Everything is labelled with P: the snapshot is the read models as of P.
  */
@@ -43,7 +43,8 @@ export async function readSnapshot(
       const updates: EntityUpdate[] = [
         ...mappings.map((state): EntityUpdate => ({ kind: 'mapping', id: state.mapping_id, version: position, state })),
         ...[...gone].map((id): EntityUpdate => ({ kind: 'mapping', id, version: position, state: null })),
-        ...clients.map((row): EntityUpdate => ({ kind: 'client', id: row.client_id, version: position, state: toClientState(row) })),
+        // A deleted client's row stays (deleted_at set), so its deletion arrives here as a tombstone.
+        ...clients.map((row): EntityUpdate => ({ kind: 'client', id: row.client_id, version: position, state: clientStateOf(row) })),
       ];
       return { position, updates };
     });

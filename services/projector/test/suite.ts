@@ -114,6 +114,7 @@ async function assertScenarioRows(t: Same, db: Db, s: Scenario): Promise<void> {
   const client = (id: number, created: number) => ({
     client_id: id, client_type: 'managed', user_id: USER, client_name: `client-${id}`,
     auth_code_hash: `scrypt$16384$8$1$salt$${id}`, version: 1, created_at: at(created), updated_at: at(created),
+    enabled: true, auth_epoch: 0, deleted_at: null,
   });
   t.same(clients, [
     { ...client(ANON, 4), client_type: 'anonymous', user_id: null, status: 'offline', node_id: null, session_id: null, last_seen_at: null, config_version: s.anon },
@@ -195,6 +196,36 @@ export function projectorSuite(tap: TAP, makeHarness: HarnessFactory, opts: Suit
     p = await append(h.store, stream, reported(PRIVATE_MAPPING, CLIENT_A, 'source', 'sa1', 'late'), at(10));
     t.equal(await statusOf(p), undefined, 'no row invented for a deleted mapping');
     t.equal(halted, null, 'not halted');
+  });
+
+  tap.test('credential events: enabled, auth code hash, auth_epoch (the revoking event\'s stream version) and config_version; delete keeps a marked row', async (t) => {
+    const h = await makeHarness((fn) => t.teardown(fn));
+    await start(h, (fn) => t.teardown(fn));
+    const stream = `client.${CLIENT_A}`;
+    const id = { client_id: CLIENT_A };
+    const row = async (position: number) => {
+      t.ok(await untilCheckpoint(h.db, READ_MODEL_PROJECTION, position));
+      return h.db
+        .selectFrom('clients')
+        .select(['enabled', 'auth_epoch', 'auth_code_hash', 'config_version', 'version', 'deleted_at'])
+        .where('client_id', '=', CLIENT_A)
+        .executeTakeFirstOrThrow();
+    };
+    const hash = `scrypt$16384$8$1$salt$${CLIENT_A}`;
+    let p = await append(h.store, stream, clientRegistered(CLIENT_A), at(0));
+    t.same(await row(p), { enabled: true, auth_epoch: 0, auth_code_hash: hash, config_version: p, version: 1, deleted_at: null }, 'registered: epoch 0');
+    p = await append(h.store, stream, { type: 'ClientDisabled', data: id }, at(1));
+    t.same(await row(p), { enabled: false, auth_epoch: 2, auth_code_hash: hash, config_version: p, version: 2, deleted_at: null }, 'disabled: epoch = version 2');
+    p = await append(h.store, stream, { type: 'ClientEnabled', data: id }, at(2));
+    t.same(await row(p), { enabled: true, auth_epoch: 2, auth_code_hash: hash, config_version: p, version: 3, deleted_at: null }, 'enabled: epoch unchanged');
+    p = await append(h.store, stream, { type: 'ClientAuthCodeRotated', data: { ...id, auth_code_hash: 'scrypt$new' } }, at(3));
+    t.same(await row(p), { enabled: true, auth_epoch: 4, auth_code_hash: 'scrypt$new', config_version: p, version: 4, deleted_at: null }, 'rotated');
+    p = await append(h.store, stream, { type: 'ClientKicked', data: id }, at(4));
+    t.same(await row(p), { enabled: true, auth_epoch: 5, auth_code_hash: 'scrypt$new', config_version: p, version: 5, deleted_at: null }, 'kicked');
+    p = await append(h.store, stream, { type: 'ClientDeleted', data: id }, at(5));
+    t.same(await row(p), { enabled: true, auth_epoch: 6, auth_code_hash: 'scrypt$new', config_version: p, version: 6, deleted_at: at(5) }, 'deleted: marked, not removed');
+    const late = await append(h.store, stream, { type: 'ClientKicked', data: id }, at(6));
+    t.match(await row(late), { auth_epoch: 6, version: 6 }, 'a change after deletion is ignored, not a halt');
   });
 
   tap.test('facts about unknown clients or mappings are logged and ignored, not rejected', async (t) => {
