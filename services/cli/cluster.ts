@@ -1,5 +1,5 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { openJetStreamEdgeView, startEdge, type RunningEdge } from '../edge/index.js';
+import { deriveSessionTokenKey, openJetStreamEdgeView, startEdge, type RunningEdge } from '../edge/index.js';
 import { EdgeRoutes } from '../edge/routes.js';
 import { BridgePool } from '../edge/bridge/index.js';
 import { bridgedTargets } from '../edge/remote.js';
@@ -114,6 +114,11 @@ export interface ClusterEdgeConfig extends ClusterNames {
   nodeId: string | undefined;
   allowAnonymous: boolean;
   anonymousPerMinutePerIp: number;
+  /**
+   * Signs and checks agents' session tokens; default: derived from the cluster secret, so every
+   * edge accepts every other's tokens (none without a secret).
+   */
+  sessionTokenKey?: Buffer;
 }
 
 export interface ClusterEdge {
@@ -184,6 +189,7 @@ export async function startClusterEdge(opts: {
   const opened = await openJetStreamEdgeView({ nc, eventsStream: config.streamName, subjectPrefix: config.subjectPrefix, logger: log });
   lifecycle.add('edge-view', () => opened.feed.stop());
   const secret = config.clusterSecret;
+  const tokenKey = config.sessionTokenKey ?? (secret ? deriveSessionTokenKey(secret) : undefined);
   const pool = bridgePort !== undefined && secret ? new BridgePool({ nodeId, secret, log }) : undefined;
   if (pool) lifecycle.add('bridge-pool', () => pool.close());
   const edge = await startEdge({
@@ -196,6 +202,7 @@ export async function startClusterEdge(opts: {
     publicHost: config.publicHost,
     allowAnonymous: config.allowAnonymous,
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+    ...(tokenKey ? { sessionTokens: { key: tokenKey } } : {}),
     routes: new EdgeRoutes({ routes, nodeId, logger: log }),
     ...(pool && secret && bridgePort !== undefined
       ? {

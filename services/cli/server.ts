@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { buildApp } from '../api/index.js';
-import { MemoryEdgeView, closeStaleSessions, startEdge, startReadModelViewFeed } from '../edge/index.js';
+import { MemoryEdgeView, closeStaleSessions, deriveSessionTokenKey, generateSessionTokenKey, startEdge, startReadModelViewFeed } from '../edge/index.js';
 import { createProjectionWaiter, startProjector, type ProjectionWaiter } from '../projector/index.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
 import { createStatePublisher, stateStreamName, type StatePublisher } from '../../shared/bus/state.js';
@@ -12,6 +12,7 @@ import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
+import { InfrastructureError } from '../../shared/platform/errors.js';
 import { randomToken } from '../../shared/platform/secrets.js';
 import { connectNats, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
 import type { ServerConfig } from './config.js';
@@ -49,6 +50,24 @@ export async function resolveApiKey(given: string | undefined, dataDir: string):
   const key = randomToken('tnxk_', 32);
   await writeFile(file, key + '\n', { mode: 0o600 });
   return { key, source: 'generated', file };
+}
+
+/**
+ * The session token key: derived from the cluster secret (every server of the cluster accepts
+ * every other's tokens), else generated once and kept (0600) in the data dir, so tokens survive a
+ * restart of this server. Never the secret itself (HKDF with its own label).
+ */
+async function sessionTokenKey(config: ServerConfig): Promise<Buffer> {
+  if (config.clusterSecret) return deriveSessionTokenKey(config.clusterSecret);
+  const file = join(resolve(config.dataDir), 'session-token-key');
+  if (existsSync(file)) {
+    const key = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64url');
+    if (key.length >= 32) return key;
+    throw new InfrastructureError('TNX_SESSION_TOKEN_KEY_INVALID', `${file} does not hold a session token key; delete it to generate a new one`);
+  }
+  const key = generateSessionTokenKey();
+  await writeFile(file, key.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
+  return key;
 }
 
 /**
@@ -128,6 +147,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
         nodeId: config.nodeId,
         allowAnonymous: config.allowAnonymous,
         anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+        sessionTokenKey: await sessionTokenKey(config),
       },
       logger,
       lifecycle,
@@ -173,6 +193,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       publicHost: config.publicHost,
       allowAnonymous: config.allowAnonymous,
       anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+      sessionTokens: { key: await sessionTokenKey(config) },
     });
     lifecycle.add('edge', () => edge.stop());
     controlAddress = `${config.controlHost}:${edge.controlPort}`;

@@ -17,6 +17,8 @@ export type { AgentMapping } from '../../shared/wire/messages.js';
 
 /** Reported to the edge in the handshake. */
 export const AGENT_VERSION = '0.1.0';
+/** What this agent understands beyond protocol version 1 (Handshake.features). */
+export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken];
 
 export interface AgentOptions {
   /** Edge control address, host:port. */
@@ -98,6 +100,11 @@ class Agent {
   private readonly log: Logger;
   private readonly edge: { host: string; port: number };
   private identity: Identity | undefined;
+  /**
+   * The session token from the last login (or refresh): presented instead of the auth code on the
+   * next login, at any edge of the cluster. A credential: memory only, never saved, never logged.
+   */
+  private sessionToken: string | undefined;
   private stopped = false;
   private tunnelContext: TunnelContext | undefined;
   private channel: ControlChannel | undefined;
@@ -137,9 +144,12 @@ class Agent {
       }
       let attempt = 0;
       while (!this.stopped) {
-        const established = await this.session();
+        const outcome = await this.session();
         if (this.stopped) break;
-        attempt = established ? 0 : attempt + 1;
+        // The token was refused: log in with the auth code at once, not after a backoff. Happens
+        // at most once in a row (the token is gone until the next login issues one).
+        if (outcome === 'token-refused') continue;
+        attempt = outcome === 'established' ? 0 : attempt + 1;
         const delay = this.backoff(attempt);
         this.log.info({ delayMs: delay }, 'reconnecting');
         await this.sleep(delay);
@@ -181,24 +191,33 @@ class Agent {
   }
 
   /**
-   * One control connection, from dial to close. Returns whether the handshake succeeded.
+   * One control connection, from dial to close: whether the handshake succeeded, failed, or
+   * refused the session token (log in again at once with the auth code).
    * Throws AgentFatalError for what reconnecting cannot fix.
    */
-  private async session(): Promise<boolean> {
+  private async session(): Promise<'established' | 'failed' | 'token-refused'> {
     const timeoutMs = this.o.handshakeTimeoutMs ?? 10_000;
     const socket = connect({ host: this.edge.host, port: this.edge.port, noDelay: true });
     this.socket = socket;
     let socketError: Error | undefined;
+    let reached = false;
+    socket.once('connect', () => (reached = true));
     socket.on('error', (err) => {
       socketError ??= err;
     });
     const sentAt = Date.now();
+    const token = this.identity ? this.sessionToken : undefined;
+    const credentials = this.identity
+      ? token
+        ? { client_id: this.identity.clientId, session_token: token }
+        : { client_id: this.identity.clientId, auth_code: this.identity.authCode }
+      : {};
     socket.write(
       encodeMessage(PacketType.Handshake, {
         protocol_version: PROTOCOL_VERSION,
         client_version: AGENT_VERSION,
-        features: [AgentFeature.ConfigDelta],
-        ...(this.identity ? { client_id: this.identity.clientId, auth_code: this.identity.authCode } : {}),
+        features: [...AGENT_FEATURES],
+        ...credentials,
       }),
     );
     const decoder = new FrameDecoder();
@@ -209,13 +228,21 @@ class Agent {
       msg = decodeMessage(frame);
     } catch (err) {
       socket.destroy();
+      // An edge that closes on a token handshake without answering may predate session tokens
+      // (its strict schema refuses the field): the next attempt uses the auth code.
+      if (token && reached && (err as { code?: string }).code === 'TNX_WIRE_CLOSED') this.sessionToken = undefined;
       if (!this.stopped) this.log.warn({ err: errorMessage(socketError ?? err) }, 'cannot reach the edge');
-      return false;
+      return 'failed';
     }
-    if (msg.type !== PacketType.HandshakeResp) return false;
+    if (msg.type !== PacketType.HandshakeResp) return 'failed';
     const resp = msg.body;
     if (!resp.ok) {
       socket.destroy();
+      if (resp.error.code === WireErrorCode.SessionTokenRejected && token) {
+        this.sessionToken = undefined;
+        this.log.info('the edge refused the session token; logging in with the auth code');
+        return 'token-refused';
+      }
       if (resp.error.code === WireErrorCode.AuthFailed) {
         const where = this.o.credentialsPath && this.o.clientId === undefined ? ` (credentials from ${this.o.credentialsPath})` : '';
         throw new AgentFatalError(
@@ -227,12 +254,14 @@ class Agent {
         throw new AgentFatalError(resp.error.code, resp.error.message);
       }
       this.log.warn({ code: resp.error.code }, `handshake refused: ${resp.error.message}`);
-      return false;
+      return 'failed';
     }
     const receivedAt = Date.now();
+    // Rotation: each login's token replaces the last; an edge that issues none leaves none.
+    this.sessionToken = resp.session_token;
     if (this.stopped) {
       socket.destroy();
-      return true;
+      return 'established';
     }
     if (resp.auth_code !== undefined) await this.adoptIssuedIdentity(resp.client_id, resp.auth_code);
     this.clientId = resp.client_id;
@@ -282,7 +311,7 @@ class Agent {
     this.connectedTo = undefined;
     this.tunnelContext = undefined;
     if (fatal) throw fatal;
-    return true;
+    return 'established';
   }
 
   private onCommand(channel: ControlChannel, cmd: Command, log: Logger): void {
@@ -311,6 +340,11 @@ class Agent {
           });
         });
       });
+      return;
+    }
+    if (cmd.name === 'session.token') {
+      this.sessionToken = cmd.payload.token;
+      channel.send(PacketType.CommandResp, { id: cmd.id, ok: true });
       return;
     }
     if (cmd.name === 'tunnel.open') {

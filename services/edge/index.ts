@@ -5,13 +5,14 @@ import { ByteBudget, closeAfterFlush, readFirstFrame } from '../../shared/net/fr
 import { errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
-import { SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
+import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import { decodeMessage, encodeMessage, type ControlMessage, type Handshake } from '../../shared/wire/messages.js';
 import { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { SessionFacts } from './facts.js';
 import { authenticate, decoy } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession, type ConfigRetryPolicy } from './session.js';
+import { SessionTokens, type SessionTokenOptions } from './session-token.js';
 import { TunnelBroker } from './tunnels.js';
 import type { EdgeRoutes } from './routes.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
@@ -33,6 +34,14 @@ class LoginBusyError extends Error {}
 
 export { closeStaleSessions } from './facts.js';
 export * from './view/index.js';
+export {
+  DEFAULT_SESSION_TOKEN_TTL_MS,
+  SESSION_TOKEN_KEY_LABEL,
+  SessionTokens,
+  deriveSessionTokenKey,
+  generateSessionTokenKey,
+  type SessionTokenOptions,
+} from './session-token.js';
 
 /**
  * Everything an edge needs: the event store (anonymous registration, session facts), its view of
@@ -103,6 +112,12 @@ export interface EdgeOptions {
    * here) and reach agents connected elsewhere through `remote` (services/edge/remote.ts).
    */
   bridge?: { secret: string; host: string; port: number; remote: RemoteTargets };
+  /**
+   * Issue session tokens to agents that declare AgentFeature.SessionToken, and accept them on
+   * reconnect (services/edge/session-token.ts). Every edge of a cluster must have the same key
+   * (deriveSessionTokenKey(cluster secret)). Without it tokens are neither issued nor accepted.
+   */
+  sessionTokens?: SessionTokenOptions;
 }
 
 export interface RunningEdge {
@@ -111,7 +126,19 @@ export interface RunningEdge {
   readonly bridgePort: number | undefined;
   readonly nodeId: string;
   stop(): Promise<void>;
-  stats(): { sessions: number; tunnels: number; publicListeners: number };
+  stats(): EdgeStats;
+}
+
+export interface EdgeStats {
+  sessions: number;
+  tunnels: number;
+  publicListeners: number;
+  /** scrypt auth-code verifications run since start (what session tokens save). */
+  credentialChecks: number;
+  /** Logins accepted with a session token since start. */
+  tokenLogins: number;
+  /** Session tokens refused (forged, expired, revoked, another client's) since start. */
+  tokensRejected: number;
 }
 
 /**
@@ -141,6 +168,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   // Every refused connection is a warning; hostile traffic must not turn that into a log flood.
   const warnings = new LogRationer(log, { perInterval: opts.warningsPerInterval ?? 20 });
   const tunnelOpenTimeoutMs = opts.tunnelOpenTimeoutMs ?? 10_000;
+  const tokens = opts.sessionTokens ? new SessionTokens({ ...opts.sessionTokens, nodeId }) : undefined;
+  const counters = { credentialChecks: 0, tokenLogins: 0, tokensRejected: 0 };
 
   const sessions = new Map<number, ControlSession>();
   /** Connections still deciding what they are (before the first frame is handled). */
@@ -176,8 +205,10 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       admitAnonymous: () =>
         opts.allowAnonymous === false ? 'disabled' : anonymousLimiter.take(socket.remoteAddress ?? '?') ? 'ok' : 'rate-limited',
       admitLogin: (clientId) => (socket.destroyed ? 'busy' : (logins.admit(socket.remoteAddress ?? '?', clientId) ?? 'rate-limited')),
+      ...(tokens ? { tokens } : {}),
       verify: async (secret, hash) => {
         if (!scryptCap.tryAcquire()) throw new LoginBusyError();
+        counters.credentialChecks++;
         try {
           return await verifySecret(secret, hash);
         } finally {
@@ -191,23 +222,40 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       log.error({ err, clientId: hs.client_id }, 'handshake failed on an internal error');
       return { ok: false as const, code: WireErrorCode.EdgeInternal, message: 'edge error, retry later', logReason: 'internal error' };
     });
+    if (!outcome.ok && outcome.code === WireErrorCode.SessionTokenRejected) counters.tokensRejected++;
     if (!outcome.ok) {
       warnings.warn(`handshake refused: ${outcome.logReason}`, { clientId: hs.client_id, remoteAddr, code: outcome.code }, `handshake refused: ${outcome.logReason}`);
       socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error: { code: outcome.code, message: outcome.message } }));
       closeAfterFlush(socket);
       return;
     }
-    const { clientId, clientType } = outcome;
+    const { clientId, clientType, epoch } = outcome;
     if (stopping || socket.destroyed) {
       socket.destroy();
       return;
     }
+    // The credentials were checked against the view as it was before an await; a revocation that
+    // arrived since found no session to close, so look again now, in the same tick the session
+    // is registered. (A client registered just now may not be in the view yet.)
+    const current = view.client(clientId);
+    if (outcome.via !== 'registration' && (!current || !current.enabled || current.epoch !== epoch)) {
+      warnings.warn('handshake refused: credentials changed during login', { clientId, remoteAddr }, 'handshake refused: credentials changed during login');
+      socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error: { code: WireErrorCode.EdgeInternal, message: 'credentials changed during login, retry' } }));
+      closeAfterFlush(socket);
+      return;
+    }
+    if (outcome.via === 'session-token') counters.tokenLogins++;
+    const features = new Set(hs.features ?? []);
+    // Only to agents that said they take tokens: an older agent's strict schema refuses the field.
+    const sessionTokens = tokens && features.has(AgentFeature.SessionToken) ? tokens : undefined;
     // Authenticated: from here on the agent may send frames of the full size.
     decoder.setMaxFrameSize(maxFrameSize);
     const session = new ControlSession({
       clientId,
       clientType,
-      features: new Set(hs.features ?? []),
+      features,
+      epoch,
+      ...(sessionTokens ? { tokenRefresh: { everyMs: Math.floor(sessionTokens.ttlMs / 2), issue: () => sessionTokens.issue(clientId, epoch) } } : {}),
       sessionId: randomUUID(),
       remoteAddr,
       socket,
@@ -240,11 +288,13 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         session_id: session.sessionId,
         server_time_ms: Date.now(),
         heartbeat_interval_ms: heartbeatIntervalMs,
+        // Every login gets a fresh token (rotation); the one presented, if any, is not reused.
+        ...(sessionTokens ? { session_token: sessionTokens.issue(clientId, epoch) } : {}),
       }),
     );
     facts.connected(clientId, session.sessionId, remoteAddr);
     session.start();
-    log.info({ clientId, sessionId: session.sessionId, clientType, remoteAddr, issued: outcome.issuedAuthCode !== undefined }, 'agent session open');
+    log.info({ clientId, sessionId: session.sessionId, clientType, remoteAddr, via: outcome.via, issued: outcome.issuedAuthCode !== undefined }, 'agent session open');
     void session.syncConfig();
   }
 
@@ -311,6 +361,12 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         session.close(client ? 'client disabled' : 'client deleted');
         continue;
       }
+      if (client.epoch !== session.epoch) {
+        // Kicked or auth code rotated: the agent's token is revoked with it; it may log in again
+        // with an auth code that is (still) valid.
+        session.close('client credentials revoked');
+        continue;
+      }
       void session.syncConfig(client.config_version);
     }
   };
@@ -359,7 +415,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     controlPort,
     bridgePort: bridgeServer?.port,
     nodeId,
-    stats: () => ({ sessions: sessions.size, tunnels: broker.stats().active, publicListeners: publicListeners.count }),
+    stats: () => ({ sessions: sessions.size, tunnels: broker.stats().active, publicListeners: publicListeners.count, ...counters }),
     stop() {
       stopping ??= (async () => {
         clearInterval(reconcileTimer);

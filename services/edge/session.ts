@@ -18,6 +18,13 @@ export interface ControlSessionOptions {
   clientType: 'managed' | 'anonymous';
   /** Handshake.features the agent declared (AgentFeature). */
   features?: ReadonlySet<string>;
+  /** The client's auth epoch the login was checked against; a different one in the view ends the session. */
+  epoch?: number;
+  /**
+   * Agents that take session tokens get a fresh one (`session.token`) every `everyMs`, so the
+   * token they hold when this edge dies is never older than that.
+   */
+  tokenRefresh?: { everyMs: number; issue: () => string };
   sessionId: string;
   remoteAddr: string;
   socket: Socket;
@@ -92,6 +99,7 @@ export class ControlSession {
   readonly clientType: 'managed' | 'anonymous';
   /** Handshake.features the agent declared: send newer frames only when listed. */
   readonly features: ReadonlySet<string>;
+  readonly epoch: number;
   readonly sessionId: string;
   readonly remoteAddr: string;
   private readonly log: Logger;
@@ -121,11 +129,13 @@ export class ControlSession {
   readonly pushes = { full: 0, delta: 0 };
   /** `role:mapping_id` → last outcome reported for it in this session (`active` or `error:<text>`). */
   private readonly reported = new Map<string, string>();
+  private tokenTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly o: ControlSessionOptions) {
     this.clientId = o.clientId;
     this.clientType = o.clientType;
     this.features = o.features ?? new Set();
+    this.epoch = o.epoch ?? 0;
     this.sessionId = o.sessionId;
     this.remoteAddr = o.remoteAddr;
     this.log = o.logger.child({ clientId: o.clientId, sessionId: o.sessionId });
@@ -145,6 +155,15 @@ export class ControlSession {
 
   start(): void {
     this.channel.start();
+    const refresh = this.o.tokenRefresh;
+    if (refresh) {
+      this.tokenTimer = setInterval(() => {
+        void this.command('session.token', { token: refresh.issue() }).then((resp) => {
+          if (!resp.ok && !this.closed) this.log.debug({ code: resp.error?.code }, 'session token refresh not acknowledged');
+        });
+      }, refresh.everyMs);
+      this.tokenTimer.unref();
+    }
   }
 
   /**
@@ -325,6 +344,7 @@ export class ControlSession {
   }
 
   private onChannelClosed(reason: string): void {
+    clearInterval(this.tokenTimer);
     if (this.retryTimer) {
       clearTimeout(this.retryTimer);
       this.retryTimer = undefined;

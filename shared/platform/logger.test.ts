@@ -7,11 +7,14 @@ t.test('secrets are redacted at the top level and nested', async (t) => {
   const sink = new Writable({ write: (chunk, _enc, cb) => ((out += String(chunk)), cb()) });
   const log = createLogger({ level: 'info' }, sink);
   log.info(
-    { auth_code: 'S1', apiKey: 'S2', client: { auth_code: 'S3' }, a: { b: { secret_key: 'S4' } }, mappings: [{ secret_key: 'S5' }], proof: 'S6', keep: 'visible' },
+    {
+      auth_code: 'S1', apiKey: 'S2', client: { auth_code: 'S3' }, a: { b: { secret_key: 'S4' } }, mappings: [{ secret_key: 'S5' }], proof: 'S6',
+      session_token: 'S7', hs: { session_token: 'S8' }, cmd: { payload: { token: 'S9' } }, keep: 'visible',
+    },
     'hello',
   );
   await new Promise((r) => setImmediate(r));
-  t.notMatch(out, /S[1-6]/, 'no secret value reaches the log line');
+  t.notMatch(out, /S[1-9]/, 'no secret value reaches the log line');
   t.match(out, /visible/, 'other fields are kept');
   t.match(out, /\[redacted\]/);
 });

@@ -8,6 +8,7 @@ export const REDACT_PATHS = [
   'authorization', 'req.headers.authorization', 'proof',
   '*.authCode', '*.auth_code', '*.secret', '*.secretKey', '*.secret_key', '*.apiKey', '*.api_key', '*.proof',
   '*.*.auth_code', '*.*.secret_key', '*.*.authCode', '*.*.secretKey', 'mappings[*].secret_key', '*.mappings[*].secret_key',
+  'session_token', 'sessionToken', '*.session_token', '*.sessionToken', 'payload.token', '*.payload.token',
 ];
 
 export interface LoggerConfig {

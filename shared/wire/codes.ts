@@ -10,6 +10,12 @@ export const WireErrorCode = {
   AnonymousDisabled: 'TNX_AUTH_ANONYMOUS_DISABLED',
   /** Too many anonymous registrations from this address: the agent backs off and retries. */
   RateLimited: 'TNX_AUTH_RATE_LIMITED',
+  /**
+   * The session token is not valid here (forged, expired, revoked by a newer client epoch, or this
+   * edge takes no tokens): not fatal, the agent drops it and logs in with its auth code at once.
+   * Only agents that present tokens (AgentFeature.SessionToken) ever get it.
+   */
+  SessionTokenRejected: 'TNX_AUTH_TOKEN_REJECTED',
   /** The tunnel open was not authorized (unknown mapping, wrong role, bad proof, replay, stale). */
   TunnelRefused: 'TNX_TUNNEL_REFUSED',
   TunnelTargetOffline: 'TNX_TUNNEL_TARGET_OFFLINE',

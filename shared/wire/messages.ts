@@ -5,6 +5,9 @@ import { PacketType, packetTypeName } from './packets.js';
 const Id = z.number().int().positive();
 const Port = z.number().int().min(1).max(65535);
 const ErrorBody = z.object({ code: z.string(), message: z.string() });
+/** Longest session token on the wire; it must fit the edge's pre-authentication frame cap. */
+export const MAX_SESSION_TOKEN_CHARS = 2048;
+const SessionToken = z.string().min(1).max(MAX_SESSION_TOKEN_CHARS);
 
 /** Agent → edge, first frame of a control connection. No credentials = register anonymously. */
 export const Handshake = z.strictObject({
@@ -18,6 +21,12 @@ export const Handshake = z.strictObject({
    * agents (whose schemas are strict) keep working; unknown names are ignored.
    */
   features: z.array(z.string().max(32)).max(16).optional(),
+  /**
+   * A session token an edge of this cluster issued (HandshakeResp.session_token), presented with
+   * client_id instead of auth_code: verified without scrypt. Refused as TNX_AUTH_TOKEN_REJECTED
+   * when invalid, expired or revoked; the agent then logs in with its auth code.
+   */
+  session_token: SessionToken.optional(),
 });
 
 export const HandshakeResp = z.discriminatedUnion('ok', [
@@ -32,6 +41,11 @@ export const HandshakeResp = z.discriminatedUnion('ok', [
     session_id: z.string(),
     server_time_ms: z.number(),
     heartbeat_interval_ms: z.number().int().positive(),
+    /**
+     * Only to agents that declared AgentFeature.SessionToken: a fresh short-lived token for the
+     * next login at any edge of the cluster. Keep it in memory only; it is a credential.
+     */
+    session_token: SessionToken.optional(),
   }),
   z.strictObject({ ok: z.literal(false), error: ErrorBody }),
 ]);
@@ -78,6 +92,8 @@ export const Command = z.discriminatedUnion('name', [
   z.strictObject({ id: z.string(), name: z.literal('config.delta'), payload: ConfigDelta }),
   z.strictObject({ id: z.string(), name: z.literal('tunnel.open'), payload: TunnelRequest }),
   z.strictObject({ id: z.string(), name: z.literal('session.close'), payload: z.strictObject({ reason: z.string() }) }),
+  /** Only to agents that declared AgentFeature.SessionToken: replaces the token before it expires. */
+  z.strictObject({ id: z.string(), name: z.literal('session.token'), payload: z.strictObject({ token: SessionToken }) }),
 ]);
 
 // ---- config.sync answer (per-mapping outcomes) ----

@@ -64,7 +64,7 @@ t.test('handshake with a managed client: accepted, full config pushed, session r
 
   await eventually(async () => (await sessionEvents(w, a.clientId)).length === 1, 'ClientConnected');
   t.same((await sessionEvents(w, a.clientId)).map((e) => e.type), ['ClientConnected']);
-  t.same(w.edge.stats(), { sessions: 2, tunnels: 0, publicListeners: 0 });
+  t.match(w.edge.stats(), { sessions: 2, tunnels: 0, publicListeners: 0, credentialChecks: 2, tokenLogins: 0 });
 
   peer.close();
   await eventually(async () => (await sessionEvents(w, a.clientId)).length === 2, 'ClientDisconnected');

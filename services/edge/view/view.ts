@@ -33,8 +33,8 @@ export interface EdgeView {
   publicMappings(): MappingState[];
   /** A client's side of every enabled mapping it takes part in, labelled with its config_version. */
   clientConfig(clientId: number): ClientConfig;
-  /** Resolves with the client once the view knows it, or undefined after `timeoutMs`. */
-  waitForClient(clientId: number, timeoutMs: number): Promise<ClientState | undefined>;
+  /** Resolves with the client once the view knows it (and `until` holds), or undefined after `timeoutMs`. */
+  waitForClient(clientId: number, timeoutMs: number, until?: (client: ClientState) => boolean): Promise<ClientState | undefined>;
   /** Called after every applied batch that changed something; returns an unsubscribe. */
   subscribe(listener: (change: ViewChange) => void): () => void;
 }
@@ -176,11 +176,11 @@ export class MemoryEdgeView implements EdgeView {
     return { version: this.client(clientId)?.config_version ?? 0, mappings };
   }
 
-  async waitForClient(clientId: number, timeoutMs: number): Promise<ClientState | undefined> {
+  async waitForClient(clientId: number, timeoutMs: number, until?: (client: ClientState) => boolean): Promise<ClientState | undefined> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const known = this.client(clientId);
-      if (known) return known;
+      if (known && (!until || until(known))) return known;
       const left = deadline - Date.now();
       if (left <= 0) return undefined;
       await new Promise<void>((resolve) => {
