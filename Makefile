@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPM_STAMP := node_modules/.tunnox-installed
 
-.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation bench-bridge bench-cluster cluster typecheck clean
+.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation bench-bridge bench-cluster cluster bench-reconnect typecheck clean
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -53,6 +53,10 @@ bench-cluster: setup
 # NATS + PostgreSQL + projector + api + three edges on 127.0.0.1-3, and a tunnel between agents on different edges.
 cluster: setup
 	scripts/cluster-demo.sh $(ARGS)
+
+# Reconnect storm: N agents (ARGS='--agents 500') log in again after an edge restart, auth codes vs session tokens.
+bench-reconnect: setup
+	node dist/bench/reconnect.js $(ARGS)
 
 clean:
 	rm -rf dist dist-*
