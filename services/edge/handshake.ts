@@ -1,7 +1,7 @@
 import { clientStream, registerAnonymousClient } from '../../shared/domain/index.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { hashSecret, randomToken } from '../../shared/platform/secrets.js';
-import { WireErrorCode } from '../../shared/wire/codes.js';
+import { AgentFeature, WireErrorCode } from '../../shared/wire/codes.js';
 import type { Handshake } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION } from '../../shared/wire/packets.js';
 import type { LoginTicket } from './rate-limit.js';
@@ -32,6 +32,19 @@ export function decoy(): Promise<string> {
 }
 
 const AUTH_FAILED = 'authentication failed';
+
+/**
+ * The agent features this edge confirms in HandshakeResp.features when declared. Only features
+ * born with that field belong here: an agent that declares an older one (session_token) may not
+ * know the field, and its strict schema would refuse the whole answer.
+ */
+export const CONFIRMED_FEATURES: ReadonlySet<string> = new Set<AgentFeature>([AgentFeature.EdgeEnd]);
+
+/** HandshakeResp.features for an agent that declared `declared`; no field at all when empty. */
+export function usedFeatures(declared: ReadonlySet<string>): { features?: string[] } {
+  const used = [...declared].filter((f) => CONFIRMED_FEATURES.has(f));
+  return used.length > 0 ? { features: used } : {};
+}
 
 /** Decides who the agent is: a known client proving its auth code, or a new anonymous client. */
 export interface AuthDeps {

@@ -9,7 +9,7 @@ import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wi
 import { decodeMessage, encodeMessage, type ControlMessage, type Handshake } from '../../shared/wire/messages.js';
 import { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { SessionFacts } from './facts.js';
-import { authenticate, decoy } from './handshake.js';
+import { authenticate, decoy, usedFeatures } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession, type ConfigRetryPolicy } from './session.js';
 import { SessionTokens, type SessionTokenOptions } from './session-token.js';
@@ -290,6 +290,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         heartbeat_interval_ms: heartbeatIntervalMs,
         // Every login gets a fresh token (rotation); the one presented, if any, is not reused.
         ...(sessionTokens ? { session_token: sessionTokens.issue(clientId, epoch) } : {}),
+        ...usedFeatures(features),
       }),
     );
     facts.connected(clientId, session.sessionId, remoteAddr);

@@ -326,6 +326,22 @@ export class ControlSession {
     await this.configAnswered;
   }
 
+  /** Whether the agent honours edge → agent TunnelEnd (AgentFeature.EdgeEnd). */
+  get vouchesEnds(): boolean {
+    return this.features.has(AgentFeature.EdgeEnd);
+  }
+
+  /**
+   * Edge → agent TunnelEnd: the far end of the agent's half in `end.role` ended cleanly; the FIN
+   * on its tunnel connection must follow, never precede, this call. Returns false when not sent:
+   * the session is closed, or the agent never declared AgentFeature.EdgeEnd (an older agent,
+   * whose strict schemas would refuse the frame).
+   */
+  vouchForEnd(end: TunnelEnd): boolean {
+    if (!this.vouchesEnds) return false;
+    return this.channel.send(PacketType.TunnelEnd, end);
+  }
+
   /** Tells the agent why (when `notify` is given), flushes, and closes. Idempotent. */
   close(reason: string, notify?: SessionCloseReason): void {
     if (this.closed) return;

@@ -2,7 +2,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MappingState as MappingRow } from './view/view.js';
 import { closeAfterFlush } from '../../shared/net/frames.js';
-import { pipeSockets } from '../../shared/net/pipe.js';
+import { pipeSockets, type PipeOptions } from '../../shared/net/pipe.js';
 import { TunnoxError } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
@@ -55,6 +55,7 @@ interface EndWait {
 }
 
 interface ActiveTunnel {
+  readonly tunnelId: string;
   readonly mappingId: number;
   readonly kind: Origin['kind'];
   readonly a: Duplex;
@@ -64,6 +65,12 @@ interface ActiveTunnel {
   /** Halves whose agent has sent TunnelEnd. */
   readonly attested: Set<AgentRole>;
   readonly waits: Map<AgentRole, EndWait>;
+  /**
+   * The sessions of the agent-side halves whose agents take a FIN only with the edge's TunnelEnd
+   * (AgentFeature.EdgeEnd): the sessions that opened them, since the agent forgets its tunnels
+   * with the session they were opened in.
+   */
+  readonly vouchees: Partial<Record<AgentRole, ControlSession>>;
 }
 
 export interface TunnelBrokerOptions {
@@ -99,7 +106,10 @@ export interface TunnelStats {
  * stopping) resets its sockets. And an agent's FIN is passed on only once the agent has vouched
  * for it with TunnelEnd on its control connection: a killed agent's kernel sends FIN as well, so
  * an unvouched FIN (its control session died first, or no TunnelEnd within endAttestTimeoutMs)
- * resets the other side instead.
+ * resets the other side instead. The same holds the other way for agents that declared
+ * AgentFeature.EdgeEnd: a clean end of the far side (a visitor's FIN, an agent's vouched FIN, a
+ * bridge stream's fin) is vouched for to the agent with TunnelEnd before the FIN is passed on, so
+ * the FINs this edge's kernel sends when it is killed reach the agents' local sockets as resets.
  */
 export class TunnelBroker {
   private readonly pending = new Map<string, PendingTunnel>();
@@ -314,7 +324,9 @@ export class TunnelBroker {
     if (origin.kind === 'bridge') origin.settle.resolve();
     if (targetEarly.length > 0) origin.socket.write(targetEarly);
     // From here on: nothing but the pump.
+    const source = origin.kind === 'client' ? 'source' : undefined;
     const tunnel: ActiveTunnel = {
+      tunnelId: p.tunnelId,
       mappingId: p.mappingId,
       kind: origin.kind,
       a: origin.socket,
@@ -322,17 +334,49 @@ export class TunnelBroker {
       agents: origin.kind === 'client' ? { source: origin.clientId, target: p.targetClientId } : { target: p.targetClientId },
       attested: new Set(),
       waits: new Map(),
+      vouchees: this.vouchees(p.session, origin),
     };
     this.active.set(p.tunnelId, tunnel);
     this.log.debug(ctx, 'tunnel open');
-    void pipeSockets(origin.socket, target, {
-      ...(origin.kind === 'client' ? { confirmEndOfA: () => this.confirmEnd(tunnel, 'source', ctx) } : {}),
-      confirmEndOfB: () => this.confirmEnd(tunnel, 'target', ctx),
-    }).then((r) => {
+    void pipeSockets(origin.socket, target, this.endChecks(tunnel, source, 'target', ctx)).then((r) => {
       for (const w of [...tunnel.waits.values()]) w.finish(false);
       this.active.delete(p.tunnelId);
       this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'tunnel closed');
     });
+  }
+
+  /** The EdgeEnd sessions of a tunnel's agent-side halves (`target`: the target agent's, when on this edge). */
+  private vouchees(target: ControlSession | undefined, origin: Origin): ActiveTunnel['vouchees'] {
+    const v: { -readonly [R in AgentRole]?: ControlSession } = {};
+    if (target?.vouchesEnds) v.target = target;
+    if (origin.kind === 'client') {
+      const source = this.o.findSession(origin.clientId);
+      if (source && !source.closed && source.vouchesEnds) v.source = source;
+    }
+    return v;
+  }
+
+  /**
+   * The pump's checks on each side's FIN: `aAgent`/`bAgent` name the agent-side halves (undefined:
+   * a visitor or a bridge stream, whose FIN is clean as it stands). A FIN from an agent waits for
+   * that agent's TunnelEnd; a clean FIN towards an EdgeEnd agent is first vouched for to it (edge →
+   * agent TunnelEnd), so the agent can tell it from the FIN of this edge's kernel after a kill.
+   */
+  private endChecks(t: ActiveTunnel, aAgent: AgentRole | undefined, bAgent: AgentRole | undefined, ctx: Record<string, unknown>): PipeOptions {
+    const check = (from: AgentRole | undefined, to: AgentRole | undefined): (() => Promise<boolean>) | undefined => {
+      const vouchee = to && t.vouchees[to];
+      if (!from && !vouchee) return undefined;
+      return async () => {
+        if (from && !(await this.confirmEnd(t, from, ctx))) return false;
+        if (!to || !vouchee) return true;
+        if (vouchee.vouchForEnd({ tunnel_id: t.tunnelId, role: to })) return true;
+        this.log.info({ ...ctx, role: to }, 'clean end, but the agent\'s control session that must hear of it is gone: resetting the tunnel');
+        return false;
+      };
+    };
+    const confirmEndOfA = check(aAgent, bAgent);
+    const confirmEndOfB = check(bAgent, aAgent);
+    return { ...(confirmEndOfA ? { confirmEndOfA } : {}), ...(confirmEndOfB ? { confirmEndOfB } : {}) };
   }
 
   /** Resolves true once the agent behind `role` has vouched for its FIN; false if it cannot anymore. */
@@ -401,6 +445,7 @@ export class TunnelBroker {
           if (origin.early.length > 0) stream.write(origin.early);
         }
         const tunnel: ActiveTunnel = {
+          tunnelId,
           mappingId: mapping.mapping_id,
           kind: origin.kind,
           a: origin.socket,
@@ -408,10 +453,11 @@ export class TunnelBroker {
           agents: origin.kind === 'client' ? { source: origin.clientId } : {},
           attested: new Set(),
           waits: new Map(),
+          vouchees: this.vouchees(undefined, origin),
         };
         this.active.set(tunnelId, tunnel);
         this.log.debug(ctx, 'tunnel open across the bridge');
-        void pipeSockets(origin.socket, stream, origin.kind === 'client' ? { confirmEndOfA: () => this.confirmEnd(tunnel, 'source', ctx) } : {}).then((r) => {
+        void pipeSockets(origin.socket, stream, this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx)).then((r) => {
           for (const w of [...tunnel.waits.values()]) w.finish(false);
           this.active.delete(tunnelId);
           this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'bridged tunnel closed');

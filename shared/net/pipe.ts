@@ -20,6 +20,16 @@ export interface PipeOptions {
 }
 
 /**
+ * Ends `s` with a reset, never a FIN: a TCP socket sends RST (one still connecting is just
+ * destroyed), another byte Duplex is destroyed before its end, which is its reset.
+ */
+export function resetStream(s: Duplex): void {
+  if (s.destroyed) return;
+  if (s instanceof Socket && !s.connecting) s.resetAndDestroy();
+  else s.destroy();
+}
+
+/**
  * The one byte pump. Copies bytes both ways between two connected sockets until both directions
  * are done, and owns both sockets from the moment it is called (it destroys them when finished).
  * Either side may also be another byte Duplex that keeps these semantics (the bridge's
@@ -49,13 +59,9 @@ export function pipeSockets(a: Duplex, b: Duplex, o: PipeOptions = {}): Promise<
     const countB = (chunk: Buffer): void => {
       bytesBtoA += chunk.length;
     };
-    const reset = (s: Duplex): void => {
-      if (s instanceof Socket) s.resetAndDestroy();
-      else s.destroy();
-    };
     const abort = (): void => {
-      reset(a);
-      reset(b);
+      resetStream(a);
+      resetStream(b);
     };
     const onError = (err: Error): void => {
       error ??= err;

@@ -46,6 +46,13 @@ export const HandshakeResp = z.discriminatedUnion('ok', [
      * next login at any edge of the cluster. Keep it in memory only; it is a credential.
      */
     session_token: SessionToken.optional(),
+    /**
+     * Which of the agent's declared features that need confirming this edge will use (today only
+     * AgentFeature.EdgeEnd, which came with this field). Sent only when that list is not empty, so
+     * an agent that declared none of them (older ones, whose schemas are strict) never sees it.
+     * Absent = none (an older edge). session_token is confirmed by the token itself, not here.
+     */
+    features: z.array(z.string().max(32)).max(16).optional(),
   }),
   z.strictObject({ ok: z.literal(false), error: ErrorBody }),
 ]);
@@ -130,10 +137,17 @@ export const CommandResp = z.strictObject({
 });
 
 /**
- * Agent → edge, on the control connection: the agent's side of tunnel `tunnel_id` (in `role`)
- * ended cleanly, and the agent's FIN on the tunnel connection is already in its kernel. A killed
- * agent's kernel sends FIN too, so the edge passes an agent's FIN on only once this arrives, and
- * turns it into a reset otherwise: a truncated stream must never look complete.
+ * On the control connection, for tunnel `tunnel_id`, in both directions. A killed process's
+ * kernel sends FIN on every tunnel connection it held, so a FIN alone never proves a complete
+ * stream; TunnelEnd is the vouching that does.
+ *
+ * - Agent → edge: the agent's side of the tunnel (its half in `role`) ended cleanly, and the
+ *   agent's FIN on the tunnel connection is already in its kernel. The edge passes an agent's FIN
+ *   on only once this arrives, and turns it into a reset otherwise.
+ * - Edge → agent (only to agents that negotiated AgentFeature.EdgeEnd): the far end of the
+ *   agent's half in `role` ended cleanly, and the edge's FIN on that tunnel connection follows.
+ *   The agent ends its local socket on that FIN only if this arrives before it or within a grace
+ *   period after it (the two travel on different connections), and resets it otherwise.
  */
 export const TunnelEnd = z.strictObject({ tunnel_id: z.string().min(1).max(64), role: z.enum(['source', 'target']) });
 

@@ -10,7 +10,10 @@ export const PacketType = {
   Heartbeat: 0x03,
   Command: 0x10,
   CommandResp: 0x11,
-  /** Agent → edge: this agent's half of a tunnel ended cleanly (see TunnelEnd in messages.ts). */
+  /**
+   * Agent → edge: this agent's half of a tunnel ended cleanly. Edge → agent (AgentFeature.EdgeEnd):
+   * the far end of the agent's half ended cleanly. See TunnelEnd in messages.ts.
+   */
   TunnelEnd: 0x12,
   TunnelOpen: 0x20,
   TunnelOpenAck: 0x21,
