@@ -9,6 +9,7 @@ import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wi
 import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ConfigDelta, type ControlMessage } from '../../shared/wire/messages.js';
 import { DEFAULT_CONTROL_PORT, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { loadCredentials, saveCredentials } from './credentials.js';
+import { EdgeEnds } from './ends.js';
 import { AgentFatalError } from './errors.js';
 import { MappingRuntime, type TunnelContext } from './mappings.js';
 
@@ -18,7 +19,7 @@ export type { AgentMapping } from '../../shared/wire/messages.js';
 /** Reported to the edge in the handshake. */
 export const AGENT_VERSION = '0.1.0';
 /** What this agent understands beyond protocol version 1 (Handshake.features). */
-export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken];
+export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken, AgentFeature.EdgeEnd];
 
 export interface AgentOptions {
   /** Edge control address, host:port. */
@@ -34,6 +35,8 @@ export interface AgentOptions {
   heartbeatIntervalMs?: number;
   /** Time for the handshake and for a tunnel open to be acked; default 10 s. */
   handshakeTimeoutMs?: number;
+  /** How long an edge's FIN on a tunnel connection waits for the edge's TunnelEnd before it is a reset; default 5 s. */
+  edgeEndGraceMs?: number;
   onReady?: (info: { clientId: number; clientType: 'managed' | 'anonymous'; nodeId: string }) => void;
   /** Called with each applied config before it is acknowledged; a throw leaves it unacknowledged (the edge pushes again). */
   onConfig?: (mappings: AgentMapping[], version: number) => void;
@@ -58,6 +61,8 @@ export interface RunningAgent {
 }
 
 const FROM_EDGE: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.Command]);
+/** With AgentFeature.EdgeEnd negotiated, the edge also vouches for its FINs (TunnelEnd). */
+const FROM_EDGE_WITH_ENDS: ReadonlySet<number> = new Set([...FROM_EDGE, PacketType.TunnelEnd]);
 
 interface Identity {
   clientId: number;
@@ -267,6 +272,9 @@ class Agent {
     this.clientId = resp.client_id;
     // Assume the edge stamped its clock half-way through the round trip.
     const clockOffsetMs = resp.server_time_ms - (sentAt + receivedAt) / 2;
+    const log = this.log.child({ clientId: resp.client_id, nodeId: resp.node_id });
+    // Only an edge that confirmed the feature vouches for its FINs; with an older one a FIN stays a FIN.
+    const ends = resp.features?.includes(AgentFeature.EdgeEnd) ? new EdgeEnds(log, this.o.edgeEndGraceMs) : undefined;
     this.tunnelContext = {
       edgeHost: this.edge.host,
       edgePort: this.edge.port,
@@ -274,8 +282,8 @@ class Agent {
       clockOffsetMs,
       timeoutMs,
       attestEnd: (tunnelId, role) => void this.channel?.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role }),
+      ...(ends ? { ends } : {}),
     };
-    const log = this.log.child({ clientId: resp.client_id, nodeId: resp.node_id });
     log.info({ clientType: resp.client_type, sessionId: resp.session_id }, 'connected to the edge');
 
     let fatal: AgentFatalError | undefined;
@@ -283,10 +291,11 @@ class Agent {
       const channel = new ControlChannel({
         socket,
         decoder,
-        accept: FROM_EDGE,
+        accept: ends ? FROM_EDGE_WITH_ENDS : FROM_EDGE,
         heartbeatIntervalMs: Math.min(this.o.heartbeatIntervalMs ?? resp.heartbeat_interval_ms, resp.heartbeat_interval_ms),
         silenceTimeoutMs: resp.heartbeat_interval_ms * 3,
         onMessage: (m) => {
+          if (m.type === PacketType.TunnelEnd) ends?.attest(m.body);
           if (m.type !== PacketType.Command) return;
           if (m.body.name === 'session.close') {
             log.info({ reason: m.body.payload.reason }, 'edge closed the session');
@@ -299,6 +308,8 @@ class Agent {
         },
         onClose: (reason) => {
           if (!this.stopped) log.warn({ reason }, 'control connection closed');
+          // At once, not after the reconnect: the tunnels of a killed edge must not wait for it.
+          ends?.lose();
           resolve();
         },
       });

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { pipeSockets } from '../../shared/net/pipe.js';
+import { pipeSockets, resetStream } from '../../shared/net/pipe.js';
 import { errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import type { AgentMapping, MappingOutcome, TunnelRequest } from '../../shared/wire/messages.js';
+import type { EdgeEnds } from './ends.js';
 import { dialTunnel, type TunnelDial } from './tunnel.js';
 import { listen } from '../../shared/net/listen.js';
 
@@ -17,6 +18,11 @@ export interface TunnelContext {
   timeoutMs: number;
   /** Sends TunnelEnd on the control connection: this agent's half of the tunnel ended cleanly. */
   attestEnd: (tunnelId: string, role: AgentMapping['role']) => void;
+  /**
+   * Set when the session negotiated AgentFeature.EdgeEnd: the edge vouches for its FINs there, and
+   * tunnels dialed in this session pass an edge FIN on only when it did.
+   */
+  ends?: EdgeEnds;
 }
 
 interface Running {
@@ -118,7 +124,7 @@ export class MappingRuntime {
     // The target service may speak first (SSH/MySQL banners): hold it until the tunnel is acked.
     local.pause();
     const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId: req.tunnel_id, role: 'target' });
-    this.bridge(r, local, dial, 'target', ctx);
+    this.bridge(r, local, dial, 'target', ctx, tunnel.ends);
     return { ok: true };
   }
 
@@ -162,10 +168,7 @@ export class MappingRuntime {
     this.running.delete(key);
     r.server?.close();
     // A reset, not a FIN: a visitor cut off by a deleted mapping must not take it for a complete stream.
-    for (const s of r.sockets) {
-      if (s.connecting || s.destroyed) s.destroy();
-      else s.resetAndDestroy();
-    }
+    for (const s of r.sockets) resetStream(s);
     this.log.info({ mappingId: r.mapping.mapping_id, role: r.mapping.role, reason }, 'mapping stopped');
   }
 
@@ -182,15 +185,28 @@ export class MappingRuntime {
       return;
     }
     const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId, role: 'source' });
-    this.bridge(r, visitor, dial, 'source', ctx);
+    this.bridge(r, visitor, dial, 'source', ctx, tunnel.ends);
   }
 
-  private bridge(r: Running, local: Socket, dial: TunnelDial, role: AgentMapping['role'], ctx: { mappingId: number; tunnelId: string }): void {
+  /**
+   * Pipes `local` with the tunnel connection once the edge acks it. `ends` (an EdgeEnd session):
+   * the edge's FIN reaches `local` only if the edge vouched for it, a reset otherwise.
+   */
+  private bridge(
+    r: Running,
+    local: Socket,
+    dial: TunnelDial,
+    role: AgentMapping['role'],
+    ctx: { mappingId: number; tunnelId: string },
+    ends: EdgeEnds | undefined,
+  ): void {
     r.sockets.add(local);
     r.sockets.add(dial.socket);
+    const tracked = ends?.track(ctx.tunnelId, role, [local, dial.socket]);
     const forget = (): void => {
       r.sockets.delete(local);
       r.sockets.delete(dial.socket);
+      tracked?.release();
     };
     // If the local side gives up while we wait for the ack, drop the tunnel connection too.
     const onLocalClose = (): void => void dial.socket.destroy();
@@ -205,7 +221,7 @@ export class MappingRuntime {
         }
         if (early.length > 0) local.write(early);
         this.vouchForEnd(local, dial.socket, role, ctx.tunnelId);
-        void pipeSockets(local, dial.socket).then((res) => {
+        void pipeSockets(local, dial.socket, tracked ? { confirmEndOfB: tracked.confirmEnd } : {}).then((res) => {
           forget();
           this.log.debug({ ...ctx, bytesOut: res.bytesAtoB, bytesIn: res.bytesBtoA, err: res.error?.message }, 'tunnel closed');
         });
