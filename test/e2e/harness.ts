@@ -142,6 +142,32 @@ export async function startServer(args: string[], apiKey: string): Promise<Serve
   };
 }
 
+export interface StreamEnd {
+  how: 'end' | 'reset';
+  /** Bytes received before the end. */
+  bytes: number;
+  code?: string;
+}
+
+/**
+ * How a socket's peer ended the stream, told apart as the tunnel's local peer must: a reset
+ * ('error', ECONNRESET or EPIPE) or a clean FIN. A Node receiver may report a reset that arrives
+ * together with unread bytes as an 'end' (libuv reports EOF on POLLHUP after a partial read), so
+ * after an 'end' one probe byte is written: it fails on a reset connection and goes through on a
+ * half-closed one. For streams expected to be reset (the probe byte reaches a clean peer).
+ */
+export function streamEnd(socket: Socket): Promise<StreamEnd> {
+  let bytes = 0;
+  socket.on('data', (c: Buffer) => {
+    bytes += c.length;
+  });
+  socket.resume();
+  return new Promise((resolve) => {
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', bytes, ...(err.code ? { code: err.code } : {}) }));
+    socket.once('end', () => socket.write(Buffer.from([0]), (err) => (err ? undefined : resolve({ how: 'end', bytes }))));
+  });
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

@@ -4,23 +4,11 @@ import { connect, createServer, type Socket } from 'node:net';
 import { isAnonymousClientId } from '../../shared/contracts/ids.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { createLogger } from '../../shared/platform/logger.js';
-import { readFirstFrame } from '../../shared/net/frames.js';
-import { FrameDecoder, encodeFrame } from '../../shared/wire/codec.js';
-import { decodeMessage, encodeMessage, type ControlMessage } from '../../shared/wire/messages.js';
+import { encodeFrame } from '../../shared/wire/codec.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { computeProof, newNonce } from '../../shared/wire/proof.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
-import { createWorld, eventually, freePort, canConnect, sha, WirePeer, type World } from './world.js';
-
-const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
-
-async function login(w: World, clientId: number, authCode: string): Promise<WirePeer> {
-  const peer = await WirePeer.connect(w.edge.controlPort);
-  peer.send(PacketType.Handshake, { ...HELLO, client_id: clientId, auth_code: authCode });
-  const resp = await peer.next();
-  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error(`login failed: ${JSON.stringify(resp)}`);
-  return peer;
-}
+import { createWorld, eventually, freePort, canConnect, HELLO, login, outcome, rawTunnel, sha, WirePeer, type World } from './world.js';
 
 async function sessionEvents(w: World, clientId: number): Promise<{ type: string; session: string }[]> {
   const { events } = await w.store.readStream(`client-session.${clientId}`);
@@ -320,22 +308,6 @@ t.test('stop() closes sessions with session.close and records the disconnects', 
   t.notOk(await canConnect(w.edge.controlPort), 'control port closed');
 });
 
-/** Opens a raw tunnel connection; `early` is written in the same chunk as the TunnelOpen frame. */
-async function rawTunnel(
-  port: number,
-  f: { mapping_id: number; tunnel_id: string; role: 'source' | 'target'; client_id: number },
-  secret: string,
-  early: Buffer = Buffer.alloc(0),
-): Promise<{ socket: Socket; ack: ControlMessage; remainder: Buffer }> {
-  const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-  socket.on('error', () => undefined);
-  const fields = { ...f, ts: Date.now(), nonce: newNonce() };
-  socket.write(Buffer.concat([encodeMessage(PacketType.TunnelOpen, { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(secret, fields) }), early]));
-  const decoder = new FrameDecoder();
-  const ack = decodeMessage(await readFirstFrame(socket, decoder, 10_000));
-  return { socket, ack, remainder: decoder.takeRemainder() };
-}
-
 function readAll(socket: Socket, initial: Buffer): Promise<Buffer> {
   const chunks = [initial];
   socket.on('data', (c: Buffer) => chunks.push(c));
@@ -417,17 +389,6 @@ t.test('a deleted client-to-client mapping resets its running tunnels at the edg
   t.equal((await atTarget).how, 'reset', 'target half reset');
   await eventually(() => w.edge.stats().tunnels === 0, 'tunnel gone');
 });
-
-/** How a socket's stream ended: a clean FIN ('end', with the bytes before it) or a reset. */
-function outcome(socket: Socket, initial: Buffer): Promise<{ how: 'end' | 'reset'; bytes: Buffer }> {
-  const chunks = [initial];
-  socket.on('data', (c: Buffer) => chunks.push(c));
-  socket.resume();
-  return new Promise((resolve) => {
-    socket.once('end', () => resolve({ how: 'end', bytes: Buffer.concat(chunks) }));
-    socket.once('error', () => resolve({ how: 'reset', bytes: Buffer.concat(chunks) }));
-  });
-}
 
 t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the other side as a reset', async (t) => {
   await t.test('target FIN, then its control session dies (a killed agent): the source is reset', async (t) => {

@@ -9,8 +9,10 @@ import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import { silentLogger, type Logger } from '../../shared/platform/logger.js';
 import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
-import { decodeMessage, encodeMessage, type ControlMessage, type MessageBody } from '../../shared/wire/messages.js';
-import { PacketType } from '../../shared/wire/packets.js';
+import { decodeMessage, encodeMessage, type ControlMessage, type Handshake, type HandshakeResp, type MessageBody } from '../../shared/wire/messages.js';
+import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
+import { readFirstFrame } from '../../shared/net/frames.js';
+import { computeProof, newNonce } from '../../shared/wire/proof.js';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../services/client/index.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import {
@@ -239,24 +241,34 @@ export function canConnect(port: number): Promise<boolean> {
 export class WirePeer {
   readonly socket: Socket;
   readonly closed: Promise<void>;
-  private readonly decoder = new FrameDecoder();
   private readonly queue: ControlMessage[] = [];
   private waiter: (() => void) | undefined;
   private failure: Error | undefined;
 
-  private constructor(socket: Socket) {
+  private constructor(
+    socket: Socket,
+    private readonly decoder = new FrameDecoder(),
+  ) {
     this.socket = socket;
     this.closed = new Promise((resolve) => socket.once('close', () => resolve()));
     socket.on('error', () => undefined);
-    socket.on('data', (chunk: Buffer) => {
+    const receive = (chunk: Buffer): void => {
       try {
         for (const f of this.decoder.push(chunk)) this.queue.push(decodeMessage(f));
       } catch (err) {
         this.failure = err as Error;
       }
       this.waiter?.();
-    });
+    };
+    socket.on('data', receive);
     socket.on('close', () => this.waiter?.());
+    receive(Buffer.alloc(0)); // frames that arrived with the first one (adopt)
+    socket.resume();
+  }
+
+  /** The server side of a connection whose first frame `decoder` already read (a fake edge). */
+  static adopt(socket: Socket, decoder: FrameDecoder): WirePeer {
+    return new WirePeer(socket, decoder);
   }
 
   /** `localAddress`: another loopback address (127.0.0.2, ...) to appear as a different peer. */
@@ -297,6 +309,51 @@ export class WirePeer {
   close(): void {
     this.socket.destroy();
   }
+}
+
+export const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
+
+/** A raw agent's handshake: `extra` adds credentials and features to HELLO. */
+export async function handshake(w: World, extra: Partial<Handshake>): Promise<{ peer: WirePeer; resp: Extract<HandshakeResp, { ok: true }> }> {
+  const peer = await WirePeer.connect(w.edge.controlPort);
+  peer.send(PacketType.Handshake, { ...HELLO, ...extra });
+  const resp = await peer.next();
+  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error(`login failed: ${JSON.stringify(resp)}`);
+  return { peer, resp: resp.body };
+}
+
+export async function login(w: World, clientId: number, authCode: string): Promise<WirePeer> {
+  return (await handshake(w, { client_id: clientId, auth_code: authCode })).peer;
+}
+
+/** Opens a raw tunnel connection; `early` is written in the same chunk as the TunnelOpen frame. */
+export async function rawTunnel(
+  port: number,
+  f: { mapping_id: number; tunnel_id: string; role: 'source' | 'target'; client_id: number },
+  secret: string,
+  early: Buffer = Buffer.alloc(0),
+): Promise<{ socket: Socket; ack: ControlMessage; remainder: Buffer }> {
+  const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+  socket.on('error', () => undefined);
+  const fields = { ...f, ts: Date.now(), nonce: newNonce() };
+  socket.write(Buffer.concat([encodeMessage(PacketType.TunnelOpen, { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(secret, fields) }), early]));
+  const decoder = new FrameDecoder();
+  const ack = decodeMessage(await readFirstFrame(socket, decoder, 10_000));
+  return { socket, ack, remainder: decoder.takeRemainder() };
+}
+
+/**
+ * How a socket's stream ended: a clean FIN ('end', with the bytes before it) or a reset ('error',
+ * with its code: ECONNRESET for a TCP reset).
+ */
+export function outcome(socket: Socket, initial: Buffer = Buffer.alloc(0)): Promise<{ how: 'end' | 'reset'; bytes: Buffer; code?: string }> {
+  const chunks = [initial];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.resume();
+  return new Promise((resolve) => {
+    socket.once('end', () => resolve({ how: 'end', bytes: Buffer.concat(chunks) }));
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', bytes: Buffer.concat(chunks), ...(err.code ? { code: err.code } : {}) }));
+  });
 }
 
 export function sha(b: Buffer): string {
