@@ -5,7 +5,10 @@ import { connect, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { connect as natsConnect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { freePort } from '../../shared/net/listen.js';
+import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
 export { freePort };
 
 /** Repository root (this file is compiled to dist/test/e2e/harness.js). */
@@ -166,6 +169,31 @@ export function streamEnd(socket: Socket): Promise<StreamEnd> {
     socket.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', bytes, ...(err.code ? { code: err.code } : {}) }));
     socket.once('end', () => socket.write(Buffer.from([0]), (err) => (err ? undefined : resolve({ how: 'end', bytes }))));
   });
+}
+
+/** Deletes a JetStream-mode run's streams: events, `<stream>_CFG`, and the KV buckets of its prefix (`stream` lower-cased). */
+export async function deleteStreams(stream: string): Promise<void> {
+  const nc = await natsConnect({ servers: TEST_NATS_URL });
+  try {
+    const jsm = await jetstreamManager(nc);
+    for await (const s of jsm.streams.list()) {
+      if (s.config.name.startsWith(stream) || s.config.name.startsWith(`KV_${stream.toLowerCase()}`)) await jsm.streams.delete(s.config.name);
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
+/**
+ * `tunnox server` arguments for node `n` of a JetStream-mode cluster on one stream and database:
+ * the bridge on a free port, and every public port on the node's own loopback address (every
+ * server opens every public port).
+ */
+export function clusterServerArgs(o: { dataDir: string; database: string; stream: string; secret: string }, n: number): string[] {
+  return [
+    '--data-dir', join(o.dataDir, `s${n}`), '--nats', TEST_NATS_URL, '--database', o.database, '--stream', o.stream, '--subject-prefix', o.stream.toLowerCase(),
+    '--cluster-secret', o.secret, '--bridge-port', '0', '--public-host', `127.0.0.${n}`,
+  ];
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -1,11 +1,9 @@
 import t from 'tap';
 import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
 import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
-import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { join } from 'node:path';
 import { freePort } from '../../shared/net/listen.js';
-import { canConnect, eventually, spawnTunnox, startServer, startTransferTarget, tempDir, transfer, type ServerHandle } from './harness.js';
+import { canConnect, clusterServerArgs, deleteStreams, eventually, spawnTunnox, startServer, startTransferTarget, tempDir, transfer, type ServerHandle } from './harness.js';
 import { tunnelScenario } from './scenario.js';
 
 // JetStream mode: NATS JetStream event log (unique stream/subjects per run) + external PostgreSQL.
@@ -13,12 +11,7 @@ t.test('JetStream server: API, pushed config and TCP tunnels end to end', async 
   const database = await createTestDatabase('tnx_e2e', false);
   const stream = uniqueName('TNX_E2E').toUpperCase();
   t.teardown(async () => {
-    const nc = await connect({ servers: TEST_NATS_URL });
-    const jsm = await jetstreamManager(nc);
-    for await (const s of jsm.streams.list()) {
-      if (s.config.name.startsWith(stream) || s.config.name.startsWith(`KV_${stream.toLowerCase()}`)) await jsm.streams.delete(s.config.name); // events, `<stream>_CFG`, buckets
-    }
-    await nc.close();
+    await deleteStreams(stream);
     await database.drop();
   });
   await tunnelScenario(t, ['--nats', TEST_NATS_URL, '--database', database.url, '--stream', stream, '--subject-prefix', stream.toLowerCase()]);
@@ -32,20 +25,10 @@ t.test('two JetStream servers share the event log and read models', async (t) =>
   const dir = await tempDir('tnx-e2e-two');
   t.teardown(async () => {
     await dir.remove();
-    const nc = await connect({ servers: TEST_NATS_URL });
-    const jsm = await jetstreamManager(nc);
-    for await (const s of jsm.streams.list()) {
-      if (s.config.name.startsWith(stream) || s.config.name.startsWith(`KV_${stream.toLowerCase()}`)) await jsm.streams.delete(s.config.name); // events, `<stream>_CFG`, buckets
-    }
-    await nc.close();
+    await deleteStreams(stream);
     await database.drop();
   });
-  const args = (n: number) => [
-    '--data-dir', join(dir.path, `s${n}`), '--nats', TEST_NATS_URL, '--database', database.url, '--stream', stream, '--subject-prefix', stream.toLowerCase(),
-    '--cluster-secret', 'two-servers-cluster-secret-0123456789', '--bridge-port', '0',
-    // Every server opens every public port: one loopback address each.
-    '--public-host', `127.0.0.${n}`,
-  ];
+  const args = (n: number) => clusterServerArgs({ dataDir: dir.path, database: database.url, stream, secret: 'two-servers-cluster-secret-0123456789' }, n);
   const a = await startServer(args(1), 'two-servers-admin-key-0123456789');
   t.teardown(() => a.proc.stop());
   const b = await startServer(args(2), 'two-servers-admin-key-0123456789');
