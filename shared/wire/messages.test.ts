@@ -21,6 +21,7 @@ const SAMPLES: ControlMessage[] = [
     },
   },
   { type: PacketType.Handshake, body: { protocol_version: 1, client_id: 600000001, session_token: 'a.b.c', client_version: '0.1.0', features: ['session_token'] } },
+  { type: PacketType.Handshake, body: { protocol_version: 1, client_version: '0.1.0', features: ['edge_end'] } },
   {
     type: PacketType.HandshakeResp,
     body: {
@@ -33,6 +34,7 @@ const SAMPLES: ControlMessage[] = [
       server_time_ms: 1700000000000,
       heartbeat_interval_ms: 30000,
       session_token: 'a.b.c',
+      features: ['edge_end'],
     },
   },
   { type: PacketType.HandshakeResp, body: { ok: false, error: { code: 'TNX_AUTH_FAILED', message: 'no' } } },
