@@ -119,6 +119,8 @@ export interface ClusterEdgeConfig extends ClusterNames {
    * edge accepts every other's tokens (none without a secret).
    */
   sessionTokenKey?: Buffer;
+  /** Set: on shutdown (SIGTERM) the edge drains this long (RunningEdge.drain); unset: it stops at once. */
+  drainTimeoutMs?: number;
 }
 
 export interface ClusterEdge {
@@ -221,7 +223,8 @@ export async function startClusterEdge(opts: {
         }
       : {}),
   });
-  lifecycle.add('edge', () => edge.stop());
+  const drainMs = config.drainTimeoutMs;
+  lifecycle.add('edge', () => (drainMs === undefined ? edge.stop() : edge.drain(drainMs)));
   edgeStats = () => {
     const s = edge.stats();
     return { connected_agents: s.sessions, active_tunnels: s.tunnels };

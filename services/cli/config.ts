@@ -29,6 +29,8 @@ export const ServerConfigSchema = z.strictObject({
   advertiseHost: z.string().min(1).optional(),
   /** Shared by every server of a cluster: authenticates bridge streams. */
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
+  /** On SIGTERM the edge drains: running tunnels get this long before they are reset. */
+  drainTimeoutMs: z.number().int().min(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;

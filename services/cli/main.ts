@@ -17,6 +17,7 @@ import { VERSION } from './version.js';
 import { ctlCommand } from './ctl.js';
 import { parseHostPort } from '../../shared/net/address.js';
 import { DEFAULT_CONTROL_PORT } from '../../shared/wire/packets.js';
+import { parseServerList } from '../client/servers.js';
 
 // The only module that reads process.env and argv; everything below gets parsed config.
 // Each command imports its own code when it runs: an agent never loads fastify, kysely, pg, NATS
@@ -75,6 +76,7 @@ program
   .option('--bridge-port <port>', 'JetStream mode: node-to-node bridge port (0 = any free port)', intArg('--bridge-port', 0, 65535), 50052)
   .option('--advertise <host>', 'JetStream mode: the address other servers reach this bridge at (default: the control host, or 127.0.0.1)')
   .option('--cluster-secret <secret>', 'JetStream mode: secret shared by every server, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross servers)')
+  .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30)
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
   .action(async (o: Record<string, string | number | boolean | undefined>) => {
     let logger: Logger | undefined;
@@ -98,6 +100,7 @@ program
         bridgePort: o.bridgePort,
         advertiseHost: o.advertise,
         clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
+        drainTimeoutMs: Number(o.drainTimeout) * 1000,
         logLevel: o.logLevel,
       } satisfies Record<keyof ServerConfig, unknown>);
       if (!parsed.success) {
@@ -107,7 +110,8 @@ program
       const config = parsed.data;
       logger = createLogger({ level: config.logLevel, name: 'tunnox-server' });
       const lifecycle = new Lifecycle(logger);
-      lifecycle.installSignalHandlers();
+      // The edge drains first: the shutdown's own grace comes on top of the drain timeout.
+      lifecycle.installSignalHandlers(undefined, config.drainTimeoutMs + 15_000);
       const { runServer } = await import('./server.js');
       const running = await runServer(config, logger, lifecycle).catch(async (err: unknown) => {
         await lifecycle.close();
@@ -289,7 +293,11 @@ clusterOptions(
 program
   .command('client')
   .description('run an agent: connect to an edge, receive mapping config, open listeners and dial targets')
-  .requiredOption('--server <host[:port]>', 'edge control address (port 8080 when omitted)', process.env.TUNNOX_SERVER)
+  .requiredOption(
+    '--server <host[:port][,host[:port]...]>',
+    'edge control address (port 8080 when omitted), or a comma-separated list of the edges of one cluster: the agent moves to the next one when its edge goes away',
+    process.env.TUNNOX_SERVER,
+  )
   .option('--client-id <id>', 'managed or previously issued client id', intArg('--client-id', 1, Number.MAX_SAFE_INTEGER))
   .option('--auth-code <code>', 'auth code for --client-id (or $TUNNOX_AUTH_CODE)')
   .option('--credentials <path>', 'where anonymous credentials are saved and reused', process.env.TUNNOX_CREDENTIALS ?? defaultCredentialsPath())
@@ -298,7 +306,7 @@ program
   .action(async (o: { server: string; clientId?: number; authCode?: string; credentials: string; health?: string; logLevel: string }) => {
     const logger = createLogger({ level: o.logLevel, name: 'tunnox-client' });
     try {
-      parseHostPort(o.server, DEFAULT_CONTROL_PORT);
+      parseServerList(o.server);
       const authCode = o.authCode ?? (process.env.TUNNOX_AUTH_CODE || undefined);
       if ((o.clientId === undefined) !== (authCode === undefined)) {
         throw new Error('--client-id and --auth-code go together (omit both to use saved or anonymous credentials)');

@@ -148,6 +148,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
         allowAnonymous: config.allowAnonymous,
         anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
         sessionTokenKey: await sessionTokenKey(config),
+        drainTimeoutMs: config.drainTimeoutMs,
       },
       logger,
       lifecycle,
@@ -195,7 +196,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
       sessionTokens: { key: await sessionTokenKey(config) },
     });
-    lifecycle.add('edge', () => edge.stop());
+    // SIGTERM drains the edge (agents move at once, running tunnels may finish) before it stops.
+    lifecycle.add('edge', () => edge.drain(config.drainTimeoutMs));
     controlAddress = `${config.controlHost}:${edge.controlPort}`;
     const startedAt = new Date().toISOString();
     nodes = localNodeDirectory(nodeId, { control_address: controlAddress, started_at: startedAt, version: VERSION }, () => {

@@ -1,17 +1,17 @@
 import { connect, type Socket } from 'node:net';
 import { ControlChannel } from '../../shared/net/control.js';
-import { parseHostPort } from '../../shared/net/address.js';
 import { readFirstFrame } from '../../shared/net/frames.js';
 import { TunnoxError, errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
 import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ConfigDelta, type ControlMessage } from '../../shared/wire/messages.js';
-import { DEFAULT_CONTROL_PORT, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
+import { PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { loadCredentials, saveCredentials } from './credentials.js';
 import { EdgeEnds } from './ends.js';
 import { AgentFatalError } from './errors.js';
 import { MappingRuntime, type TunnelContext } from './mappings.js';
+import { parseServerList, sameCluster, type EdgeAddress, type ServerList } from './servers.js';
 
 export { AgentFatalError } from './errors.js';
 export type { AgentMapping } from '../../shared/wire/messages.js';
@@ -19,11 +19,17 @@ export type { AgentMapping } from '../../shared/wire/messages.js';
 /** Reported to the edge in the handshake. */
 export const AGENT_VERSION = '0.1.0';
 /** What this agent understands beyond protocol version 1 (Handshake.features). */
-export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken, AgentFeature.EdgeEnd];
+export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken, AgentFeature.EdgeEnd, AgentFeature.Drain];
 
 export interface AgentOptions {
-  /** Edge control address, host:port. */
-  server: string;
+  /**
+   * Edge control address(es), host[:port]: one, a comma-separated list, or an array. With several,
+   * the agent tries them in turn and moves to the next one when its edge goes away, refuses it, or
+   * drains; backoff applies only once a whole round of the list has failed.
+   */
+  server: string | readonly string[];
+  /** Where the first round starts: a random edge of the list (default: agents spread out), or the first. */
+  serverStart?: 'random' | 'first';
   clientId?: number;
   authCode?: string;
   /** Where anonymous credentials are saved (0600) and loaded from when no clientId is given. */
@@ -46,6 +52,8 @@ export interface AgentOptions {
 
 export interface AgentStatus {
   connected: boolean;
+  /** The edge address (host:port) of the current session. */
+  server: string | undefined;
   clientId: number | undefined;
   nodeId: string | undefined;
   configVersion: number | undefined;
@@ -69,10 +77,29 @@ interface Identity {
   authCode: string;
 }
 
+/** How a control session ended: it decides where the agent connects next, and whether it waits first. */
+type SessionEnd = 'failed' | 'ended' | 'drained' | 'token-refused';
+
 /**
- * Starts the agent: connects to the edge, authenticates (or registers anonymously and saves the
- * issued credentials), applies pushed config, and reconnects with exponential backoff and jitter.
- * Mappings keep running across reconnects and are resynced from the full config each time.
+ * A control connection past its handshake, and what tunnels through its edge need. When its edge
+ * drains, the link retires: the agent logs in elsewhere and keeps this connection only to vouch
+ * (TunnelEnd) for its tunnels still running through that edge and to answer tunnel requests sent
+ * before the drain, until the edge closes it (once none of those tunnels is left).
+ */
+interface Link {
+  readonly edge: EdgeAddress;
+  readonly nodeId: string;
+  readonly channel: ControlChannel;
+  readonly context: TunnelContext;
+  retiring: boolean;
+}
+
+/**
+ * Starts the agent: connects to an edge of its list, authenticates (or registers anonymously and
+ * saves the issued credentials), applies pushed config, and reconnects: to the next edge of the
+ * list at once, with exponential backoff and jitter once a whole round has failed. Mappings and
+ * running tunnels keep going across reconnects; mappings are resynced from the full config each
+ * time. Throws at once on a malformed server list.
  */
 export function startAgent(opts: AgentOptions): RunningAgent {
   const agent = new Agent(opts);
@@ -84,6 +111,7 @@ export function startAgent(opts: AgentOptions): RunningAgent {
     listeningPorts: () => agent.runtime.listeningPorts(),
     status: () => ({
       connected: agent.connectedTo !== undefined,
+      server: agent.connectedTo === undefined ? undefined : agent.link?.edge.address,
       clientId: agent.clientId,
       nodeId: agent.connectedTo,
       configVersion: agent.configVersion,
@@ -101,9 +129,13 @@ class Agent {
   /** Node id of the edge while a session is up. */
   connectedTo: string | undefined;
   configVersion: number | undefined;
+  /** The live session (undefined between sessions). */
+  link: Link | undefined;
   readonly runtime: MappingRuntime;
   private readonly log: Logger;
-  private readonly edge: { host: string; port: number };
+  private readonly servers: ServerList;
+  /** Links to drained edges, kept while tunnels through them run (see Link). */
+  private readonly retired = new Set<Link>();
   private identity: Identity | undefined;
   /**
    * The session token from the last login (or refresh): presented instead of the auth code on the
@@ -111,8 +143,6 @@ class Agent {
    */
   private sessionToken: string | undefined;
   private stopped = false;
-  private tunnelContext: TunnelContext | undefined;
-  private channel: ControlChannel | undefined;
   private socket: Socket | undefined;
   private wake: (() => void) | undefined;
   private configQueue: Promise<void> = Promise.resolve();
@@ -120,9 +150,10 @@ class Agent {
   private appliedMappings: AgentMapping[] | undefined;
 
   constructor(private readonly o: AgentOptions) {
-    this.log = o.logger.child({ server: o.server });
-    this.edge = parseHostPort(o.server, DEFAULT_CONTROL_PORT);
-    this.runtime = new MappingRuntime(this.log, () => this.tunnelContext);
+    this.servers = parseServerList(o.server);
+    this.log = o.logger.child({ server: this.servers.text });
+    // A local visitor's tunnel goes through the edge of the live session.
+    this.runtime = new MappingRuntime(this.log, () => this.link?.context);
     if (o.clientId !== undefined && o.authCode !== undefined) this.identity = { clientId: o.clientId, authCode: o.authCode };
     this.clientId = o.clientId;
   }
@@ -132,30 +163,28 @@ class Agent {
       if ((this.o.clientId === undefined) !== (this.o.authCode === undefined)) {
         throw new AgentFatalError('TNX_AGENT_CREDENTIALS_INVALID', 'clientId and authCode go together (omit both for saved or anonymous credentials)');
       }
-      if (!this.identity && this.o.credentialsPath) {
-        const saved = await loadCredentials(this.o.credentialsPath);
-        if (saved && saved.server !== this.o.server) {
-          throw new AgentFatalError(
-            'TNX_AGENT_CREDENTIALS_MISMATCH',
-            `credentials in ${this.o.credentialsPath} were issued by ${saved.server}, not ${this.o.server}; ` +
-              'use --server ' + saved.server + ', or point --credentials at another file to register a new anonymous client',
-          );
-        }
-        if (saved) {
-          this.identity = { clientId: saved.client_id, authCode: saved.auth_code };
-          this.clientId = saved.client_id;
-          this.log.info({ clientId: saved.client_id, path: this.o.credentialsPath }, 'using saved credentials');
-        }
-      }
-      let attempt = 0;
+      if (!this.identity && this.o.credentialsPath) await this.useSavedCredentials(this.o.credentialsPath);
+      const edges = this.servers.edges;
+      let next = this.o.serverStart === 'first' ? 0 : Math.floor(Math.random() * edges.length);
+      /** Attempts in a row that did not end in a drain, counting the edge that was just lost. */
+      let failed = 0;
       while (!this.stopped) {
-        const outcome = await this.session();
+        const end = await this.session(edges[next]!);
         if (this.stopped) break;
-        // The token was refused: log in with the auth code at once, not after a backoff. Happens
-        // at most once in a row (the token is gone until the next login issues one).
-        if (outcome === 'token-refused') continue;
-        attempt = outcome === 'established' ? 0 : attempt + 1;
-        const delay = this.backoff(attempt);
+        // The token was refused: log in with the auth code at once, to the same edge, not after a
+        // backoff. Happens at most once in a row (the token is gone until the next login issues one).
+        if (end === 'token-refused') continue;
+        next = (next + 1) % edges.length;
+        if (end === 'drained') {
+          // Asked to move: the next edge now, never the draining one again first.
+          failed = 0;
+          this.log.info({ next: edges[next]!.address }, 'edge draining: connecting to the next edge now');
+          continue;
+        }
+        // An edge that just went away counts as the first failure of a new round.
+        failed = end === 'ended' ? 1 : failed + 1;
+        if (failed % edges.length !== 0) continue;
+        const delay = this.backoff(failed / edges.length - 1);
         this.log.info({ delayMs: delay }, 'reconnecting');
         await this.sleep(delay);
       }
@@ -163,6 +192,7 @@ class Agent {
       const fatal = err instanceof AgentFatalError ? err : new AgentFatalError('TNX_AGENT_FAILED', errorMessage(err), { cause: err });
       this.log.error({ code: fatal.code }, fatal.message);
       this.stopped = true;
+      this.closeLinks();
       this.o.onFatal?.(fatal);
     } finally {
       this.runtime.stop();
@@ -171,12 +201,43 @@ class Agent {
 
   stop(): void {
     this.stopped = true;
-    this.channel?.close('agent stopping');
+    this.closeLinks();
     this.socket?.destroy();
     this.wake?.();
   }
 
-  /** 1st retry after ~min, doubling up to max; the delay is drawn from [d/2, d] so agents spread out. */
+  private closeLinks(): void {
+    this.link?.channel.close('agent stopping');
+    for (const l of [...this.retired]) l.channel.close('agent stopping');
+  }
+
+  /**
+   * Saved anonymous credentials are presented only to the cluster that issued them: the saved
+   * `server` (one address, or the list as given) must share an edge with the list given now. The
+   * file then records the list given now, so it follows a cluster whose edges change over time.
+   */
+  private async useSavedCredentials(path: string): Promise<void> {
+    const saved = await loadCredentials(path);
+    if (!saved) return;
+    if (!sameCluster(saved.server, this.servers)) {
+      throw new AgentFatalError(
+        'TNX_AGENT_CREDENTIALS_MISMATCH',
+        `credentials in ${path} were issued by ${saved.server}, which shares no edge with ${this.servers.text}; ` +
+          'use --server ' + saved.server + ', or point --credentials at another file to register a new anonymous client',
+      );
+    }
+    this.identity = { clientId: saved.client_id, authCode: saved.auth_code };
+    this.clientId = saved.client_id;
+    this.log.info({ clientId: saved.client_id, path }, 'using saved credentials');
+    if (saved.server === this.servers.text) return;
+    try {
+      await saveCredentials(path, { ...saved, server: this.servers.text });
+    } catch (err) {
+      this.log.warn({ path, err: errorMessage(err) }, 'could not record the new server list in the credentials file; it still names the old one');
+    }
+  }
+
+  /** Delay after the n-th failed round: ~min, doubling up to max; drawn from [d/2, d] so agents spread out. */
   private backoff(attempt: number): number {
     const min = this.o.reconnectMinMs ?? 1_000;
     const max = this.o.reconnectMaxMs ?? 30_000;
@@ -196,13 +257,13 @@ class Agent {
   }
 
   /**
-   * One control connection, from dial to close: whether the handshake succeeded, failed, or
-   * refused the session token (log in again at once with the auth code).
+   * One control connection to `edge`, from dial to close (or to its edge's drain notice), or to a
+   * refused session token (log in again at once with the auth code).
    * Throws AgentFatalError for what reconnecting cannot fix.
    */
-  private async session(): Promise<'established' | 'failed' | 'token-refused'> {
+  private async session(edge: EdgeAddress): Promise<SessionEnd> {
     const timeoutMs = this.o.handshakeTimeoutMs ?? 10_000;
-    const socket = connect({ host: this.edge.host, port: this.edge.port, noDelay: true });
+    const socket = connect({ host: edge.host, port: edge.port, noDelay: true });
     this.socket = socket;
     let socketError: Error | undefined;
     let reached = false;
@@ -236,7 +297,7 @@ class Agent {
       // An edge that closes on a token handshake without answering may predate session tokens
       // (its strict schema refuses the field): the next attempt uses the auth code.
       if (token && reached && (err as { code?: string }).code === 'TNX_WIRE_CLOSED') this.sessionToken = undefined;
-      if (!this.stopped) this.log.warn({ err: errorMessage(socketError ?? err) }, 'cannot reach the edge');
+      if (!this.stopped) this.log.warn({ edge: edge.address, err: errorMessage(socketError ?? err) }, 'cannot reach the edge');
       return 'failed';
     }
     if (msg.type !== PacketType.HandshakeResp) return 'failed';
@@ -258,7 +319,7 @@ class Agent {
       if (resp.error.code === WireErrorCode.ProtocolVersion || resp.error.code === WireErrorCode.AnonymousDisabled) {
         throw new AgentFatalError(resp.error.code, resp.error.message);
       }
-      this.log.warn({ code: resp.error.code }, `handshake refused: ${resp.error.message}`);
+      this.log.warn({ edge: edge.address, code: resp.error.code }, `handshake refused: ${resp.error.message}`);
       return 'failed';
     }
     const receivedAt = Date.now();
@@ -266,28 +327,29 @@ class Agent {
     this.sessionToken = resp.session_token;
     if (this.stopped) {
       socket.destroy();
-      return 'established';
+      return 'ended';
     }
     if (resp.auth_code !== undefined) await this.adoptIssuedIdentity(resp.client_id, resp.auth_code);
     this.clientId = resp.client_id;
     // Assume the edge stamped its clock half-way through the round trip.
     const clockOffsetMs = resp.server_time_ms - (sentAt + receivedAt) / 2;
-    const log = this.log.child({ clientId: resp.client_id, nodeId: resp.node_id });
+    const log = this.log.child({ clientId: resp.client_id, nodeId: resp.node_id, edge: edge.address });
     // Only an edge that confirmed the feature vouches for its FINs; with an older one a FIN stays a FIN.
     const ends = resp.features?.includes(AgentFeature.EdgeEnd) ? new EdgeEnds(log, this.o.edgeEndGraceMs) : undefined;
-    this.tunnelContext = {
-      edgeHost: this.edge.host,
-      edgePort: this.edge.port,
-      clientId: resp.client_id,
-      clockOffsetMs,
-      timeoutMs,
-      attestEnd: (tunnelId, role) => void this.channel?.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role }),
-      ...(ends ? { ends } : {}),
-    };
     log.info({ clientType: resp.client_type, sessionId: resp.session_id }, 'connected to the edge');
 
     let fatal: AgentFatalError | undefined;
-    await new Promise<void>((resolve) => {
+    const end = await new Promise<SessionEnd>((resolve) => {
+      // Tunnels through this edge dial this edge and vouch on this connection (see Link).
+      const context: TunnelContext = {
+        edgeHost: edge.host,
+        edgePort: edge.port,
+        clientId: resp.client_id,
+        clockOffsetMs,
+        timeoutMs,
+        attestEnd: (tunnelId, role) => this.attestEnd(link, tunnelId, role),
+        ...(ends ? { ends } : {}),
+      };
       const channel = new ControlChannel({
         socket,
         decoder,
@@ -297,36 +359,72 @@ class Agent {
         onMessage: (m) => {
           if (m.type === PacketType.TunnelEnd) ends?.attest(m.body);
           if (m.type !== PacketType.Command) return;
-          if (m.body.name === 'session.close') {
-            log.info({ reason: m.body.payload.reason }, 'edge closed the session');
-            if (m.body.payload.reason === SessionCloseReason.Replaced) {
-              fatal = new AgentFatalError('TNX_AGENT_REPLACED', `another agent logged in as client ${resp.client_id}; this one stops`);
-            }
+          if (m.body.name !== 'session.close') {
+            this.onCommand(link, m.body, log);
             return;
           }
-          this.onCommand(channel, m.body, log);
+          // A retired link is closed by its edge once our tunnels there have ended.
+          if (link.retiring) return;
+          log.info({ reason: m.body.payload.reason }, 'edge closed the session');
+          if (m.body.payload.reason === SessionCloseReason.Replaced) {
+            fatal = new AgentFatalError('TNX_AGENT_REPLACED', `another agent logged in as client ${resp.client_id}; this one stops`);
+          } else if (m.body.payload.reason === SessionCloseReason.Drain) {
+            this.retire(link);
+            resolve('drained');
+          }
         },
         onClose: (reason) => {
+          if (link.retiring) {
+            this.retired.delete(link);
+            ends?.lose();
+            log.info({ reason }, 'connection to the drained edge closed');
+            return;
+          }
           if (!this.stopped) log.warn({ reason }, 'control connection closed');
           // At once, not after the reconnect: the tunnels of a killed edge must not wait for it.
           ends?.lose();
-          resolve();
+          resolve('ended');
         },
       });
-      this.channel = channel;
+      const link: Link = { edge, nodeId: resp.node_id, channel, context, retiring: false };
+      this.link = link;
       this.connectedTo = resp.node_id;
       channel.start();
       this.o.onReady?.({ clientId: resp.client_id, clientType: resp.client_type, nodeId: resp.node_id });
     });
-    this.channel = undefined;
+    this.link = undefined;
     this.connectedTo = undefined;
-    this.tunnelContext = undefined;
     if (fatal) throw fatal;
-    return 'established';
+    return end;
   }
 
-  private onCommand(channel: ControlChannel, cmd: Command, log: Logger): void {
+  /** The edge drains: this link stops being the live session, but stays open (see Link). */
+  private retire(link: Link): void {
+    link.retiring = true;
+    this.retired.add(link);
+    if (this.link === link) {
+      this.link = undefined;
+      this.connectedTo = undefined;
+    }
+  }
+
+  /**
+   * TunnelEnd for a tunnel through `link`'s edge, on `link`'s connection; if that one is gone, on
+   * the live session when it is on the same edge (a reconnect: the edge checks the client, not the
+   * session). Otherwise no edge can use it: that edge will reset the tunnel, which is the truth.
+   */
+  private attestEnd(link: Link, tunnelId: string, role: AgentMapping['role']): void {
+    const end = { tunnel_id: tunnelId, role };
+    if (link.channel.send(PacketType.TunnelEnd, end)) return;
+    const live = this.link;
+    if (live && live.nodeId === link.nodeId) live.channel.send(PacketType.TunnelEnd, end);
+  }
+
+  private onCommand(link: Link, cmd: Command, log: Logger): void {
+    const { channel } = link;
     if (cmd.name === 'config.sync' || cmd.name === 'config.delta') {
+      // The next session (on another edge) gets the config; a draining edge pushes none.
+      if (link.retiring) return;
       // Configs apply one at a time, in the order they were pushed. Each step settles on its own:
       // a failed apply answers that push with an error (the edge pushes again) and the queue goes
       // on with the next config; it never stays rejected and never rejects unhandled.
@@ -354,12 +452,15 @@ class Agent {
       return;
     }
     if (cmd.name === 'session.token') {
+      // A drained edge's refresh must not replace the token of the login elsewhere (it refreshes none).
+      if (link.retiring) return;
       this.sessionToken = cmd.payload.token;
       channel.send(PacketType.CommandResp, { id: cmd.id, ok: true });
       return;
     }
     if (cmd.name === 'tunnel.open') {
-      void this.runtime.handleTunnelRequest(cmd.payload).then((answer) => channel.send(PacketType.CommandResp, { id: cmd.id, ...answer }));
+      // The edge that asked pairs the tunnel: dial that one, even when it is draining.
+      void this.runtime.handleTunnelRequest(cmd.payload, link.context).then((answer) => channel.send(PacketType.CommandResp, { id: cmd.id, ...answer }));
     }
   }
 
@@ -403,7 +504,7 @@ class Agent {
       return;
     }
     try {
-      await saveCredentials(this.o.credentialsPath, { server: this.o.server, client_id: clientId, auth_code: authCode });
+      await saveCredentials(this.o.credentialsPath, { server: this.servers.text, client_id: clientId, auth_code: authCode });
       this.log.info({ clientId, path: this.o.credentialsPath }, 'registered as an anonymous client; credentials saved');
     } catch (err) {
       this.log.error({ clientId, path: this.o.credentialsPath, err: errorMessage(err) }, 'could not save the issued credentials; this identity is lost when the agent stops');

@@ -59,26 +59,27 @@ t.test('a port that cannot be bound is reported and retried on the next config',
 
 t.test('target requests: only the configured host:port of a target mapping is ever dialed', async (t) => {
   const deadPort = await freePort();
-  const r = runtime(t, { edgeHost: '127.0.0.1', edgePort: 9, clientId: 600000001, clockOffsetMs: 0, timeoutMs: 1_000, attestEnd: () => undefined });
+  const ctx: TunnelContext = { edgeHost: '127.0.0.1', edgePort: 9, clientId: 600000001, clockOffsetMs: 0, timeoutMs: 1_000, attestEnd: () => undefined };
+  const r = runtime(t, ctx);
   await r.apply([target(5, '127.0.0.1', deadPort), source(6, await freePort())]);
 
-  t.match(await r.handleTunnelRequest({ tunnel_id: 't1', mapping_id: 99, target_host: '127.0.0.1', target_port: deadPort }), {
+  t.match(await r.handleTunnelRequest({ tunnel_id: 't1', mapping_id: 99, target_host: '127.0.0.1', target_port: deadPort }, ctx), {
     ok: false,
     error: { code: 'TNX_AGENT_UNKNOWN_MAPPING' },
   });
-  t.match(await r.handleTunnelRequest({ tunnel_id: 't2', mapping_id: 6, target_host: '127.0.0.1', target_port: deadPort }), {
+  t.match(await r.handleTunnelRequest({ tunnel_id: 't2', mapping_id: 6, target_host: '127.0.0.1', target_port: deadPort }, ctx), {
     ok: false,
     error: { code: 'TNX_AGENT_UNKNOWN_MAPPING' },
   }, 'a source mapping is not a target');
-  t.match(await r.handleTunnelRequest({ tunnel_id: 't3', mapping_id: 5, target_host: '10.0.0.1', target_port: deadPort }), {
+  t.match(await r.handleTunnelRequest({ tunnel_id: 't3', mapping_id: 5, target_host: '10.0.0.1', target_port: deadPort }, ctx), {
     ok: false,
     error: { code: 'TNX_AGENT_TARGET_MISMATCH' },
   }, 'another host is refused, never dialed');
-  t.match(await r.handleTunnelRequest({ tunnel_id: 't4', mapping_id: 5, target_host: '127.0.0.1', target_port: deadPort + 1 }), {
+  t.match(await r.handleTunnelRequest({ tunnel_id: 't4', mapping_id: 5, target_host: '127.0.0.1', target_port: deadPort + 1 }, ctx), {
     ok: false,
     error: { code: 'TNX_AGENT_TARGET_MISMATCH' },
   });
-  t.match(await r.handleTunnelRequest({ tunnel_id: 't5', mapping_id: 5, target_host: '127.0.0.1', target_port: deadPort }), {
+  t.match(await r.handleTunnelRequest({ tunnel_id: 't5', mapping_id: 5, target_host: '127.0.0.1', target_port: deadPort }, ctx), {
     ok: false,
     error: { code: 'TNX_AGENT_DIAL_FAILED', message: /ECONNREFUSED/ },
   }, 'a dial failure is answered with the reason');

@@ -9,14 +9,14 @@ import type { EdgeEnds } from './ends.js';
 import { dialTunnel, type TunnelDial } from './tunnel.js';
 import { listen } from '../../shared/net/listen.js';
 
-/** What a tunnel needs from the current control session. */
+/** What a tunnel needs from the control session of the edge it goes through. */
 export interface TunnelContext {
   edgeHost: string;
   edgePort: number;
   clientId: number;
   clockOffsetMs: number;
   timeoutMs: number;
-  /** Sends TunnelEnd on the control connection: this agent's half of the tunnel ended cleanly. */
+  /** Sends TunnelEnd to this edge: this agent's half of a tunnel through it ended cleanly. */
   attestEnd: (tunnelId: string, role: AgentMapping['role']) => void;
   /**
    * Set when the session negotiated AgentFeature.EdgeEnd: the edge vouches for its FINs there, and
@@ -58,7 +58,7 @@ export class MappingRuntime {
 
   constructor(
     private readonly log: Logger,
-    /** The current tunnel context, or undefined while there is no control session. */
+    /** The live session's tunnel context (new local visitors go there), or undefined while there is none. */
     private readonly context: () => TunnelContext | undefined,
   ) {}
 
@@ -95,12 +95,11 @@ export class MappingRuntime {
     return outcomes;
   }
 
-  /** Target role: the edge asks for the other half of a tunnel. */
-  async handleTunnelRequest(req: TunnelRequest): Promise<CommandAnswer> {
+  /** Target role: the edge of `tunnel` (the session the request came on) asks for the other half of a tunnel. */
+  async handleTunnelRequest(req: TunnelRequest, tunnel: TunnelContext): Promise<CommandAnswer> {
     const ctx = { mappingId: req.mapping_id, tunnelId: req.tunnel_id };
     const r = this.running.get(`target:${req.mapping_id}`);
-    const tunnel = this.context();
-    if (!r || !tunnel) {
+    if (!r) {
       this.log.warn(ctx, 'tunnel request for a mapping this agent is not the target of');
       return { ok: false, error: { code: WireErrorCode.AgentUnknownMapping, message: `mapping ${req.mapping_id} is not a target here` } };
     }
@@ -124,7 +123,7 @@ export class MappingRuntime {
     // The target service may speak first (SSH/MySQL banners): hold it until the tunnel is acked.
     local.pause();
     const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId: req.tunnel_id, role: 'target' });
-    this.bridge(r, local, dial, 'target', ctx, tunnel.ends);
+    this.bridge(r, local, dial, tunnel, 'target', ctx);
     return { ok: true };
   }
 
@@ -185,24 +184,19 @@ export class MappingRuntime {
       return;
     }
     const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId, role: 'source' });
-    this.bridge(r, visitor, dial, 'source', ctx, tunnel.ends);
+    this.bridge(r, visitor, dial, tunnel, 'source', ctx);
   }
 
   /**
-   * Pipes `local` with the tunnel connection once the edge acks it. `ends` (an EdgeEnd session):
-   * the edge's FIN reaches `local` only if the edge vouched for it, a reset otherwise.
+   * Pipes `local` with the tunnel connection once the edge acks it. The tunnel belongs to
+   * `tunnel`'s edge for its whole life, whatever sessions come and go meanwhile (it survives
+   * control reconnects). With `tunnel.ends` (an EdgeEnd session), the edge's FIN reaches `local`
+   * only if that edge vouched for it, a reset otherwise.
    */
-  private bridge(
-    r: Running,
-    local: Socket,
-    dial: TunnelDial,
-    role: AgentMapping['role'],
-    ctx: { mappingId: number; tunnelId: string },
-    ends: EdgeEnds | undefined,
-  ): void {
+  private bridge(r: Running, local: Socket, dial: TunnelDial, tunnel: TunnelContext, role: AgentMapping['role'], ctx: { mappingId: number; tunnelId: string }): void {
     r.sockets.add(local);
     r.sockets.add(dial.socket);
-    const tracked = ends?.track(ctx.tunnelId, role, [local, dial.socket]);
+    const tracked = tunnel.ends?.track(ctx.tunnelId, role, [local, dial.socket]);
     const forget = (): void => {
       r.sockets.delete(local);
       r.sockets.delete(dial.socket);
@@ -220,7 +214,7 @@ export class MappingRuntime {
           return;
         }
         if (early.length > 0) local.write(early);
-        this.vouchForEnd(local, dial.socket, role, ctx.tunnelId);
+        this.vouchForEnd(local, dial.socket, tunnel, role, ctx.tunnelId);
         void pipeSockets(local, dial.socket, tracked ? { confirmEndOfB: tracked.confirmEnd } : {}).then((res) => {
           forget();
           this.log.debug({ ...ctx, bytesOut: res.bytesAtoB, bytesIn: res.bytesBtoA, err: res.error?.message }, 'tunnel closed');
@@ -239,14 +233,14 @@ export class MappingRuntime {
   /**
    * When the local side ends cleanly, tells the edge so (TunnelEnd), but only once our FIN on the
    * tunnel connection is in the kernel ('finish'): from then on even a kill -9 of this process
-   * delivers every byte and the FIN, so the edge may pass the FIN on. Sent on whichever control
-   * session is up at that moment (the edge checks the client, not the session).
+   * delivers every byte and the FIN, so the edge may pass the FIN on. Told to the tunnel's own
+   * edge, which may no longer be the one of the live session (see TunnelContext.attestEnd).
    */
-  private vouchForEnd(local: Socket, tunnel: Socket, role: AgentMapping['role'], tunnelId: string): void {
-    const vouch = (): void => this.context()?.attestEnd(tunnelId, role);
+  private vouchForEnd(local: Socket, socket: Socket, tunnel: TunnelContext, role: AgentMapping['role'], tunnelId: string): void {
+    const vouch = (): void => tunnel.attestEnd(tunnelId, role);
     const onLocalEnd = (): void => {
-      if (tunnel.writableFinished) vouch();
-      else tunnel.once('finish', vouch);
+      if (socket.writableFinished) vouch();
+      else socket.once('finish', vouch);
     };
     if (local.readableEnded) onLocalEnd();
     else local.once('end', onLocalEnd);

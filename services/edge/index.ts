@@ -125,11 +125,22 @@ export interface RunningEdge {
   /** The bound bridge port, when this edge serves the bridge (cluster mode). */
   readonly bridgePort: number | undefined;
   readonly nodeId: string;
+  /** Stops at once: running tunnels are reset, agents told `shutdown`. */
   stop(): Promise<void>;
+  /**
+   * Graceful shutdown (SIGTERM). Takes no new sessions or tunnels (the control port answers
+   * handshakes with TNX_EDGE_DRAINING and closes once no tunnel waits for its target's half; the
+   * public ports close at once; bridged opens are refused), gives up this edge's client routes and
+   * tells every agent to log in elsewhere now (session.close `drain`). Running tunnels go on until
+   * they end or `timeoutMs` passes; then whatever is left is reset and the edge stops as stop()
+   * does. Resolves once stopped.
+   */
+  drain(timeoutMs: number): Promise<void>;
   stats(): EdgeStats;
 }
 
 export interface EdgeStats {
+  /** The agents served here, not the draining sessions that only wait for their tunnels. */
   sessions: number;
   tunnels: number;
   publicListeners: number;
@@ -187,6 +198,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   });
   const publicListeners = new PublicListeners({ view, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
   let stopping: Promise<void> | undefined;
+  let draining: Promise<void> | undefined;
 
   const onSessionClosed = (session: ControlSession, reason: string): void => {
     if (sessions.get(session.clientId) === session) sessions.delete(session.clientId);
@@ -196,8 +208,19 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     log.info({ clientId: session.clientId, sessionId: session.sessionId, reason }, 'agent session closed');
   };
 
+  /** Handshakes while draining: a retryable refusal, so the agent tries its next edge. */
+  const refuseDraining = (socket: Socket, clientId: number | undefined): void => {
+    log.debug({ clientId, remoteAddr: `${socket.remoteAddress}:${socket.remotePort}` }, 'handshake refused: edge draining');
+    socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error: { code: WireErrorCode.EdgeDraining, message: 'edge draining, connect to another edge' } }));
+    closeAfterFlush(socket);
+  };
+
   async function onHandshake(socket: Socket, decoder: FrameDecoder, hs: Handshake): Promise<void> {
     const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (draining) {
+      refuseDraining(socket, hs.client_id);
+      return;
+    }
     const outcome = await authenticate(hs, {
       view,
       store,
@@ -232,6 +255,12 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     const { clientId, clientType, epoch } = outcome;
     if (stopping || socket.destroyed) {
       socket.destroy();
+      return;
+    }
+    if (draining) {
+      // An anonymous registration made meanwhile is not lost: the agent registers again elsewhere,
+      // and this unused client is like any abandoned anonymous one.
+      refuseDraining(socket, clientId);
       return;
     }
     // The credentials were checked against the view as it was before an await; a revocation that
@@ -379,6 +408,9 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void onConnection(socket));
   await listen(server, { host: opts.controlHost, port: opts.controlPort });
   server.on('error', (err) => log.error({ err }, 'control listener error'));
+  // One close for drain and stop: 'close' fires once, when the last accepted connection is gone.
+  let listenerClosed: Promise<void> | undefined;
+  const closeListener = (): Promise<void> => (listenerClosed ??= new Promise<void>((resolve) => server.close(() => resolve())));
   await decoy();
   const unsubscribe = view.subscribe(onViewChange);
   opts.routes?.start({
@@ -412,16 +444,76 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const controlPort = (server.address() as AddressInfo).port;
   log.info({ host: opts.controlHost, port: controlPort }, 'edge listening');
 
-  return {
+  /**
+   * A draining session ends once no tunnel here involves its agent: an agent that declared the
+   * drain feature has already moved (this only closes the connection it kept to vouch for its
+   * tunnels); any other agent is told `drain` now and reconnects, with its own backoff.
+   */
+  const closeIdleDrainedSessions = (): void => {
+    for (const s of [...sessions.values()]) {
+      if (!s.draining || broker.involves(s.clientId)) continue;
+      if (s.features.has(AgentFeature.Drain)) s.close('edge draining: no tunnel of this agent left here');
+      else s.close('edge draining: no tunnel of this agent left here', SessionCloseReason.Drain);
+    }
+  };
+
+  /** Until the tunnels end or the deadline; edge.drain() then stops the edge, resetting what is left. */
+  async function drainSessions(timeoutMs: number): Promise<void> {
+    const started = Date.now();
+    const before = broker.stats();
+    log.info({ timeoutMs, sessions: sessions.size, tunnels: before.active, pending: before.pending }, 'draining: no new sessions or tunnels; agents are moving to other edges');
+    broker.drain();
+    const publicClosed = publicListeners.stopAccepting();
+    for (const s of [...sessions.values()]) {
+      // This edge stops being where other edges bridge tunnels for the client (a route another
+      // edge already wrote is left alone: the delete is conditional on our revision).
+      opts.routes?.loggedOut(s);
+      s.beginDrain(s.features.has(AgentFeature.Drain));
+    }
+    let expired = false;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        expired = true;
+        resolve();
+      }, timeoutMs);
+    });
+    for (;;) {
+      closeIdleDrainedSessions();
+      // Only the target halves of already requested tunnels may still arrive on the control port.
+      if (broker.stats().pending === 0) void closeListener();
+      if (broker.idle || expired) break;
+      await Promise.race([broker.nextSettle(), deadline]);
+    }
+    clearTimeout(timer);
+    await publicClosed;
+    const left = broker.stats();
+    if (left.active + left.pending > 0) {
+      log.warn({ tunnels: left.active, pending: left.pending, ms: Date.now() - started }, 'drain deadline reached: resetting the tunnels still running');
+    } else {
+      log.info({ ms: Date.now() - started }, 'drained: every tunnel has ended');
+    }
+  }
+
+  const edge: RunningEdge = {
     controlPort,
     bridgePort: bridgeServer?.port,
     nodeId,
-    stats: () => ({ sessions: sessions.size, tunnels: broker.stats().active, publicListeners: publicListeners.count, ...counters }),
+    stats: () => {
+      let served = 0;
+      for (const s of sessions.values()) if (!s.draining) served++;
+      return { sessions: served, tunnels: broker.stats().active, publicListeners: publicListeners.count, ...counters };
+    },
+    drain(timeoutMs) {
+      if (stopping) return stopping;
+      draining ??= drainSessions(timeoutMs);
+      return draining.then(() => edge.stop());
+    },
     stop() {
       stopping ??= (async () => {
         clearInterval(reconcileTimer);
         unsubscribe();
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        const closed = closeListener();
         await publicListeners.stop();
         for (const socket of unclassified) socket.destroy();
         for (const session of [...sessions.values()]) session.close('edge shutting down', SessionCloseReason.Shutdown);
@@ -436,4 +528,5 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       return stopping;
     },
   };
+  return edge;
 }

@@ -59,6 +59,20 @@ export class PublicListeners {
     for (const id of [...this.listeners.keys()]) this.close(id, 'edge shutting down');
   }
 
+  /**
+   * Drain: closes every public port (no new visitors) but leaves the tunnels of its visitors
+   * running; later reconciles open nothing. stop() afterwards only has nothing left to close.
+   */
+  async stopAccepting(): Promise<void> {
+    this.stopped = true;
+    await this.running;
+    for (const [id, l] of [...this.listeners]) {
+      this.listeners.delete(id);
+      l.server.close();
+      this.o.logger.info({ mappingId: id, port: l.mapping.public_port }, 'public listener closed: edge draining');
+    }
+  }
+
   private async reconcileOnce(): Promise<void> {
     const rows = this.o.view.publicMappings();
     if (this.stopped) return;

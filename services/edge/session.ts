@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
-import { AgentFeature, WireErrorCode, type SessionCloseReason } from '../../shared/wire/codes.js';
+import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import type { AgentMapping, Command, CommandResp, ConfigApplied, ConfigDelta, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import type { ClientConfig } from './view/view.js';
@@ -130,6 +130,7 @@ export class ControlSession {
   /** `role:mapping_id` → last outcome reported for it in this session (`active` or `error:<text>`). */
   private readonly reported = new Map<string, string>();
   private tokenTimer: NodeJS.Timeout | undefined;
+  private isDraining = false;
 
   constructor(private readonly o: ControlSessionOptions) {
     this.clientId = o.clientId;
@@ -151,6 +152,29 @@ export class ControlSession {
 
   get closed(): boolean {
     return this.channel.closed;
+  }
+
+  /** The edge is draining and this session only lives on for the agent's running tunnels. */
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  /**
+   * The edge is draining: no more config pushes or token refreshes (the agent's next session,
+   * elsewhere, gets both), and, with `tellAgent`, session.close `drain` now, without closing: the
+   * agent logs in elsewhere and uses this connection only to vouch (TunnelEnd) for its tunnels
+   * still running here. Heartbeats go on, so a dead agent is still noticed. The edge closes the
+   * session later.
+   */
+  beginDrain(tellAgent: boolean): void {
+    if (this.closed || this.draining) return;
+    this.isDraining = true;
+    if (this.retryTimer) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = undefined;
+    }
+    clearInterval(this.tokenTimer);
+    if (tellAgent) this.sendClose(SessionCloseReason.Drain);
   }
 
   start(): void {
@@ -200,7 +224,7 @@ export class ControlSession {
 
   private enqueuePush(minVersion: number | undefined, retry: boolean): Promise<void> {
     this.configQueue = this.configQueue.then(async () => {
-      if (this.closed) return;
+      if (this.closed || this.draining) return;
       if (!retry && minVersion !== undefined && this.covered(minVersion)) return;
       try {
         const config = this.o.loadConfig();
@@ -345,8 +369,12 @@ export class ControlSession {
   /** Tells the agent why (when `notify` is given), flushes, and closes. Idempotent. */
   close(reason: string, notify?: SessionCloseReason): void {
     if (this.closed) return;
-    if (notify) this.channel.send(PacketType.Command, { id: `c${this.nextCommandId++}`, name: 'session.close', payload: { reason: notify } });
+    if (notify) this.sendClose(notify);
     this.channel.close(reason);
+  }
+
+  private sendClose(reason: SessionCloseReason): void {
+    this.channel.send(PacketType.Command, { id: `c${this.nextCommandId++}`, name: 'session.close', payload: { reason } });
   }
 
   private onMessage(msg: ControlMessage): void {

@@ -119,6 +119,10 @@ export class TunnelBroker {
   private readonly guard: ReplayGuard;
   private readonly log: Logger;
   private stopping = false;
+  /** Draining: no new tunnels; the target halves of tunnels already requested may still pair. */
+  private draining = false;
+  /** Called (and cleared) whenever a tunnel, pending or running, goes away: see nextSettle(). */
+  private settleWaiters: (() => void)[] = [];
 
   constructor(private readonly o: TunnelBrokerOptions) {
     this.guard = new ReplayGuard(o.replayWindowMs);
@@ -127,6 +131,41 @@ export class TunnelBroker {
 
   stats(): TunnelStats {
     return { pending: this.pending.size, active: this.active.size };
+  }
+
+  /** No tunnel at all: none running, none waiting for its target's half or for a bridge stream. */
+  get idle(): boolean {
+    return this.pending.size === 0 && this.active.size === 0 && this.remotePending.size === 0;
+  }
+
+  /** Whether any tunnel here, pending or running, has `clientId`'s agent on one of its ends. */
+  involves(clientId: number): boolean {
+    for (const p of this.pending.values()) {
+      if (p.targetClientId === clientId || (p.origin.kind === 'client' && p.origin.clientId === clientId)) return true;
+    }
+    for (const t of this.active.values()) if (t.agents.source === clientId || t.agents.target === clientId) return true;
+    return false;
+  }
+
+  /** Resolves the next time a tunnel (pending or running) goes away, at once when there is none. */
+  nextSettle(): Promise<void> {
+    if (this.idle) return Promise.resolve();
+    return new Promise((resolve) => this.settleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops taking new tunnels (TunnelOpen from a source, public visitors, bridged opens are refused
+   * with TNX_EDGE_DRAINING) and lets the running ones go on. A tunnel already requested from its
+   * target agent still pairs when the agent's half arrives: its visitor has waited for it.
+   */
+  drain(): void {
+    this.draining = true;
+  }
+
+  private settled(): void {
+    const waiters = this.settleWaiters;
+    this.settleWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** A connection whose first frame was TunnelOpen. `early` = bytes that followed the frame. */
@@ -151,14 +190,15 @@ export class TunnelBroker {
       socket.destroy();
       return;
     }
-    if (open.role === 'source') this.start(open.tunnel_id, mapping, { kind: 'client', socket, early, clientId: open.client_id });
-    else this.pairTarget(socket, early, open);
+    if (open.role === 'target') this.pairTarget(socket, early, open);
+    else if (this.draining) this.refuse(socket, open.tunnel_id, WireErrorCode.EdgeDraining, 'edge draining: no new tunnels here');
+    else this.start(open.tunnel_id, mapping, { kind: 'client', socket, early, clientId: open.client_id });
   }
 
   /** A visitor accepted on a public port (socket created paused). */
   openForVisitor(visitor: Socket, mapping: MappingRow, tunnelId: string): void {
     visitor.on('error', (err) => this.log.debug({ mappingId: mapping.mapping_id, tunnelId, err: err.message }, 'visitor socket error'));
-    if (this.stopping) {
+    if (this.stopping || this.draining) {
       visitor.destroy();
       return;
     }
@@ -179,6 +219,7 @@ export class TunnelBroker {
       return Promise.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'tunnel refused'));
     }
     if (this.stopping) return Promise.reject(new TunnoxError(WireErrorCode.TunnelTargetOffline, 'edge shutting down'));
+    if (this.draining) return Promise.reject(new TunnoxError(WireErrorCode.EdgeDraining, 'edge draining: no new tunnels here'));
     stream.on('error', (err) => this.log.debug({ ...ctx, err: err.message }, 'bridge stream error'));
     return new Promise((resolve, reject) => this.start(open.tunnelId, mapping, { kind: 'bridge', socket: stream, settle: { resolve, reject } }, false));
   }
@@ -273,6 +314,7 @@ export class TunnelBroker {
       onOriginClose: () => {
         if (this.pending.get(tunnelId) !== p) return;
         this.pending.delete(tunnelId);
+        this.settled();
         clearTimeout(p.timer);
         if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'visitor went away'));
         this.log.debug(ctx, 'origin went away before the target answered');
@@ -308,11 +350,13 @@ export class TunnelBroker {
     this.pending.delete(p.tunnelId);
     clearTimeout(p.timer);
     const { origin } = p;
+    // Not settled() here: below, the tunnel either becomes active in this same tick or is refused.
     origin.socket.off('close', p.onOriginClose);
     if (origin.socket.destroyed) {
       this.log.debug(ctx, 'origin went away before pairing');
       if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'visitor went away'));
       this.refuse(target, open.tunnel_id, WireErrorCode.TunnelRefused, 'visitor went away');
+      this.settled();
       return;
     }
     const ack = encodeMessage(PacketType.TunnelOpenAck, { ok: true, tunnel_id: p.tunnelId });
@@ -341,6 +385,7 @@ export class TunnelBroker {
     void pipeSockets(origin.socket, target, this.endChecks(tunnel, source, 'target', ctx)).then((r) => {
       for (const w of [...tunnel.waits.values()]) w.finish(false);
       this.active.delete(p.tunnelId);
+      this.settled();
       this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'tunnel closed');
     });
   }
@@ -411,6 +456,7 @@ export class TunnelBroker {
   private fail(p: PendingTunnel, code: WireErrorCode, message: string): void {
     if (this.pending.get(p.tunnelId) !== p) return;
     this.pending.delete(p.tunnelId);
+    this.settled();
     clearTimeout(p.timer);
     p.origin.socket.off('close', p.onOriginClose);
     this.log.info({ mappingId: p.mappingId, tunnelId: p.tunnelId, code }, `tunnel failed: ${message}`);
@@ -438,6 +484,7 @@ export class TunnelBroker {
         if (origin.socket.destroyed || this.stopping) {
           reset(stream);
           if (!origin.socket.destroyed) origin.socket.destroy();
+          this.settled();
           return;
         }
         if (origin.kind === 'client') {
@@ -460,11 +507,13 @@ export class TunnelBroker {
         void pipeSockets(origin.socket, stream, this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx)).then((r) => {
           for (const w of [...tunnel.waits.values()]) w.finish(false);
           this.active.delete(tunnelId);
+          this.settled();
           this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'bridged tunnel closed');
         });
       },
       (err: unknown) => {
         this.remotePending.delete(origin.socket);
+        this.settled();
         const code = err instanceof TunnoxError && isWireCode(err.code) ? err.code : WireErrorCode.TunnelTargetFailed;
         this.log.info({ ...ctx, code, err: (err as Error).message }, 'tunnel failed: the target\'s edge did not open it');
         this.failOrigin(origin, tunnelId, code, (err as Error).message);

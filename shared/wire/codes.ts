@@ -31,13 +31,20 @@ export const WireErrorCode = {
   /** A config.delta did not apply to the agent's config (another base version): push the full config. */
   AgentConfigBase: 'TNX_AGENT_CONFIG_BASE',
   EdgeInternal: 'TNX_EDGE_INTERNAL',
+  /** The edge is draining (shutting down gracefully): it takes no new sessions or tunnels; try another edge. */
+  EdgeDraining: 'TNX_EDGE_DRAINING',
 } as const;
 export type WireErrorCode = (typeof WireErrorCode)[keyof typeof WireErrorCode];
 
-/** `session.close` reasons. An agent told `replaced` stops: another agent holds its identity. */
+/**
+ * `session.close` reasons. An agent told `replaced` stops: another agent holds its identity. An
+ * agent told `drain` moves to another edge at once, without backoff (an agent that does not know
+ * the reason takes it for a normal close and reconnects with backoff).
+ */
 export const SessionCloseReason = {
   Replaced: 'replaced',
   Shutdown: 'shutdown',
+  Drain: 'drain',
 } as const;
 export type SessionCloseReason = (typeof SessionCloseReason)[keyof typeof SessionCloseReason];
 
@@ -52,5 +59,12 @@ export const AgentFeature = {
   EdgeEnd: 'edge_end',
   /** The agent applies config.delta on top of its acknowledged config. */
   ConfigDelta: 'config_delta',
+  /**
+   * On session.close `drain` the agent logs in elsewhere at once but keeps this control connection
+   * open, only to vouch (TunnelEnd) for its tunnels still running through this edge; the edge
+   * closes it once none is left. An agent without the feature keeps its session on the draining
+   * edge until its tunnels there have ended, and is told then.
+   */
+  Drain: 'drain',
 } as const;
 export type AgentFeature = (typeof AgentFeature)[keyof typeof AgentFeature];
