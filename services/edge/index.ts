@@ -416,7 +416,9 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   opts.routes?.start({
     closeSession: (clientId, sessionId, reason) => {
       const s = sessions.get(clientId);
-      if (s?.sessionId === sessionId) s.close('logged in on another edge', reason);
+      // A draining session's agent logged in elsewhere because we asked it to: its session here
+      // lives on for its running tunnels (drain gave up the route already; this is a backstop).
+      if (s?.sessionId === sessionId && !s.draining) s.close('logged in on another edge', reason);
     },
   });
   let bridgeServer: BridgeServer | undefined;

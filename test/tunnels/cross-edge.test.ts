@@ -1,15 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo } from 'node:net';
 import t from 'tap';
-import { BridgePool } from '../../services/edge/bridge/index.js';
-import { startEdge, type RunningEdge } from '../../services/edge/index.js';
-import { bridgedTargets } from '../../services/edge/remote.js';
-import { EdgeRoutes } from '../../services/edge/routes.js';
-import { ClientRoutes } from '../../shared/cluster/routes.js';
 import { freePort } from '../../shared/net/listen.js';
-import { silentLogger } from '../../shared/platform/logger.js';
-import { createTestNats } from '../../shared/testkit/nats.js';
-import { canConnect, createWorld, eventually, sha, startTargetService, visit, visitOutcome } from './world.js';
+import { bridgedEdges } from './cluster.js';
+import { canConnect, eventually, sha, startTargetService, visit, visitOutcome } from './world.js';
 
 /**
  * Two in-process edges on one NATS (routes bucket) and one event log, each serving the gRPC
@@ -18,48 +12,8 @@ import { canConnect, createWorld, eventually, sha, startTargetService, visit, vi
  * mapping entered through edge A. Bytes are compared by SHA-256; a reset at the target end
  * arrives at the visitor as a reset.
  */
-const SECRET = 'cluster-secret-for-tests-0123456789';
-
 t.test('tunnels whose target agent is on another edge cross the bridge', async (t) => {
-  const tn = await createTestNats();
-  const bucket = `${tn.streamName}_routes`;
-  const routesA = await ClientRoutes.open({ nc: tn.nc, bucket, logger: silentLogger() });
-  const routesB = await ClientRoutes.open({ nc: tn.nc, bucket, logger: silentLogger() });
-  const poolA = new BridgePool({ nodeId: 'node-001', secret: SECRET });
-  const poolB = new BridgePool({ nodeId: 'node-002', secret: SECRET });
-  t.teardown(async () => {
-    poolA.close();
-    poolB.close();
-    await routesA.close();
-    await routesB.close();
-    await tn.cleanup();
-  });
-  const edges = new Map<string, RunningEdge>();
-  const bridgeAddressOf = async (nodeId: string): Promise<string | null> => {
-    const port = edges.get(nodeId)?.bridgePort;
-    return port ? `127.0.0.1:${port}` : null;
-  };
-
-  const w = await createWorld(t, {
-    routes: new EdgeRoutes({ routes: routesA, nodeId: 'node-001', logger: silentLogger() }),
-    bridge: { secret: SECRET, host: '127.0.0.1', port: 0, remote: bridgedTargets({ nodeId: 'node-001', routes: routesA, bridgeAddressOf, pool: poolA, logger: silentLogger() }) },
-  });
-  edges.set('node-001', w.edge);
-  const edgeB = await startEdge({
-    store: w.store,
-    // Both edges read the one view the world feeds; what matters here is routes and the bridge.
-    view: w.view,
-    logger: w.logger,
-    nodeId: 'node-002',
-    controlHost: '127.0.0.1',
-    controlPort: 0,
-    // Every edge opens every public port: edge B on another loopback address.
-    publicHost: '127.0.0.2',
-    routes: new EdgeRoutes({ routes: routesB, nodeId: 'node-002', logger: w.logger }),
-    bridge: { secret: SECRET, host: '127.0.0.1', port: 0, remote: bridgedTargets({ nodeId: 'node-002', routes: routesB, bridgeAddressOf, pool: poolB, logger: w.logger }) },
-  });
-  edges.set('node-002', edgeB);
-  t.teardown(() => edgeB.stop());
+  const { w, b: edgeB, routesA, routesB } = await bridgedEdges(t);
   t.ok(w.edge.bridgePort && edgeB.bridgePort, 'both edges serve the bridge');
 
   const user = await w.user();

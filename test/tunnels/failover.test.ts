@@ -13,6 +13,7 @@ import { WireErrorCode } from '../../shared/wire/codes.js';
 import { encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { startTransferTarget } from '../e2e/harness.js';
+import { bridgedEdges } from './cluster.js';
 import { canConnect, createWorld, eventually, freePort, sha, startTargetService, WirePeer, type World } from './world.js';
 
 /**
@@ -222,6 +223,41 @@ t.test('drain: agents move to the next edge at once; a running tunnel completes 
   t.ok(drained, 'the drain ends once the tunnel has');
   t.ok(onNode([source, target], 'node-002'));
   t.same(fatal, []);
+});
+
+t.test('drain in a cluster: a tunnel bridged into the draining edge completes; the route moves and stays with the other edge', async (t) => {
+  const { w, b, routesB } = await bridgedEdges(t);
+  const size = 8 * MiB;
+  const service = await startTransferTarget(size);
+  t.teardown(() => service.close());
+  const user = await w.user();
+  const src = await w.client(user);
+  const tgt = await w.client(user);
+  const localPort = await freePort();
+  const m = await w.mapping({ userId: user, sourceClientId: src.clientId, targetClientId: tgt.clientId, targetPort: service.port, localPort });
+  const target = w.agent({ ...tgt, server: [w.edgeAddress, `127.0.0.1:${b.controlPort}`], serverStart: 'first', ...NO_BACKOFF_WITHIN_TEST });
+  const source = w.agent({ ...src, server: `127.0.0.1:${b.controlPort}` });
+  await eventually(
+    () => source.listeningPorts().get(m.mappingId) === localPort && target.status().configVersion !== undefined && routesB.lookup(tgt.clientId)?.route.node_id === 'node-001',
+    'target agent on edge A, source agent on edge B',
+  );
+  const running = heldTransfer(localPort, size / 2);
+  await running.started;
+  t.same([w.edge.stats().tunnels, b.stats().tunnels], [1, 1], 'the tunnel crosses from edge B into edge A over the bridge');
+
+  const drain = w.edge.drain(30_000);
+  await eventually(() => target.status().nodeId === 'node-002' && routesB.lookup(tgt.clientId)?.route.node_id === 'node-002', 'the target agent and its route moved to edge B');
+  const fresh = heldTransfer(localPort, MiB);
+  fresh.release();
+  t.equal((await fresh.ended).how, 'end', 'a new tunnel reaches the target agent on edge B');
+
+  running.release();
+  const end = await running.ended;
+  t.equal(end.how, 'end', 'the bridged tunnel through the draining edge ended cleanly');
+  t.equal(end.sha, service.results.get(running.id)?.sent, 'visitor received exactly what the service sent (8 MiB)');
+  t.equal(service.results.get(running.id)?.received, running.sentSha, 'the service received exactly what the visitor sent (8 MiB)');
+  await drain;
+  t.equal((await routesB.get(tgt.clientId))?.route.node_id, 'node-002', 'edge A gave up only its own route: the one edge B wrote stays');
 });
 
 /**
