@@ -322,3 +322,50 @@ export function transfer(port: number, size: number, timeoutMs = 120_000, host =
     });
   });
 }
+
+export interface HeldTransfer {
+  id: string;
+  /** SHA-256 of everything this visitor sends (id included). */
+  sentSha: string;
+  /** Resolves once bytes flow back (at least 1 MiB arrived), or the connection ended first. */
+  started: Promise<void>;
+  /** Sends the second half of the upload and half-closes. */
+  release(): void;
+  /** How the connection ended, with what arrived until then. */
+  ended: Promise<{ how: 'end' | 'reset'; code?: string; received: number; sha: string }>;
+}
+
+/**
+ * Like transfer(), but the upload stops half-way until release(): the tunnel stays open, carrying
+ * the service's bytes back meanwhile, for as long as a test needs it running.
+ */
+export function heldTransfer(port: number, half: number, host = '127.0.0.1'): HeldTransfer {
+  const id = randomBytes(ID_LEN);
+  const payload = Buffer.concat([id, randomBytes(2 * half)]);
+  const split = ID_LEN + half;
+  const socket = connect({ host, port, allowHalfOpen: true });
+  const inHash = createHash('sha256');
+  let received = 0;
+  let flowing!: () => void;
+  const started = new Promise<void>((r) => (flowing = r));
+  socket.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    inHash.update(chunk);
+    if (received >= 1024 * 1024) flowing();
+  });
+  const ended = new Promise<{ how: 'end' | 'reset'; code?: string; received: number; sha: string }>((resolve) => {
+    socket.once('end', () => {
+      socket.end();
+      resolve({ how: 'end', received, sha: inHash.digest('hex') });
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', ...(err.code ? { code: err.code } : {}), received, sha: '' }));
+  });
+  socket.write(payload.subarray(0, split));
+  return {
+    id: id.toString('hex'),
+    sentSha: createHash('sha256').update(payload).digest('hex'),
+    started: Promise.race([started, ended.then(() => undefined)]),
+    release: () => void socket.end(payload.subarray(split)),
+    ended,
+  };
+}

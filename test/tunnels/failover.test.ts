@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,7 @@ import { createLogger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import { encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
-import { startTransferTarget } from '../e2e/harness.js';
+import { heldTransfer, startTransferTarget } from '../e2e/harness.js';
 import { bridgedEdges } from './cluster.js';
 import { canConnect, createWorld, eventually, freePort, sha, startTargetService, WirePeer, type World } from './world.js';
 
@@ -146,42 +146,6 @@ t.test('backoff comes after a whole round of the list has failed, then the round
   await agent.stop();
   t.same(events.slice(0, 8), ['first', 'second', 'backoff', 'first', 'second', 'backoff', 'first', 'second']);
 });
-
-/**
- * A visitor whose upload is held half-way: the tunnel stays open (and running) until release().
- * The service (startTransferTarget) sends its own `size` bytes meanwhile and ends after our FIN.
- */
-function heldTransfer(port: number, half: number) {
-  const id = randomBytes(16);
-  const payload = Buffer.concat([id, randomBytes(2 * half)]);
-  const split = 16 + half;
-  const s: Socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-  const inHash = createHash('sha256');
-  let received = 0;
-  let flowing!: () => void;
-  const started = new Promise<void>((r) => (flowing = r));
-  s.on('data', (c: Buffer) => {
-    received += c.length;
-    inHash.update(c);
-    if (received >= MiB) flowing();
-  });
-  const ended = new Promise<{ how: 'end' | 'reset'; code?: string; received: number; sha: string }>((resolve) => {
-    s.once('end', () => {
-      s.end();
-      resolve({ how: 'end', received, sha: inHash.digest('hex') });
-    });
-    s.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', code: err.code, received, sha: '' }));
-  });
-  s.write(payload.subarray(0, split));
-  return {
-    id: id.toString('hex'),
-    sentSha: createHash('sha256').update(payload).digest('hex'),
-    /** Resolves once the tunnel carries bytes back (at least 1 MiB arrived). */
-    started: Promise.race([started, ended.then(() => undefined)]),
-    release: () => s.end(payload.subarray(split)),
-    ended,
-  };
-}
 
 t.test('drain: agents move to the next edge at once; a running tunnel completes byte-exact through the draining edge; it refuses new connections', async (t) => {
   const { w, servers } = await twoEdges(t);
