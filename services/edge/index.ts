@@ -29,6 +29,9 @@ import type { RemoteTargets } from './tunnels.js';
  */
 const PRE_AUTH_FREE_BYTES = 1024;
 
+/** Drain: the least time between two passes over the sessions whose tunnels have all ended. */
+const DRAIN_PASS_MS = 50;
+
 /** Thrown when the credential-check cap is full; answered with a retryable code. */
 class LoginBusyError extends Error {}
 
@@ -452,8 +455,9 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
    * tunnels); any other agent is told `drain` now and reconnects, with its own backoff.
    */
   const closeIdleDrainedSessions = (): void => {
+    const inUse = broker.clientsInUse();
     for (const s of [...sessions.values()]) {
-      if (!s.draining || broker.involves(s.clientId)) continue;
+      if (!s.draining || inUse.has(s.clientId)) continue;
       if (s.features.has(AgentFeature.Drain)) s.close('edge draining: no tunnel of this agent left here');
       else s.close('edge draining: no tunnel of this agent left here', SessionCloseReason.Drain);
     }
@@ -486,6 +490,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       if (broker.stats().pending === 0) void closeListener();
       if (broker.idle || expired) break;
       await Promise.race([broker.nextSettle(), deadline]);
+      // Each pass scans every tunnel and session: with thousands ending, take them in batches.
+      if (!broker.idle && !expired) await Promise.race([new Promise((r) => setTimeout(r, DRAIN_PASS_MS)), deadline]);
     }
     clearTimeout(timer);
     await publicClosed;

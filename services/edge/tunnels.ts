@@ -138,13 +138,18 @@ export class TunnelBroker {
     return this.pending.size === 0 && this.active.size === 0 && this.remotePending.size === 0;
   }
 
-  /** Whether any tunnel here, pending or running, has `clientId`'s agent on one of its ends. */
-  involves(clientId: number): boolean {
+  /** The clients whose agents are on an end of a tunnel here, pending or running. */
+  clientsInUse(): Set<number> {
+    const ids = new Set<number>();
     for (const p of this.pending.values()) {
-      if (p.targetClientId === clientId || (p.origin.kind === 'client' && p.origin.clientId === clientId)) return true;
+      ids.add(p.targetClientId);
+      if (p.origin.kind === 'client') ids.add(p.origin.clientId);
     }
-    for (const t of this.active.values()) if (t.agents.source === clientId || t.agents.target === clientId) return true;
-    return false;
+    for (const t of this.active.values()) {
+      if (t.agents.source !== undefined) ids.add(t.agents.source);
+      if (t.agents.target !== undefined) ids.add(t.agents.target);
+    }
+    return ids;
   }
 
   /** Resolves the next time a tunnel (pending or running) goes away, at once when there is none. */
