@@ -1,8 +1,6 @@
-import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
 import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
-import { spawnTunnox, type Proc } from './harness.js';
+import { deleteStreams, spawnTunnox, type Proc } from './harness.js';
 
 /**
  * A cluster of role processes on one machine, as an operator runs it: one `tunnox projector`, one
@@ -52,12 +50,7 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
   const procs: Proc[] = [];
   const closeAll = async (): Promise<void> => {
     await Promise.all(procs.map((p) => p.stop()));
-    const nc = await connect({ servers: TEST_NATS_URL });
-    const jsm = await jetstreamManager(nc);
-    for await (const s of jsm.streams.list()) {
-      if (s.config.name.startsWith(stream) || s.config.name.startsWith(`KV_${prefix}`)) await jsm.streams.delete(s.config.name);
-    }
-    await nc.close();
+    await deleteStreams(stream);
     await database.drop();
   };
   try {

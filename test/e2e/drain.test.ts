@@ -1,10 +1,7 @@
 import t from 'tap';
 import { join } from 'node:path';
-import { connect } from '@nats-io/transport-node';
-import { jetstreamManager } from '@nats-io/jetstream';
 import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
-import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
-import { canConnect, eventually, heldTransfer, spawnTunnox, startServer, startTransferTarget, tempDir, type ServerHandle } from './harness.js';
+import { canConnect, clusterServerArgs, deleteStreams, eventually, heldTransfer, spawnTunnox, startServer, startTransferTarget, tempDir, type ServerHandle } from './harness.js';
 
 /**
  * Drain with real processes: two JetStream servers (one cluster: shared stream, database and
@@ -19,18 +16,13 @@ t.test('SIGTERM drains a server: the running transfer completes, the agent moves
   const dir = await tempDir('tnx-e2e-drain');
   t.teardown(async () => {
     await dir.remove();
-    const nc = await connect({ servers: TEST_NATS_URL });
-    const jsm = await jetstreamManager(nc);
-    for await (const s of jsm.streams.list()) {
-      if (s.config.name.startsWith(stream) || s.config.name.startsWith(`KV_${stream.toLowerCase()}`)) await jsm.streams.delete(s.config.name); // events, `<stream>_CFG`, buckets
-    }
-    await nc.close();
+    await deleteStreams(stream);
     await database.drop();
   });
   const apiKey = 'drain-e2e-admin-key-0123456789';
   const args = (n: number) => [
-    '--data-dir', join(dir.path, `s${n}`), '--nats', TEST_NATS_URL, '--database', database.url, '--stream', stream, '--subject-prefix', stream.toLowerCase(),
-    '--cluster-secret', 'drain-e2e-cluster-secret-0123456789', '--bridge-port', '0', '--public-host', `127.0.0.${n}`, '--drain-timeout', '25',
+    ...clusterServerArgs({ dataDir: dir.path, database: database.url, stream, secret: 'drain-e2e-cluster-secret-0123456789' }, n),
+    '--drain-timeout', '25',
   ];
   const servers = [await startServer(args(1), apiKey), await startServer(args(2), apiKey)] as [ServerHandle, ServerHandle];
   for (const s of servers) t.teardown(() => s.proc.stop());

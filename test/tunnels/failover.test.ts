@@ -14,7 +14,7 @@ import { encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { heldTransfer, startTransferTarget } from '../e2e/harness.js';
 import { bridgedEdges } from './cluster.js';
-import { canConnect, createWorld, eventually, freePort, sha, startTargetService, WirePeer, type World } from './world.js';
+import { canConnect, createWorld, eventually, freePort, sha, startTargetService, visit, WirePeer, type World } from './world.js';
 
 /**
  * Failover and drain with real agents and two in-process edges on one event log and one view
@@ -52,24 +52,9 @@ async function mapped(w: World, servers: string[], targetPort: number, extra: Pa
 
 const onNode = (agents: RunningAgent[], nodeId: string) => agents.every((a) => a.status().connected && a.status().nodeId === nodeId);
 
-/** Connects to host:port, sends `payload`, half-closes, resolves with all it got; rejects on a reset. */
-function visitAt(host: string, port: number, payload: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const s = connect({ host, port, allowHalfOpen: true });
-    const chunks: Buffer[] = [];
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('error', reject);
-    s.on('end', () => {
-      s.end();
-      resolve(Buffer.concat(chunks));
-    });
-    s.end(payload);
-  });
-}
-
 async function roundTrip(t: Test, host: string, port: number, what: string): Promise<void> {
   const payload = randomBytes(MiB + 11);
-  t.equal(sha(await visitAt(host, port, payload)), sha(Buffer.from(payload).reverse()), what);
+  t.equal(sha(await visit(port, payload, host)), sha(Buffer.from(payload).reverse()), what);
 }
 
 /** A logger whose lines are kept (and shown to `onLine`), for asserting on what was said and in which order. */
@@ -275,22 +260,11 @@ t.test('drain behind one load-balanced address: the agent reconnects through it 
   t.equal(w.edge.stats().sessions, 0, 'edge A drained');
 });
 
-/** A service whose download never completes: it streams until the visitor goes away. */
-async function streamingService(t: Test): Promise<number> {
-  const chunk = randomBytes(16 * 1024);
-  const server = createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => undefined);
-    const timer = setInterval(() => s.write(chunk), 5);
-    s.once('close', () => clearInterval(timer));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return (server.address() as AddressInfo).port;
-}
-
 t.test('drain: a tunnel still running at the deadline is reset, never ended cleanly', async (t) => {
   const { w, servers } = await twoEdges(t);
-  const { source, target, localPort, publicPort } = await mapped(w, servers, await streamingService(t), NO_BACKOFF_WITHIN_TEST);
+  const service = await startTransferTarget(2 * MiB);
+  t.teardown(() => service.close());
+  const { source, target, localPort, publicPort } = await mapped(w, servers, service.port, NO_BACKOFF_WITHIN_TEST);
   const viaAgent = heldTransfer(localPort, MiB);
   const viaEdge = heldTransfer(publicPort, MiB);
   await Promise.all([viaAgent.started, viaEdge.started]);

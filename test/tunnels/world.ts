@@ -399,11 +399,12 @@ export function visitOutcome(port: number, payload: Buffer): Promise<{ received:
 
 /**
  * A visitor: connects, sends `payload`, half-closes, and collects everything until the other side
- * ends. Resolves with what it received; rejects on a reset.
+ * ends. Resolves with what it received; rejects on a reset. `host`: another loopback address
+ * (an edge's public ports on 127.0.0.2, ...).
  */
-export function visit(port: number, payload: Buffer): Promise<Buffer> {
+export function visit(port: number, payload: Buffer, host = '127.0.0.1'): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const s = connect({ host, port, allowHalfOpen: true });
     const chunks: Buffer[] = [];
     s.on('data', (c: Buffer) => chunks.push(c));
     s.on('error', reject);
