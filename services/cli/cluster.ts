@@ -123,6 +123,31 @@ export interface ClusterEdgeConfig extends ClusterNames {
   drainTimeoutMs?: number;
 }
 
+type EdgeSettingKeys = 'controlPort' | 'bridgePort' | 'advertiseHost' | 'clusterSecret' | 'nodeId' | 'allowAnonymous' | 'anonymousPerMinutePerIp' | 'drainTimeoutMs';
+
+/** The edge settings `tunnox server` and `tunnox edge` share, taken from either's config. */
+export function edgeSettings(c: {
+  controlPort: number;
+  bridgePort: number;
+  advertiseHost?: string | undefined;
+  clusterSecret?: string | undefined;
+  nodeId?: string | undefined;
+  allowAnonymous: boolean;
+  anonymousPerMinutePerIp: number;
+  drainTimeoutMs?: number | undefined;
+}): Pick<ClusterEdgeConfig, EdgeSettingKeys> {
+  return {
+    controlPort: c.controlPort,
+    bridgePort: c.bridgePort,
+    advertiseHost: c.advertiseHost,
+    clusterSecret: c.clusterSecret,
+    nodeId: c.nodeId,
+    allowAnonymous: c.allowAnonymous,
+    anonymousPerMinutePerIp: c.anonymousPerMinutePerIp,
+    ...(c.drainTimeoutMs !== undefined ? { drainTimeoutMs: c.drainTimeoutMs } : {}),
+  };
+}
+
 export interface ClusterEdge {
   nodeId: string;
   edge: RunningEdge;

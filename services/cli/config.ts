@@ -84,6 +84,8 @@ export const EdgeRoleConfigSchema = z.strictObject({
   allowAnonymous: z.boolean(),
   anonymousPerMinutePerIp: z.number().int().min(0),
   health: HealthAddress,
+  /** On SIGTERM: how long running tunnels may go on while agents move (RunningEdge.drain). */
+  drainTimeoutMs: z.number().int().min(0),
 });
 export type EdgeRoleConfig = z.infer<typeof EdgeRoleConfigSchema>;
 

@@ -180,7 +180,7 @@ function clusterValues(o: Flags): Record<string, unknown> {
  * Runs one role: config, logger, signal handling, then `start`; a failed start closes what it
  * opened and becomes one `tunnox:` line. `ready` logs the line tests and supervisors wait for.
  */
-async function runRole<C extends { logLevel: string }, R>(
+async function runRole<C extends { logLevel: string; drainTimeoutMs?: number }, R>(
   name: string,
   config: () => C,
   start: (config: C, logger: Logger, lifecycle: Lifecycle) => Promise<R>,
@@ -191,7 +191,8 @@ async function runRole<C extends { logLevel: string }, R>(
     const c = config();
     logger = createLogger({ level: c.logLevel, name: `tunnox-${name}` });
     const lifecycle = new Lifecycle(logger);
-    lifecycle.installSignalHandlers();
+    // An edge drains first: the shutdown's own grace comes on top of the drain timeout.
+    lifecycle.installSignalHandlers(undefined, (c.drainTimeoutMs ?? 0) + 15_000);
     const running = await start(c, logger, lifecycle).catch(async (err: unknown) => {
       await lifecycle.close();
       throw err;
@@ -267,7 +268,8 @@ clusterOptions(
     .option('--node-id <id>', 'fixed node id (default: won from the NATS node registry)')
     .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
     .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
-    .option('--health <host:port>', 'serve GET /healthz on this address'),
+    .option('--health <host:port>', 'serve GET /healthz on this address')
+    .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30),
 ).action((o: Flags) =>
   runRole(
     'edge',
@@ -283,6 +285,7 @@ clusterOptions(
         allowAnonymous: o.anonymous !== false,
         anonymousPerMinutePerIp: o.anonymousRate,
         health: o.health,
+        drainTimeoutMs: Number(o.drainTimeout) * 1000,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runEdge(c, logger, lifecycle),
     (r, logger) =>

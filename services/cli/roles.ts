@@ -7,7 +7,7 @@ import { parseHostPort } from '../../shared/net/address.js';
 import { serveHealth, type HealthReport } from '../../shared/platform/health.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
-import { connectNats, hostPort, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, startClusterPresenceSweeper, type ClusterNames } from './cluster.js';
+import { connectNats, edgeSettings, hostPort, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, startClusterPresenceSweeper, type ClusterNames } from './cluster.js';
 import type { ApiRoleConfig, EdgeRoleConfig, ProjectorRoleConfig } from './config.js';
 import { resolveApiKey, type ApiKeySource } from './server.js';
 import { VERSION } from './version.js';
@@ -141,15 +141,9 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
     config: {
       streamName: config.streamName,
       subjectPrefix: config.subjectPrefix,
+      ...edgeSettings(config),
       controlHost: config.listenHost,
-      controlPort: config.controlPort,
       publicHost: config.listenHost,
-      bridgePort: config.bridgePort,
-      advertiseHost: config.advertiseHost,
-      clusterSecret: config.clusterSecret,
-      nodeId: config.nodeId,
-      allowAnonymous: config.allowAnonymous,
-      anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
     },
     logger,
     lifecycle,
@@ -160,6 +154,7 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
     () => {
       const s = cluster.edge.stats();
       return {
+        // A draining edge answers 503, so a load balancer stops sending visitors to it.
         ok: !lifecycle.isClosing,
         body: {
           role: 'edge',

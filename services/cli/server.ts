@@ -14,7 +14,7 @@ import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { InfrastructureError } from '../../shared/platform/errors.js';
 import { randomToken } from '../../shared/platform/secrets.js';
-import { connectNats, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
+import { connectNats, edgeSettings, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
 import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { VERSION } from './version.js';
@@ -138,17 +138,10 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       store,
       config: {
         ...names,
+        ...edgeSettings(config),
         controlHost: config.controlHost,
-        controlPort: config.controlPort,
         publicHost: config.publicHost,
-        bridgePort: config.bridgePort,
-        advertiseHost: config.advertiseHost,
-        clusterSecret: config.clusterSecret,
-        nodeId: config.nodeId,
-        allowAnonymous: config.allowAnonymous,
-        anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
         sessionTokenKey: await sessionTokenKey(config),
-        drainTimeoutMs: config.drainTimeoutMs,
       },
       logger,
       lifecycle,

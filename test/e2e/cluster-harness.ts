@@ -1,6 +1,6 @@
 import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
 import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
-import { deleteStreams, spawnTunnox, type Proc } from './harness.js';
+import { apiClient, deleteStreams, spawnTunnox, type Proc } from './harness.js';
 
 /**
  * A cluster of role processes on one machine, as an operator runs it: one `tunnox projector`, one
@@ -40,7 +40,7 @@ function cleanEnv(): Record<string, string> {
   return { TUNNOX_DATABASE_URL: '', TUNNOX_NATS_URL: '', TUNNOX_LOG_LEVEL: 'info' };
 }
 
-export async function startCluster(opts: { edges: string[]; name?: string; edgeArgs?: string[] }): Promise<ClusterHandle> {
+export async function startCluster(opts: { edges: string[]; name?: string; edgeArgs?: string[]; projectorArgs?: string[] }): Promise<ClusterHandle> {
   const database = await createTestDatabase(opts.name ?? 'tnx_cluster', false);
   const stream = uniqueName('TNX_CL').toUpperCase();
   const prefix = stream.toLowerCase();
@@ -54,7 +54,7 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
     await database.drop();
   };
   try {
-    const projector = spawnTunnox(['projector', ...common, '--database', database.url], cleanEnv());
+    const projector = spawnTunnox(['projector', ...common, '--database', database.url, ...(opts.projectorArgs ?? [])], cleanEnv());
     procs.push(projector);
     await projector.waitForLog((e) => e.msg === 'tunnox projector ready', 60_000);
     const apiProc = spawnTunnox(['api', ...common, '--database', database.url, '--api-port', '0', '--api-key', apiKey], cleanEnv());
@@ -81,15 +81,7 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
       apiKey,
       edges,
       startEdge,
-      async api(method, path, body) {
-        const res = await fetch(apiUrl + path, {
-          method,
-          headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-          ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        });
-        const text = await res.text();
-        return { status: res.status, body: text ? JSON.parse(text) : undefined };
-      },
+      api: apiClient(apiUrl, apiKey),
       close: closeAll,
     };
   } catch (err) {

@@ -133,15 +133,20 @@ export async function startServer(args: string[], apiKey: string): Promise<Serve
     apiUrl,
     controlPort,
     apiKey,
-    async api(method, path, body) {
-      const res = await fetch(apiUrl + path, {
-        method,
-        headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-      });
-      const text = await res.text();
-      return { status: res.status, body: text ? JSON.parse(text) : undefined };
-    },
+    api: apiClient(apiUrl, apiKey),
+  };
+}
+
+/** A Management API caller with the admin key: JSON in, `{status, body}` out. */
+export function apiClient(apiUrl: string, apiKey: string): ServerHandle['api'] {
+  return async (method, path, body) => {
+    const res = await fetch(apiUrl + path, {
+      method,
+      headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
   };
 }
 
