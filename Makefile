@@ -50,6 +50,11 @@ bench-cluster: setup
 	scripts/ensure-services.sh
 	node dist/bench/cluster.js $(ARGS)
 
+# N agents (default 2000) on one edge of a 3-edge cluster; kill -9 that edge; time until all are online on the others.
+bench-reconnect-storm: setup
+	scripts/ensure-services.sh
+	node dist/bench/reconnect-storm.js $(ARGS)
+
 # NATS + PostgreSQL + projector + api + three edges on 127.0.0.1-3, and a tunnel between agents on different edges.
 cluster: setup
 	scripts/cluster-demo.sh $(ARGS)
