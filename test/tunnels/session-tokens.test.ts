@@ -150,6 +150,8 @@ t.test('agents reconnect to a restarted edge with their tokens (no scrypt), and 
   await eventually(() => w.edge.stats().sessions === 5, 'five agents back on the new key');
   t.match(w.edge.stats(), { credentialChecks: 5, tokenLogins: 0, tokensRejected: 5 });
   t.same(fatal, []);
+  // The edge counts a session before its HandshakeResp reaches the agent: wait for the agents' side.
+  await eventually(() => ready.filter((n) => n === 'node-003').length >= 5, 'five agents ready on node-003');
   t.equal(ready.filter((n) => n === 'node-003').length, 5, 'each logged in once: the fallback needs no backoff round');
 
   await w.restartEdge('node-004');
