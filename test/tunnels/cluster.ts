@@ -1,6 +1,6 @@
 import type { Test } from 'tap';
 import { BridgePool } from '../../services/edge/bridge/index.js';
-import { startEdge, type RunningEdge } from '../../services/edge/index.js';
+import type { RunningEdge } from '../../services/edge/index.js';
 import { bridgedTargets } from '../../services/edge/remote.js';
 import { EdgeRoutes } from '../../services/edge/routes.js';
 import { ClientRoutes } from '../../shared/cluster/routes.js';
@@ -48,20 +48,12 @@ export async function bridgedEdges(t: Test): Promise<BridgedEdges> {
     bridge: { secret: CLUSTER_SECRET, host: '127.0.0.1', port: 0, remote: bridgedTargets({ nodeId: 'node-001', routes: routesA, bridgeAddressOf, pool: poolA, logger: silentLogger() }) },
   });
   edges.set('node-001', w.edge);
-  const b = await startEdge({
-    store: w.store,
-    // Both edges read the one view the world feeds; what matters here is routes and the bridge.
-    view: w.view,
-    logger: w.logger,
-    nodeId: 'node-002',
-    controlHost: '127.0.0.1',
-    controlPort: 0,
+  const b = await w.peerEdge('node-002', {
     // Every edge opens every public port: edge B on another loopback address.
     publicHost: '127.0.0.2',
     routes: new EdgeRoutes({ routes: routesB, nodeId: 'node-002', logger: w.logger }),
     bridge: { secret: CLUSTER_SECRET, host: '127.0.0.1', port: 0, remote: bridgedTargets({ nodeId: 'node-002', routes: routesB, bridgeAddressOf, pool: poolB, logger: w.logger }) },
   });
   edges.set('node-002', b);
-  t.teardown(() => b.stop());
   return { w, b, routesA, routesB };
 }

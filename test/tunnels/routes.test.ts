@@ -1,6 +1,5 @@
 import t from 'tap';
 import type { AgentFatalError } from '../../services/client/index.js';
-import { startEdge } from '../../services/edge/index.js';
 import { EdgeRoutes } from '../../services/edge/routes.js';
 import { ClientRoutes } from '../../shared/cluster/routes.js';
 import { silentLogger } from '../../shared/platform/logger.js';
@@ -27,18 +26,7 @@ t.test('a second login of the same client on another edge closes the first sessi
   });
 
   const w = await createWorld(t, { routes: edgeRoutesA });
-  const edgeB = await startEdge({
-    store: w.store,
-    // Both edges read the one view the world feeds: what matters here is the routes bucket.
-    view: w.view,
-    logger: w.logger,
-    nodeId: 'node-002',
-    controlHost: '127.0.0.1',
-    controlPort: 0,
-    publicHost: '127.0.0.1',
-    routes: edgeRoutesB,
-  });
-  t.teardown(() => edgeB.stop());
+  const edgeB = await w.peerEdge('node-002', { routes: edgeRoutesB });
 
   const user = await w.user();
   const creds = await w.client(user);

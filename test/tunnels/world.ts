@@ -74,6 +74,11 @@ export interface World {
   deleteMapping(mappingId: number): Promise<void>;
   /** Stops the edge and starts a new one on the same control port (agents reconnect to it). */
   restartEdge(nodeId: string): Promise<RunningEdge>;
+  /**
+   * A second edge on loopback sharing this world's store and view (what matters in such tests is
+   * routes and the bridge); stopped at teardown.
+   */
+  peerEdge(nodeId: string, opts?: Partial<EdgeOptions>): Promise<RunningEdge>;
   secretOf(mappingId: number): Promise<string>;
   agent(opts: Partial<AgentOptions>): RunningAgent;
 }
@@ -200,6 +205,20 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
       feed = await startFeed(view);
       world.edge = await launch(nodeId, world.edge.controlPort);
       return world.edge;
+    },
+    async peerEdge(nodeId, opts = {}) {
+      const edge = await startEdge({
+        store: world.store,
+        view: world.view,
+        logger: world.logger,
+        nodeId,
+        controlHost: '127.0.0.1',
+        controlPort: 0,
+        publicHost: '127.0.0.1',
+        ...opts,
+      });
+      t.teardown(() => edge.stop());
+      return edge;
     },
     async secretOf(mappingId) {
       const row = await tdb.db.selectFrom('mappings').select('secret_key').where('mapping_id', '=', mappingId).executeTakeFirstOrThrow();
