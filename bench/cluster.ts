@@ -77,10 +77,14 @@ async function main(): Promise<void> {
   const opens = arg('opens', 200);
   const streams = arg('streams', 200);
   const streamBytes = arg('stream-mib', 4) * MiB;
-  const dir = await tempDir('tnx-bench-cluster');
   const sink = await startSink();
   const echo = await startEcho();
-  const cluster = await startCluster({ edges: ['127.0.0.1', '127.0.0.2'], name: 'tnx_bench_cluster' });
+  const cluster = await startCluster({ edges: ['127.0.0.1', '127.0.0.2'], name: 'tnx_bench_cluster' }).catch(async (err: unknown) => {
+    await sink.close();
+    await echo.close();
+    throw err;
+  });
+  const dir = await tempDir('tnx-bench-cluster');
   const procs: Proc[] = [];
   const relays: Awaited<ReturnType<typeof startRelayProcess>>[] = [];
   try {
