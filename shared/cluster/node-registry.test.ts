@@ -134,14 +134,15 @@ t.test('a listing taken while nodes heartbeat names every node once', async (t) 
   const tn = await createTestNats();
   t.teardown(() => tn.cleanup());
   const info = { control_address: 'x', started_at: 'y', version: 'z' };
-  // 100 ms heartbeats: listings overlap with writes to the keys they are reading.
-  const regs = await Promise.all([1, 2, 3].map(() => claimNodeId({ nc: tn.nc, bucket: tn.streamName, ttlMs: 300, info, logger: silentLogger() })));
+  // 300 ms heartbeats: listings overlap with writes to the keys they are reading. (The TTL leaves
+  // room for a loaded machine: a heartbeat that came too late would expire a node for real.)
+  const regs = await Promise.all([1, 2, 3].map(() => claimNodeId({ nc: tn.nc, bucket: tn.streamName, ttlMs: 900, info, logger: silentLogger() })));
   t.teardown(() => Promise.all(regs.map((r) => r.release())));
-  const kv = await openNodeBucket(tn.nc, tn.streamName, 300);
+  const kv = await openNodeBucket(tn.nc, tn.streamName, 900);
   const listings: string[][] = [];
-  for (let i = 0; i < 30; i++) {
+  for (let i = 0; i < 60; i++) {
     listings.push((await listNodes(kv)).map((n) => n.node_id));
-    await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 15));
   }
   t.same(listings.filter((l) => l.join() !== 'node-001,node-002,node-003'), [], 'no listing repeats or misses a node');
 });
