@@ -22,6 +22,7 @@ interface Harness {
   post(url: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; json: any; headers: Record<string, unknown>; raw: string }>;
   get(url: string, headers?: Record<string, string>): Promise<{ status: number; json: any; headers: Record<string, unknown>; raw: string }>;
   del(url: string): Promise<{ status: number; raw: string }>;
+  patch(url: string, body: unknown): Promise<{ status: number; json: any; headers: Record<string, unknown>; raw: string }>;
 }
 
 /** A real PostgreSQL database + event store + projector + API, closed in reverse order at teardown. */
@@ -53,7 +54,7 @@ async function harness(t: Test, opts: { withProjector?: boolean; projectionTimeo
     await bus.close();
     await tdb.drop();
   });
-  const send = async (method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown, headers: Record<string, string> = AUTH) => {
+  const send = async (method: 'GET' | 'POST' | 'DELETE' | 'PATCH', url: string, body?: unknown, headers: Record<string, string> = AUTH) => {
     const res = await app.inject({ method, url, headers, ...(body === undefined ? {} : { payload: body as object }) });
     let json: unknown = undefined;
     try {
@@ -71,6 +72,7 @@ async function harness(t: Test, opts: { withProjector?: boolean; projectionTimeo
     post: (url, body, headers) => send('POST', url, body, headers),
     get: (url, headers) => send('GET', url, undefined, headers),
     del: (url) => send('DELETE', url),
+    patch: (url, body) => send('PATCH', url, body),
   };
 }
 
@@ -120,6 +122,7 @@ t.test('users, clients and mappings through the Management API', async (t) => {
     client_name: 'My Home Server',
     client_type: 'managed',
     status: 'offline',
+    enabled: true,
     node_id: null,
     last_seen: null,
     created_at: c1.json.created_at,
@@ -378,4 +381,37 @@ t.test('when the projection does not catch up in time a create answers 202 with 
   await h.startProjector();
   const got = await waitForGet(h, '/api/v1/users/100000001', () => true);
   t.match(got, { user_id: 100000001, username: 'john_doe' }, 'the command was recorded and is projected once the projector runs');
+});
+
+t.test('clients: disable and enable, disconnect, rotate the auth code', async (t) => {
+  const h = await harness(t);
+  const user = await h.post('/api/v1/users', john);
+  const client = await h.post('/api/v1/clients', { user_id: user.json.user_id, client_name: 'laptop' });
+  const url = `/api/v1/clients/${client.json.client_id}`;
+  t.match(await h.get(url), { status: 200, json: { enabled: true } }, 'a new client is enabled');
+
+  const disabled = await h.patch(url, { enabled: false });
+  t.match(disabled, { status: 200, json: { client_id: client.json.client_id, enabled: false } }, 'PATCH enabled=false answers with the disabled client');
+  t.ok(disabled.headers.etag, 'with its ETag');
+  t.match(await h.get(url), { json: { enabled: false } }, 'read back disabled');
+  const again = await h.patch(url, { enabled: false });
+  t.equal(again.status, 200, 'disabling a disabled client is a no-op, not an error');
+  t.match(await h.patch(url, { enabled: true }), { status: 200, json: { enabled: true } }, 'enabled again');
+
+  const kicked = await h.post(`${url}/disconnect`, undefined);
+  t.match(kicked, { status: 200, json: { client_id: client.json.client_id, enabled: true } }, 'disconnect answers with the client, still enabled');
+  const { events } = await h.store.readStream(`client.${client.json.client_id}`);
+  t.same(events.map((e) => e.type), ['ClientRegistered', 'ClientDisabled', 'ClientEnabled', 'ClientKicked'], 'each change is one event (the no-op none)');
+
+  const rotated = await h.post(`${url}/rotate-auth-code`, undefined);
+  t.equal(rotated.status, 200);
+  t.match(rotated.json.auth_code, /^tnxc_/, 'a new auth code, shown once');
+  t.not(rotated.json.auth_code, client.json.auth_code, 'not the old one');
+  t.notOk((await h.get(url)).raw.includes(rotated.json.auth_code), 'GET never shows it');
+
+  t.match(await h.patch(url, { enabled: 'no' }), { status: 400, json: { field: 'enabled' } }, 'a wrong type is a 400 naming the field');
+  t.match(await h.patch(url, { client_name: 'x' }), { status: 400 }, 'fields that cannot change yet are refused, not ignored');
+  t.match(await h.patch('/api/v1/clients/699999999', { enabled: false }), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
+  t.match(await h.post('/api/v1/clients/699999999/disconnect', undefined), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
+  t.match(await h.post('/api/v1/clients/699999999/rotate-auth-code', undefined), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
 });

@@ -4,7 +4,7 @@ import type { Db } from '../../../../shared/db/connect.js';
 export function findClient(db: Db, clientId: number) {
   return db
     .selectFrom('clients')
-    .select(['client_id', 'client_type', 'user_id', 'client_name', 'status', 'node_id', 'last_seen_at', 'version', 'created_at', 'updated_at'])
+    .select(['client_id', 'client_type', 'user_id', 'client_name', 'status', 'node_id', 'last_seen_at', 'enabled', 'version', 'created_at', 'updated_at'])
     .where('client_id', '=', clientId)
     .where('deleted_at', 'is', null)
     .executeTakeFirst();

@@ -1,6 +1,7 @@
 import { z } from 'zod';
+import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { createManagedClient } from '../../../../shared/domain/client/client.commands.js';
+import { createManagedClient, disableClient, enableClient, kickClient, rotateClientAuthCode } from '../../../../shared/domain/client/client.commands.js';
 import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
 import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
@@ -8,7 +9,7 @@ import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
 import { ClientIdParam, COMMON_PROBLEMS, ProblemSchema, etag } from '../../schemas.js';
 import { findClient } from './queries.js';
-import { ClientAccepted, ClientView, CreateClientBody, CreatedClient, clientView } from './schemas.js';
+import { ClientAccepted, ClientView, CreateClientBody, CreatedClient, PatchClientBody, RotatedAuthCode, clientView } from './schemas.js';
 
 export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
   app.post(
@@ -54,6 +55,69 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
       const row = await findClient(deps.db, request.params.client_id);
       if (!row) return sendProblem(reply, problem(404, DOMAIN_ERRORS.clientNotFound, `client ${request.params.client_id} not found`));
       return reply.header('etag', etag(row.version)).send(clientView(row));
+    },
+  );
+
+  /** Answers with the client as the read model shows it once the command is applied (202 + Location if it lags). */
+  const answer = async (reply: FastifyReply, clientId: number, position: number) => {
+    const location = `/api/v1/clients/${clientId}`;
+    const row = (await waitForProjection(deps, position)) ? await findClient(deps.db, clientId) : undefined;
+    if (!row) return reply.code(202).header('location', location).send({ client_id: clientId });
+    return reply.header('etag', etag(row.version)).send(clientView(row));
+  };
+  const params = z.object({ client_id: ClientIdParam });
+
+  app.patch(
+    '/clients/:client_id',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'Enable or disable a client (disabling ends its session and revokes its session tokens at every edge)',
+        params,
+        body: PatchClientBody,
+        response: { 200: ClientView, 202: z.object({ client_id: ClientIdParam }), ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const clientId = request.params.client_id;
+      const command = request.body.enabled ? enableClient : disableClient;
+      const { position } = await command(deps.store, { clientId }, commandMeta(request));
+      return answer(reply, clientId, position);
+    },
+  );
+
+  app.post(
+    '/clients/:client_id/disconnect',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'End the client\'s live session at whichever edge holds it and revoke its session tokens; the agent may log in again with its auth code',
+        params,
+        response: { 200: ClientView, 202: z.object({ client_id: ClientIdParam }), ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const clientId = request.params.client_id;
+      const { position } = await kickClient(deps.store, { clientId }, commandMeta(request));
+      return answer(reply, clientId, position);
+    },
+  );
+
+  app.post(
+    '/clients/:client_id/rotate-auth-code',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'Issue a new auth code (returned once); the old one and every session token stop working, the live session ends',
+        params,
+        response: { 200: RotatedAuthCode, ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const clientId = request.params.client_id;
+      const { authCode, position } = await rotateClientAuthCode(deps.store, { clientId }, commandMeta(request));
+      await waitForProjection(deps, position);
+      return reply.send({ client_id: clientId, auth_code: authCode });
     },
   );
 };

@@ -14,6 +14,7 @@ export const ClientView = z.object({
   client_name: z.string(),
   client_type: z.enum(['managed', 'anonymous']),
   status: z.enum(['online', 'offline']),
+  enabled: z.boolean().describe('A disabled client cannot log in; its session and session tokens ended when it was disabled'),
   node_id: z.string().nullable(),
   last_seen: Timestamp.nullable(),
   created_at: Timestamp,
@@ -37,8 +38,19 @@ export function clientView(row: ClientReadRow): ClientView {
     client_name: row.client_name,
     client_type: row.client_type,
     status: row.status,
+    enabled: row.enabled,
     node_id: row.node_id,
     last_seen: row.last_seen_at === null ? null : iso(row.last_seen_at),
     created_at: iso(row.created_at),
   };
 }
+
+/** PATCH /clients/{id}: what may change (more fields come with the control-plane work). */
+export const PatchClientBody = z.strictObject({
+  enabled: z.boolean().describe('false: the client cannot log in, its live session and session tokens end at once; true: auth code logins work again'),
+});
+
+export const RotatedAuthCode = z.object({
+  client_id: ClientId,
+  auth_code: z.string().describe('Shown once; the old code, and every session token issued before, no longer work'),
+});
