@@ -54,8 +54,11 @@ t.test('kill -9 and drain of the edge holding the target agent', async (t) => {
   t.pass(`${HELD} transfers running through ${entry.nodeId} to the target agent on ${first.nodeId}`);
   const killedAt = Date.now();
   first.proc.child.kill('SIGKILL');
-  const ends = await Promise.all(running.map((h) => h.ended));
-  t.equal(ends.filter((e) => e.how === 'reset').length, HELD, `every transfer through the killed edge fails loudly (reset: ${ends.map((e) => e.code).join(', ')})`);
+  const ends = await Promise.all(running.map(async (h) => {
+    const e = await h.ended;
+    return e.how === 'reset' ? e.code ?? 'reset' : `end, then ${await h.probe()}`;
+  }));
+  t.equal(ends.filter((e) => !e.endsWith('open')).length, HELD, `every transfer through the killed edge fails loudly: reset, never a clean end (${ends.join(', ')})`);
   const second = byNode(
     await eventually('target agent online on another edge', async () => {
       const n = await clientNode(tgt.client_id);

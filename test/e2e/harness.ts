@@ -338,6 +338,11 @@ export interface HeldTransfer {
   release(): void;
   /** How the connection ended, with what arrived until then. */
   ended: Promise<{ how: 'end' | 'reset'; code?: string; received: number; sha: string }>;
+  /**
+   * For an 'end' seen before release(): tells a reset from a real FIN. Node may report a reset that
+   * arrives with unread bytes as an 'end' (see streamEnd); one more byte fails on a reset connection.
+   */
+  probe(): Promise<'reset' | 'open'>;
 }
 
 /**
@@ -351,6 +356,7 @@ export function heldTransfer(port: number, half: number, host = '127.0.0.1'): He
   const socket = connect({ host, port, allowHalfOpen: true });
   const inHash = createHash('sha256');
   let received = 0;
+  let released = false;
   let flowing!: () => void;
   const started = new Promise<void>((r) => (flowing = r));
   socket.on('data', (chunk: Buffer) => {
@@ -360,7 +366,8 @@ export function heldTransfer(port: number, half: number, host = '127.0.0.1'): He
   });
   const ended = new Promise<{ how: 'end' | 'reset'; code?: string; received: number; sha: string }>((resolve) => {
     socket.once('end', () => {
-      socket.end();
+      // Before release() the writable side stays open, so probe() can still write.
+      if (released) socket.end();
       resolve({ how: 'end', received, sha: inHash.digest('hex') });
     });
     socket.once('error', (err: NodeJS.ErrnoException) => resolve({ how: 'reset', ...(err.code ? { code: err.code } : {}), received, sha: '' }));
@@ -370,7 +377,19 @@ export function heldTransfer(port: number, half: number, host = '127.0.0.1'): He
     id: id.toString('hex'),
     sentSha: createHash('sha256').update(payload).digest('hex'),
     started: Promise.race([started, ended.then(() => undefined)]),
-    release: () => void socket.end(payload.subarray(split)),
+    release: () => {
+      released = true;
+      socket.end(payload.subarray(split));
+    },
     ended,
+    probe: () =>
+      new Promise((resolve) => {
+        if (socket.destroyed) return resolve('reset');
+        socket.once('error', () => resolve('reset'));
+        socket.write(Buffer.from([0]), (err) => {
+          resolve(err ? 'reset' : 'open');
+          socket.destroy();
+        });
+      }),
   };
 }
