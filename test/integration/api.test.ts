@@ -415,3 +415,46 @@ t.test('clients: disable and enable, disconnect, rotate the auth code', async (t
   t.match(await h.post('/api/v1/clients/699999999/disconnect', undefined), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
   t.match(await h.post('/api/v1/clients/699999999/rotate-auth-code', undefined), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
 });
+
+t.test('lists: keyset pages in id order with next_cursor, filters, and clear 400s', async (t) => {
+  const h = await harness(t);
+  const users: number[] = [];
+  for (let i = 0; i < 5; i++) users.push((await h.post('/api/v1/users', { username: `u${i}`, email: `u${i}@example.com` })).json.user_id);
+  const walk = async (first: string, key: string) => {
+    const seen: number[][] = [];
+    let url: string | null = first;
+    for (let i = 0; url && i < 10; i++) {
+      const res = await h.get(url);
+      t.equal(res.status, 200, `GET ${url}`);
+      seen.push(res.json[key].map((x: Record<string, number>) => x[`${key.slice(0, -1)}_id`]));
+      url = res.json.next_cursor ? `${first}${first.includes('?') ? '&' : '?'}cursor=${res.json.next_cursor}` : null;
+    }
+    return seen;
+  };
+  t.same(await walk('/api/v1/users?limit=2', 'users'), [users.slice(0, 2), users.slice(2, 4), users.slice(4)], 'three pages of 2, 2 and 1, in id order');
+  t.same(await walk('/api/v1/users', 'users'), [users], 'default page size holds all five, next_cursor null');
+
+  const [u0, u1] = users as [number, number];
+  const a = (await h.post('/api/v1/clients', { user_id: u0, client_name: 'a' })).json.client_id;
+  const b = (await h.post('/api/v1/clients', { user_id: u0, client_name: 'b' })).json.client_id;
+  const c = (await h.post('/api/v1/clients', { user_id: u1, client_name: 'c' })).json.client_id;
+  t.same(await walk(`/api/v1/clients?user_id=${u0}&limit=1`, 'clients'), [[a], [b]], 'clients of one user, a page at a time');
+  t.same((await h.get('/api/v1/clients?type=managed&status=offline')).json.clients.map((x: { client_id: number }) => x.client_id), [a, b, c], 'by type and status');
+  t.same((await h.get('/api/v1/clients?type=anonymous')).json, { clients: [], next_cursor: null }, 'an empty list is an empty page');
+
+  const m1 = (await h.post('/api/v1/mappings', { user_id: u0, source_client_id: a, target_client_id: b, protocol: 'tcp', target_host: '127.0.0.1', target_port: 22, local_port: 2222 })).json.mapping_id;
+  const m2 = (await h.post('/api/v1/mappings', { user_id: u0, target_client_id: a, protocol: 'tcp', target_host: '127.0.0.1', target_port: 80 })).json.mapping_id;
+  t.same((await h.get(`/api/v1/mappings?client_id=${a}`)).json.mappings.map((m: { mapping_id: number }) => m.mapping_id), [m1, m2], 'by client: as source and as target');
+  t.same((await h.get(`/api/v1/mappings?client_id=${b}`)).json.mappings.map((m: { mapping_id: number }) => m.mapping_id), [m1], 'the other client: only its mapping');
+  t.same((await h.get(`/api/v1/mappings?user_id=${u0}&status=pending&limit=1`)).json.mappings.map((m: { mapping_id: number }) => m.mapping_id), [m1], 'by user and status, one per page');
+  t.notOk((await h.get('/api/v1/mappings')).raw.includes('secret'), 'never a mapping secret');
+
+  for (const [query, field] of [
+    ['limit=0', 'limit'], ['limit=501', 'limit'], ['limit=abc', 'limit'], ['limit=05', 'limit'],
+    ['cursor=nope!', 'cursor'], [`cursor=${Buffer.from('id:0').toString('base64url')}`, 'cursor'], [`cursor=${Buffer.from('x:5').toString('base64url')}`, 'cursor'],
+    ['user_id=1', 'user_id'], ['sort=name', undefined],
+  ] as const) {
+    const res = await h.get(`/api/v1/clients?${query}`);
+    t.match(res, { status: 400, json: { code: 'TNX_VALIDATION_FAILED', ...(field ? { field } : {}) } }, `?${query} is a 400${field ? ` naming ${field}` : ''}`);
+  }
+});

@@ -7,8 +7,9 @@ import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
-import { ClientIdParam, COMMON_PROBLEMS, ProblemSchema, etag } from '../../schemas.js';
-import { findClient } from './queries.js';
+import { ClientIdParam, COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
+import { findClient, listClients } from './queries.js';
+import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
 import { ClientAccepted, ClientView, CreateClientBody, CreatedClient, PatchClientBody, RotatedAuthCode, clientView } from './schemas.js';
 
 export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
@@ -118,6 +119,30 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
       const { authCode, position } = await rotateClientAuthCode(deps.store, { clientId }, commandMeta(request));
       await waitForProjection(deps, position);
       return reply.send({ client_id: clientId, auth_code: authCode });
+    },
+  );
+
+  app.get(
+    '/clients',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'List clients in id order, a page at a time, optionally by user, status and type',
+        querystring: z.strictObject({
+          user_id: UserIdParam.optional(),
+          status: z.enum(['online', 'offline']).optional(),
+          type: z.enum(['managed', 'anonymous']).optional(),
+          ...PageQuery,
+        }),
+        response: { 200: z.object({ clients: z.array(ClientView), next_cursor: NextCursor }), ...COMMON_PROBLEMS },
+      },
+    },
+    async (request) => {
+      const { user_id, status, type, cursor } = request.query;
+      const limit = request.query.limit ?? DEFAULT_PAGE_SIZE;
+      const rows = await listClients(deps.db, { userId: user_id, status, type, after: cursor ?? 0, limit });
+      const { items, next_cursor } = page(rows, limit, (c) => c.client_id);
+      return { clients: items.map(clientView), next_cursor };
     },
   );
 };

@@ -6,9 +6,10 @@ import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
-import { COMMON_PROBLEMS, MappingId, MappingIdParam, ProblemSchema, etag } from '../../schemas.js';
-import { findMapping } from './queries.js';
-import { CreateMappingBody, MappingAccepted, MappingView, mappingView } from './schemas.js';
+import { ClientIdParam, COMMON_PROBLEMS, MappingId, MappingIdParam, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
+import { findMapping, listMappings } from './queries.js';
+import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
+import { CreateMappingBody, MappingAccepted, MappingStatus, MappingView, mappingView } from './schemas.js';
 
 export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
   app.post(
@@ -87,6 +88,30 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
       const { position } = await deleteMapping(deps.store, { mappingId }, commandMeta(request));
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ mapping_id: mappingId });
       return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/mappings',
+    {
+      schema: {
+        tags: ['mappings'],
+        summary: 'List mappings in id order, a page at a time, optionally by user, client (source or target) and status',
+        querystring: z.strictObject({
+          user_id: UserIdParam.optional(),
+          client_id: ClientIdParam.optional(),
+          status: MappingStatus.optional(),
+          ...PageQuery,
+        }),
+        response: { 200: z.object({ mappings: z.array(MappingView), next_cursor: NextCursor }), ...COMMON_PROBLEMS },
+      },
+    },
+    async (request) => {
+      const { user_id, client_id, status, cursor } = request.query;
+      const limit = request.query.limit ?? DEFAULT_PAGE_SIZE;
+      const rows = await listMappings(deps.db, { userId: user_id, clientId: client_id, status, after: cursor ?? 0, limit });
+      const { items, next_cursor } = page(rows, limit, (m) => m.mapping_id);
+      return { mappings: items.map(mappingView), next_cursor };
     },
   );
 };

@@ -7,7 +7,8 @@ import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
 import { COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
-import { findUser } from './queries.js';
+import { findUser, listUsers } from './queries.js';
+import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
 import { CreateUserBody, UserAccepted, UserView, userView } from './schemas.js';
 
 export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
@@ -44,6 +45,23 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
       const row = await findUser(deps.db, request.params.user_id);
       if (!row) return sendProblem(reply, problem(404, DOMAIN_ERRORS.userNotFound, `user ${request.params.user_id} not found`));
       return reply.header('etag', etag(row.version)).send(userView(row));
+    },
+  );
+
+  app.get(
+    '/users',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'List users in id order, a page at a time',
+        querystring: z.strictObject(PageQuery),
+        response: { 200: z.object({ users: z.array(UserView), next_cursor: NextCursor }), ...COMMON_PROBLEMS },
+      },
+    },
+    async (request) => {
+      const limit = request.query.limit ?? DEFAULT_PAGE_SIZE;
+      const { items, next_cursor } = page(await listUsers(deps.db, { after: request.query.cursor ?? 0, limit }), limit, (u) => u.user_id);
+      return { users: items.map(userView), next_cursor };
     },
   );
 };
