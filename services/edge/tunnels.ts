@@ -2,7 +2,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { MappingState as MappingRow } from './view/view.js';
 import { closeAfterFlush } from '../../shared/net/frames.js';
-import { pipeSockets, type PipeOptions } from '../../shared/net/pipe.js';
+import { pipeSockets, resetStream as reset, type PipeOptions } from '../../shared/net/pipe.js';
 import { TunnoxError } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
@@ -28,12 +28,6 @@ type Origin =
  */
 export interface RemoteTargets {
   open(target: { tunnelId: string; mappingId: number; targetClientId: number }): Promise<Duplex> | null;
-}
-
-/** A reset, never a FIN: sockets get RST, other streams are destroyed with an error. */
-function reset(stream: Duplex): void {
-  if (stream instanceof Socket) stream.resetAndDestroy();
-  else stream.destroy(new Error('tunnel reset'));
 }
 
 interface PendingTunnel {
