@@ -155,6 +155,8 @@ export interface ClusterEdge {
   controlAddress: string;
   bridgeAddress: string | undefined;
   nodes: NodeDirectory;
+  /** The watched client routes this edge writes (open for the process's lifetime). */
+  routes: ClientRoutes;
 }
 
 /**
@@ -254,7 +256,7 @@ export async function startClusterEdge(opts: {
     const s = edge.stats();
     return { connected_agents: s.sessions, active_tunnels: s.tunnels };
   };
-  return { nodeId, edge, controlAddress, bridgeAddress, nodes };
+  return { nodeId, edge, controlAddress, bridgeAddress, nodes, routes };
 }
 
 /**
@@ -273,11 +275,18 @@ export async function startClusterPresenceSweeper(opts: {
   logger: Logger;
   lifecycle: Lifecycle;
   intervalMs?: number;
+  /** The routes watch of an edge in this process, if there is one (else the sweeper opens its own). */
+  routes?: ClientRoutes;
 }): Promise<ReturnType<typeof startPresenceSweeper>> {
   const nodesKv = await openNodeBucket(opts.nc, nodeBucketName(opts.subjectPrefix), DEFAULT_ROUTE_TTL_MS);
   const leaderKv = opts.leaderBucket === nodeBucketName(opts.subjectPrefix) ? nodesKv : await openNodeBucket(opts.nc, opts.leaderBucket, DEFAULT_ROUTE_TTL_MS);
-  const routes = await ClientRoutes.open({ nc: opts.nc, bucket: `${opts.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger: opts.logger });
-  opts.lifecycle.add('presence-routes', () => routes.close());
+  let routes = opts.routes;
+  if (!routes) {
+    const own = await ClientRoutes.open({ nc: opts.nc, bucket: `${opts.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger: opts.logger });
+    opts.lifecycle.add('presence-routes', () => own.close());
+    routes = own;
+  }
+  const watched = routes;
   const sweeper = startPresenceSweeper({
     db: opts.db,
     store: opts.store,
@@ -286,7 +295,7 @@ export async function startClusterPresenceSweeper(opts: {
     ...(opts.intervalMs ? { intervalMs: opts.intervalMs } : {}),
     source: {
       liveNodes: async () => new Set((await listNodes(nodesKv)).map((n) => n.node_id)),
-      routedSession: (clientId) => routes.lookup(clientId)?.route.session_id,
+      routedSession: (clientId) => watched.lookup(clientId)?.route.session_id,
       isLeader: async () => (await listNodes(leaderKv))[0]?.node_id === opts.self,
     },
   });

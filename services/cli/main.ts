@@ -78,73 +78,61 @@ program
   .option('--cluster-secret <secret>', 'JetStream mode: secret shared by every server, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross servers)')
   .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30)
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
-  .action(async (o: Record<string, string | number | boolean | undefined>) => {
-    let logger: Logger | undefined;
-    try {
-      const parsed = ServerConfigSchema.safeParse({
-        dataDir: o.dataDir,
-        apiHost: o.apiHost,
-        apiPort: o.apiPort,
-        controlHost: o.controlHost,
-        controlPort: o.controlPort,
-        publicHost: o.publicHost,
-        publicPortRange: parsePortRange(String(o.publicPortRange)),
-        apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
-        natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
-        databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
-        nodeId: o.nodeId,
-        allowAnonymous: o.anonymous !== false,
-        anonymousPerMinutePerIp: o.anonymousRate,
-        streamName: o.stream,
-        subjectPrefix: o.subjectPrefix,
-        bridgePort: o.bridgePort,
-        advertiseHost: o.advertise,
-        clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
-        drainTimeoutMs: Number(o.drainTimeout) * 1000,
-        logLevel: o.logLevel,
-      } satisfies Record<keyof ServerConfig, unknown>);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        throw new Error(`invalid configuration: ${issue?.path.join('.')}: ${issue?.message}`);
-      }
-      const config = parsed.data;
-      logger = createLogger({ level: config.logLevel, name: 'tunnox-server' });
-      const lifecycle = new Lifecycle(logger);
-      // The edge drains first: the shutdown's own grace comes on top of the drain timeout.
-      lifecycle.installSignalHandlers(undefined, config.drainTimeoutMs + 15_000);
-      const { runServer } = await import('./server.js');
-      const running = await runServer(config, logger, lifecycle).catch(async (err: unknown) => {
-        await lifecycle.close();
-        throw err;
-      });
-      logger.info(
-        { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database },
-        'tunnox server ready',
-      );
-      // The key itself is printed once, when it is generated: under a supervisor this banner lands
-      // in the journal on every start. After that we say where it is kept.
-      const keyLine =
-        running.apiKeySource === 'flag'
-          ? 'the one given with --api-key / TUNNOX_API_KEY'
-          : running.apiKeySource === 'generated'
-            ? `${running.apiKey}   (new: shown this once; kept in ${running.apiKeyFile})`
-            : `kept in ${running.apiKeyFile}`;
-      const keyRef = running.apiKeySource === 'flag' ? '$TUNNOX_API_KEY' : `$(cat ${running.apiKeyFile})`;
-      process.stderr.write(
-        [
-          '',
-          `Tunnox ${VERSION} server, ${running.mode} mode, ${running.nodeId}, ${running.database} PostgreSQL`,
-          `  Management API : ${running.apiUrl}/api/v1   (OpenAPI: ${running.apiUrl}/openapi.json)`,
-          `  Agent control  : ${running.controlAddress}`,
-          `  Admin API key  : ${keyLine}`,
-          `  Try            : curl -H "Authorization: Bearer ${keyRef}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
-          '',
-        ].join('\n') + '\n',
-      );
-    } catch (err) {
-      fail(logger, err);
-    }
-  });
+  .action((o: Flags) =>
+    runRole(
+      'server',
+      () =>
+        parseConfig(ServerConfigSchema, {
+          dataDir: o.dataDir,
+          apiHost: o.apiHost,
+          apiPort: o.apiPort,
+          controlHost: o.controlHost,
+          controlPort: o.controlPort,
+          publicHost: o.publicHost,
+          publicPortRange: parsePortRange(String(o.publicPortRange)),
+          apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
+          natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
+          databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
+          nodeId: o.nodeId,
+          allowAnonymous: o.anonymous !== false,
+          anonymousPerMinutePerIp: o.anonymousRate,
+          streamName: o.stream,
+          subjectPrefix: o.subjectPrefix,
+          bridgePort: o.bridgePort,
+          advertiseHost: o.advertise,
+          clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
+          drainTimeoutMs: Number(o.drainTimeout) * 1000,
+          logLevel: o.logLevel,
+        } satisfies Record<keyof ServerConfig, unknown>),
+      async (c, logger, lifecycle) => (await import('./server.js')).runServer(c, logger, lifecycle),
+      (running, logger) => {
+        logger.info(
+          { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database },
+          'tunnox server ready',
+        );
+        // The key itself is printed once, when it is generated: under a supervisor this banner lands
+        // in the journal on every start. After that we say where it is kept.
+        const keyLine =
+          running.apiKeySource === 'flag'
+            ? 'the one given with --api-key / TUNNOX_API_KEY'
+            : running.apiKeySource === 'generated'
+              ? `${running.apiKey}   (new: shown this once; kept in ${running.apiKeyFile})`
+              : `kept in ${running.apiKeyFile}`;
+        const keyRef = running.apiKeySource === 'flag' ? '$TUNNOX_API_KEY' : `$(cat ${running.apiKeyFile})`;
+        process.stderr.write(
+          [
+            '',
+            `Tunnox ${VERSION} server, ${running.mode} mode, ${running.nodeId}, ${running.database} PostgreSQL`,
+            `  Management API : ${running.apiUrl}/api/v1   (OpenAPI: ${running.apiUrl}/openapi.json)`,
+            `  Agent control  : ${running.controlAddress}`,
+            `  Admin API key  : ${keyLine}`,
+            `  Try            : curl -H "Authorization: Bearer ${keyRef}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
+            '',
+          ].join('\n') + '\n',
+        );
+      },
+    ),
+  );
 
 /** Validates parsed flags against a config schema; the first problem becomes one clear error. */
 function parseConfig<S extends z.ZodType>(schema: S, values: Record<string, unknown>): z.infer<S> {

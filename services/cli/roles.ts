@@ -78,6 +78,7 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
     bucket: projectorBucketName(config),
     ttlMs: DEFAULT_ROUTE_TTL_MS,
     logger,
+    // The registry entry shape is the edges'; a projector serves no agents, so it has no control address.
     info: { control_address: '-', started_at: new Date().toISOString(), version: VERSION },
     onLost: () => void lifecycle.close().then(() => process.exit(1)),
   });

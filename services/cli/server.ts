@@ -163,6 +163,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       actorId: nodeId,
       logger: log,
       lifecycle,
+      routes: cluster.routes,
     });
   } else {
     store = new PostgresEventStore({ db, pool, logger });
