@@ -8,22 +8,17 @@ import { connect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { createTestDatabase, uniqueName } from '../shared/testkit/pg.js';
 import { canConnect, eventually, freePort, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
-import { median, percentile } from './lib.js';
+import { median, percentile, strArg } from './lib.js';
 
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
-
-const trials = Number(arg('trials') ?? 100);
+const trials = Number(strArg('trials') ?? 100);
 
 async function main(): Promise<void> {
   const dir = await tempDir('tnx-bench-act');
   // JetStream mode gets its own stream and subject prefix, deleted afterwards (the NATS server is shared).
   const stream = uniqueName('TNX_BENCH').toUpperCase();
-  const database = arg('nats') ? await createTestDatabase('tnx_bench', false, arg('database')) : undefined;
+  const database = strArg('nats') ? await createTestDatabase('tnx_bench', false, strArg('database')) : undefined;
   const extra = database
-    ? ['--nats', arg('nats')!, '--database', database.url, '--stream', stream, '--subject-prefix', stream.toLowerCase()]
+    ? ['--nats', strArg('nats')!, '--database', database.url, '--stream', stream, '--subject-prefix', stream.toLowerCase()]
     : [];
   const server = await startServer(['--data-dir', join(dir.path, 'server'), ...extra], 'bench-admin-key-0123456789abcdef');
   const agents: ReturnType<typeof spawnTunnox>[] = [];
@@ -76,8 +71,8 @@ async function main(): Promise<void> {
     for (const a of agents) await a.stop();
     await server.proc.stop();
     await dir.remove();
-    if (arg('nats')) {
-      const nc = await connect({ servers: arg('nats')! });
+    if (strArg('nats')) {
+      const nc = await connect({ servers: strArg('nats')! });
       const jsm = await jetstreamManager(nc);
       // The event stream, its state stream (`<stream>_CFG`) and the prefix's KV buckets (nodes, routes).
       for await (const info of jsm.streams.list()) {

@@ -11,15 +11,10 @@ import { fileURLToPath } from 'node:url';
 import { Client, credentials, Server, ServerCredentials, type ClientDuplexStream, type ServerDuplexStream } from '@grpc/grpc-js';
 import { BridgePool, BridgeServer, MAX_FRAME_PAYLOAD } from '../services/edge/bridge/index.js';
 import { bridgeService, type BridgeFrame, type OutFrame } from '../services/edge/bridge/proto.js';
-import { MiB, median } from './lib.js';
+import { median, MiB, numArg } from './lib.js';
 
 const SECRET = 'bench-cluster-secret-0123456789';
 type Kind = 'minimal' | 'bridge64k' | 'bridge4m' | 'echo4m';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
 
 // ---- callee process -------------------------------------------------------------------------
 
@@ -157,10 +152,10 @@ async function main(): Promise<void> {
     process.on('SIGTERM', () => process.exit(0));
     return;
   }
-  const bytes = arg('mib', 128) * MiB;
-  const runs = arg('runs', 3);
-  const streams = arg('streams', 200);
-  const streamBytes = arg('stream-mib', 4) * MiB;
+  const bytes = numArg('mib', 128) * MiB;
+  const runs = numArg('runs', 3);
+  const streams = numArg('streams', 200);
+  const streamBytes = numArg('stream-mib', 4) * MiB;
   const callees = {
     minimal: await startCallee('minimal'),
     bridge64k: await startCallee('bridge64k'),

@@ -14,12 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { canConnect, eventually, spawnTunnox, tempDir, type Proc } from '../test/e2e/harness.js';
 import { startCluster } from '../test/e2e/cluster-harness.js';
-import { MiB, measureTransfer, median, percentile, startRelayProcess, startSink } from './lib.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
+import { measureTransfer, median, MiB, numArg, percentile, startRelayProcess, startSink } from './lib.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 
@@ -72,11 +67,11 @@ function echoed(host: string, port: number, payload: Buffer): Promise<boolean> {
 }
 
 async function main(): Promise<void> {
-  const bytes = arg('mib', 256) * MiB;
-  const runs = arg('runs', 3);
-  const opens = arg('opens', 200);
-  const streams = arg('streams', 200);
-  const streamBytes = arg('stream-mib', 4) * MiB;
+  const bytes = numArg('mib', 256) * MiB;
+  const runs = numArg('runs', 3);
+  const opens = numArg('opens', 200);
+  const streams = numArg('streams', 200);
+  const streamBytes = numArg('stream-mib', 4) * MiB;
   const sink = await startSink();
   const echo = await startEcho();
   const cluster = await startCluster({ edges: ['127.0.0.1', '127.0.0.2'], name: 'tnx_bench_cluster' }).catch(async (err: unknown) => {

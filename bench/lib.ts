@@ -3,6 +3,18 @@ import { connect, createServer, type Server } from 'node:net';
 
 export const MiB = 1024 * 1024;
 
+/** `--name N` from the command line, or `def`. */
+export function numArg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+}
+
+/** `--name VALUE` from the command line, or undefined. */
+export function strArg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+
 /** A sink that counts bytes per connection and reports when `expect` bytes have arrived. */
 export async function startSink(): Promise<{ port: number; next(expect: number): Promise<number>; close(): Promise<void> }> {
   let waiter: { expect: number; resolve: (t: number) => void } | undefined;

@@ -7,11 +7,7 @@ import { startAgent, type RunningAgent } from '../services/client/index.js';
 import { startCluster } from '../test/e2e/cluster-harness.js';
 import { freePort } from '../shared/net/listen.js';
 import { createLogger } from '../shared/platform/logger.js';
-
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
+import { numArg } from './lib.js';
 
 /** Resolves with the ms until `done()` holds (polled every 20 ms), or rejects after `timeoutMs`. */
 async function until(what: string, done: () => boolean, timeoutMs: number, progress: () => string): Promise<number> {
@@ -30,8 +26,8 @@ async function until(what: string, done: () => boolean, timeoutMs: number, progr
 }
 
 async function main(): Promise<void> {
-  const n = Math.max(1, Math.min(arg('agents', 2000), 5000));
-  const timeoutMs = arg('timeout', 180) * 1000;
+  const n = Math.max(1, Math.min(numArg('agents', 2000), 5000));
+  const timeoutMs = numArg('timeout', 180) * 1000;
   // Agents log only errors: a storm of 2000 reconnects is 2000 warnings otherwise.
   const logger = createLogger({ level: 'error', name: 'storm-agents' });
   // Edge 1 runs alone while the agents log in (so all of them land there); edges 2 and 3 start on

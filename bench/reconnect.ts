@@ -15,14 +15,10 @@ import { PostgresEventStore } from '../shared/eventstore/postgres.js';
 import { silentLogger } from '../shared/platform/logger.js';
 import { hashSecret } from '../shared/platform/secrets.js';
 import { createTestDatabase, TEST_PG_ADMIN_URL } from '../shared/testkit/pg.js';
-
-function arg(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : undefined;
-}
+import { strArg } from './lib.js';
 
 const MAX_AGENTS = 5_000;
-const agentCount = Number(arg('agents') ?? 500);
+const agentCount = Number(strArg('agents') ?? 500);
 if (!Number.isInteger(agentCount) || agentCount < 1 || agentCount > MAX_AGENTS) {
   process.stderr.write(`--agents must be an integer between 1 and ${MAX_AGENTS}\n`);
   process.exit(2);
@@ -32,7 +28,7 @@ const PHASE_TIMEOUT_MS = 300_000;
 
 async function main(): Promise<void> {
   const logger = silentLogger();
-  const tdb = await createTestDatabase('tnx_bench_reconnect', true, arg('database') ?? TEST_PG_ADMIN_URL);
+  const tdb = await createTestDatabase('tnx_bench_reconnect', true, strArg('database') ?? TEST_PG_ADMIN_URL);
   const store = new PostgresEventStore({ db: tdb.db, pool: tdb.pool, pollIntervalMs: 20 });
   const bus = createMemoryBus();
   const projector = await startProjector({ store, db: tdb.db, bus, logger });

@@ -8,16 +8,11 @@ import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { canConnect, eventually, freePort, spawnTunnox, startServer, tempDir } from '../test/e2e/harness.js';
-import { MiB, measureTransfer, median, startRelayProcess, startSink } from './lib.js';
+import { measureTransfer, median, MiB, numArg, startRelayProcess, startSink } from './lib.js';
 import { SSHD, startSshReverse, type SshReverse } from './ssh.js';
 
-function arg(name: string, def: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : def;
-}
-
-const bytes = arg('mib', 1024) * MiB;
-const runs = arg('runs', 5);
+const bytes = numArg('mib', 1024) * MiB;
+const runs = numArg('runs', 5);
 const relayScript = join(fileURLToPath(new URL('.', import.meta.url)), 'relay.js');
 
 function report(label: string, xs: number[]): number {
@@ -105,7 +100,7 @@ async function main(): Promise<void> {
         await eventually('iperf3 mapping open', () => canConnect(iport));
         // iperf3 -s serves one test at a time; let it finish with the probe connections first.
         await new Promise((r) => setTimeout(r, 1000));
-        const seconds = arg('iperf-seconds', 4);
+        const seconds = numArg('iperf-seconds', 4);
         process.stdout.write(`\niperf3, ${seconds} s per run, median of ${runs} runs (upload = towards the service, download = -R)\n`);
         const ipaths = [
           { label: 'direct loopback', port: iperfPort },
