@@ -45,6 +45,15 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       connectionsCheckingInterval: Math.max(100, Math.min(1_000, Math.floor(requestMs / 2))),
     },
   });
+  // A POST without a body (disconnect, rotate-auth-code) sent with `content-type: application/json`,
+  // as generic API clients and curl helpers do, is a request without a body, not a 400; anything
+  // else goes to fastify's own parser (prototype-poisoning checks included).
+  const jsonParser = root.getDefaultJsonParser('error', 'error');
+  root.removeContentTypeParser('application/json');
+  root.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') return done(null, undefined);
+    return jsonParser(request, body as string, done);
+  });
   const app = root.withTypeProvider<ZodTypeProvider>();
 
   if (deps.apiKeys.length === 0) deps.logger.warn('no API keys configured: every /api request will be refused');

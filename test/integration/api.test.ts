@@ -403,6 +403,8 @@ t.test('clients: disable and enable, disconnect, rotate the auth code', async (t
   const { events } = await h.store.readStream(`client.${client.json.client_id}`);
   t.same(events.map((e) => e.type), ['ClientRegistered', 'ClientDisabled', 'ClientEnabled', 'ClientKicked'], 'each change is one event (the no-op none)');
 
+  const bare = await h.app.inject({ method: 'POST', url: `${url}/disconnect`, headers: { ...AUTH, 'content-type': 'application/json' } });
+  t.equal(bare.statusCode, 200, 'a body-less POST sent with content-type: application/json is fine');
   const rotated = await h.post(`${url}/rotate-auth-code`, undefined);
   t.equal(rotated.status, 200);
   t.match(rotated.json.auth_code, /^tnxc_/, 'a new auth code, shown once');
