@@ -7,6 +7,7 @@ import type { ApiDeps } from './deps.js';
 import { API_ERRORS, errorHandler, problem, sendProblem } from './errors.js';
 import { clientsRoutes } from './modules/clients/routes.js';
 import { healthRoutes } from './modules/health/routes.js';
+import { registerIdempotency } from './idempotency.js';
 import { mappingsRoutes } from './modules/mappings/routes.js';
 import { nodesRoutes } from './modules/nodes/routes.js';
 import { usersRoutes } from './modules/users/routes.js';
@@ -81,6 +82,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(
     async (api) => {
       api.addHook('onRequest', createAuthHook(deps.apiKeys));
+      registerIdempotency(api, deps.db, deps.idempotency);
       await api.register(usersRoutes, { deps });
       await api.register(clientsRoutes, { deps });
       await api.register(mappingsRoutes, { deps });

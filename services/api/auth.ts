@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Actor } from '../../shared/contracts/envelope.js';
 import type { CommandMetadata } from '../../shared/eventstore/command.js';
 import { API_ERRORS, problem, sendProblem } from './errors.js';
+import { authenticatedKey as authenticated, idempotencyScopes } from './request-context.js';
 
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
@@ -12,8 +13,6 @@ function sha256(s: string): Buffer {
 export function apiKeyId(key: string): string {
   return sha256(key).toString('hex').slice(0, 12);
 }
-
-const authenticated = new WeakMap<FastifyRequest, string>();
 
 /**
  * `Authorization: Bearer <key>` against the configured keys. Digests are compared, so every
@@ -42,14 +41,23 @@ export function createAuthHook(apiKeys: readonly string[]) {
   };
 }
 
+/** The id (apiKeyId) of the key that authenticated `request`; throws if none did. */
+export function requestKeyId(request: FastifyRequest): string {
+  const keyId = authenticated.get(request);
+  if (keyId === undefined) throw new Error('requestKeyId called on an unauthenticated request');
+  return keyId;
+}
+
 /** Envelope metadata for a command issued by an authenticated request. */
 export function commandMeta(request: FastifyRequest): CommandMetadata {
   const keyId = authenticated.get(request);
   if (keyId === undefined) throw new Error('commandMeta called on an unauthenticated request');
   const actor: Actor = { kind: 'api_key', id: keyId };
   const traceparent = request.headers['traceparent'];
+  const idempotency = idempotencyScopes.get(request);
   return {
     actor,
+    ...(idempotency ? { idempotency } : {}),
     correlationId: request.id,
     ...(typeof traceparent === 'string' ? { traceparent } : {}),
   };

@@ -2,6 +2,7 @@ import type { NodeDirectory } from '../../shared/cluster/node-registry.js';
 import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Logger } from '../../shared/platform/logger.js';
+import type { IdempotencyOptions } from './idempotency.js';
 
 /** Everything the Management API needs; the caller (main/server) owns and closes all of it. */
 export interface ApiDeps {
@@ -24,4 +25,6 @@ export interface ApiDeps {
   nodes?: NodeDirectory;
   /** HTTP timeouts once listening (app.listen); defaults in app.ts API_TIMEOUT_DEFAULTS. */
   timeouts?: { requestMs?: number; idleMs?: number };
+  /** Idempotency-Key retention and lease (services/api/idempotency.ts). */
+  idempotency?: IdempotencyOptions;
 }

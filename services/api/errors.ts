@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { UnstorableEventError, WrongExpectedRevisionError } from '../../shared/eventstore/errors.js';
-import { ConflictError, DomainError, InfrastructureError, NotFoundError, TunnoxError, ValidationError } from '../../shared/platform/errors.js';
+import { ConflictError, DomainError, InfrastructureError, NotFoundError, PreconditionFailedError, TunnoxError, ValidationError } from '../../shared/platform/errors.js';
 import { RuleViolationError } from '../../shared/domain/errors.js';
 import type { Problem } from './schemas.js';
 
@@ -21,6 +21,7 @@ const TITLES: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   409: 'Conflict',
+  412: 'Precondition Failed',
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
@@ -73,6 +74,7 @@ export function toProblem(err: unknown): Problem {
     return problem(422, err.code, err.message, err.field === undefined ? {} : { field: err.field });
   }
   if (err instanceof NotFoundError) return problem(404, err.code, err.message);
+  if (err instanceof PreconditionFailedError) return problem(412, err.code, `${err.message}: GET it again for the current ETag`, { field: 'If-Match' });
   if (err instanceof DomainError || err instanceof ConflictError) {
     const field = fieldOf(err);
     return problem(409, err.code, err.message, field === undefined ? {} : { field });

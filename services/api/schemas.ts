@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { ID_RANGES } from '../../shared/contracts/ids.js';
 import { HostText, descriptionText, nameText } from '../../shared/contracts/text.js';
+import { ValidationError } from '../../shared/platform/errors.js';
 
 /** Shared API schemas. Field names are snake_case, as in the seed API. */
 
@@ -66,3 +67,23 @@ export function iso(d: Date | string): string {
 export function etag(version: number): string {
   return `W/"${version}"`;
 }
+
+/**
+ * The aggregate version an `If-Match` header requires, or undefined when there is none (or `*`:
+ * any current version). Accepts the ETags this API hands out (`W/"7"`) and their strong form
+ * (`"7"`); If-Match compares weakly here because the version is exactly what the tag encodes.
+ * Anything else, including a list of several tags, is a ValidationError naming the header.
+ */
+export function ifMatchVersion(header: string | string[] | undefined): number | undefined {
+  if (header === undefined) return undefined;
+  const v = Array.isArray(header) ? header.join(',') : header;
+  if (v.trim() === '*') return undefined;
+  const m = /^\s*(?:W\/)?"(\d{1,9})"\s*$/.exec(v);
+  if (!m) throw new ValidationError('If-Match', 'If-Match must be one ETag as returned by a GET (e.g. W/"3"), or *');
+  return Number(m[1]);
+}
+
+/** The optional If-Match request header, for the OpenAPI document (parsed by ifMatchVersion). */
+export const IfMatchHeader = z.object({
+  'if-match': z.string().optional().describe('An ETag from a GET of this resource (W/"N"): the change applies only if it is still current, else 412'),
+});

@@ -96,6 +96,19 @@ export interface StateOutboxTable {
   created_at: Generated<Timestamp>;
 }
 
+/** Idempotency-Key records of the Management API (migration 0005). */
+export interface ApiIdempotencyTable {
+  id: string;
+  fingerprint: string;
+  state: 'pending' | 'done';
+  lease_until: Timestamp;
+  secrets: string | null;
+  status: number | null;
+  headers: string | null;
+  body: string | null;
+  created_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
 export interface Database {
   tnx_events: EventsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
@@ -103,6 +116,7 @@ export interface Database {
   clients: ClientsTable;
   mappings: MappingsTable;
   state_outbox: StateOutboxTable;
+  api_idempotency: ApiIdempotencyTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

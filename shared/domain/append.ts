@@ -1,4 +1,4 @@
-import { buildEnvelope, type CommandMetadata } from '../eventstore/command.js';
+import { buildEnvelope, noteAppended, type CommandMetadata } from '../eventstore/command.js';
 import type { Decider } from './decider.js';
 import type { EventStore, ExpectedRevision } from '../eventstore/types.js';
 
@@ -21,5 +21,6 @@ export async function decideAndAppend<State, Cmd>(
   const event = events[0];
   if (!event) return null;
   const res = await store.append(stream, buildEnvelope(stream, event, meta), { expectedRevision });
+  noteAppended(meta, stream);
   return { position: res.position };
 }

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import type { DomainEvent } from '../contracts/events.js';
-import { ConflictError } from '../platform/errors.js';
+import { ConflictError, PreconditionFailedError } from '../platform/errors.js';
 import { createTestDatabase } from '../testkit/pg.js';
 import type { Decider } from '../domain/decider.js';
 import { handleCommand, type CommandMetadata } from './command.js';
@@ -131,13 +131,13 @@ t.test('when retries are exhausted, the loser gets TNX_CONFLICT_RETRIES_EXHAUSTE
   t.equal((await real.readStream(STREAM)).events.length, 1);
 });
 
-t.test('an expectedVersion that does not match is a ConflictError and appends nothing', async (t) => {
+t.test('an expectedVersion that does not match is a PreconditionFailedError and appends nothing', async (t) => {
   const store = await setup(t);
   await handleCommand(store, STREAM, counter, { type: 'Allocate' }, meta);
   const head = await store.headPosition();
   await t.rejects(handleCommand(store, STREAM, counter, { type: 'Allocate' }, meta, { expectedVersion: 0 }), {
-    constructor: ConflictError,
-    code: 'TNX_CONFLICT_VERSION',
+    constructor: PreconditionFailedError,
+    code: 'TNX_PRECONDITION_FAILED',
   });
   t.equal(await store.headPosition(), head);
   const ok = await handleCommand(store, STREAM, counter, { type: 'Allocate' }, meta, { expectedVersion: 1 });

@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Actor, EventEnvelope, StoredEvent } from '../contracts/envelope.js';
 import { EVENT_SCHEMAS, parseStoredEvent, type DomainEvent } from '../contracts/events.js';
 import type { Decider } from '../domain/decider.js';
-import { ConflictError } from '../platform/errors.js';
+import { ConflictError, PreconditionFailedError } from '../platform/errors.js';
 import { WrongExpectedRevisionError } from './errors.js';
 import type { EventStore, ExpectedRevision } from './types.js';
 
@@ -12,6 +12,49 @@ export interface CommandMetadata {
   correlationId?: string;
   causationId?: string | null;
   traceparent?: string;
+  /**
+   * Set when the request carried an Idempotency-Key: envelope ids are derived from it (see
+   * envelopeId), so a retried command appends the same ids and the store's dedup returns the
+   * original events instead of storing second ones.
+   */
+  idempotency?: IdempotencyScope;
+}
+
+/**
+ * One idempotent request. `seed` is secret-free (a hash of the API key id and the key); `appended`
+ * counts this request's successful appends per stream, so the n-th append to a stream gets the
+ * same id on every retry of the request.
+ */
+export interface IdempotencyScope {
+  readonly seed: string;
+  readonly appended: Map<string, number>;
+  /**
+   * A secret the command generates (an auth code), kept with the request so that a retry after a
+   * crash reuses the one whose hash the deduplicated event holds. `make` is called at most once
+   * per request key and name.
+   */
+  secret(name: string, make: () => string): Promise<string>;
+}
+
+/** A secret for this command: the request's own on an idempotent retry, else a fresh one. */
+export async function commandSecret(meta: CommandMetadata, name: string, make: () => string): Promise<string> {
+  return meta.idempotency ? meta.idempotency.secret(name, make) : make();
+}
+
+/** A UUID (version 8, RFC 9562 custom) derived from the request seed, the stream and the append's ordinal. */
+function derivedId(scope: IdempotencyScope, stream: string): string {
+  const n = scope.appended.get(stream) ?? 0;
+  const h = createHash('sha256').update(`tunnox-envelope-v1|${scope.seed}|${stream}|${n}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x80;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+/** Records a successful append to `stream` (the next one gets the next derived id). */
+export function noteAppended(meta: CommandMetadata, stream: string): void {
+  const scope = meta.idempotency;
+  if (scope) scope.appended.set(stream, (scope.appended.get(stream) ?? 0) + 1);
 }
 
 export interface HandleCommandResult<State> {
@@ -54,7 +97,7 @@ export async function loadAggregate<State, Cmd>(
 
 export function buildEnvelope(stream: string, event: DomainEvent, meta: CommandMetadata, now: Date = new Date()): EventEnvelope {
   const dot = stream.indexOf('.');
-  const id = randomUUID();
+  const id = meta.idempotency ? derivedId(meta.idempotency, stream) : randomUUID();
   return {
     id,
     type: event.type,
@@ -98,9 +141,19 @@ export async function handleCommand<State, Cmd>(
   for (let attempt = 0; ; attempt++) {
     const current = await loadAggregate(store, stream, decider, options.lastEventOnly ?? false);
     if (options.expectedVersion !== undefined && options.expectedVersion !== current.version) {
-      throw new ConflictError('TNX_CONFLICT_VERSION', `${stream} is at version ${current.version}, not ${options.expectedVersion}`);
+      throw new PreconditionFailedError('TNX_PRECONDITION_FAILED', `${stream} is at version ${current.version}, not ${options.expectedVersion}`);
     }
-    const events = decider.decide(command, current.state);
+    let events: readonly DomainEvent[];
+    try {
+      events = decider.decide(command, current.state);
+    } catch (err) {
+      // A retried idempotent request whose first attempt was stored: the decider now refuses
+      // what that attempt did (the user it created exists). The original is the answer.
+      const own = meta.idempotency ? await findOwnEvent(store, stream, derivedId(meta.idempotency, stream)) : undefined;
+      if (!own) throw err;
+      noteAppended(meta, stream);
+      return originalOutcome(store, stream, decider, own.id, own.position, options);
+    }
     if (events.length > 1) throw new Error(`decider for ${stream} returned ${events.length} events; at most one is allowed`);
     const domainEvent = events[0];
     if (!domainEvent) return { event: null, ...current };
@@ -108,6 +161,8 @@ export async function handleCommand<State, Cmd>(
     const expectedRevision: ExpectedRevision = current.revision ?? 'no_stream';
     try {
       const res = await store.append(stream, envelope, { expectedRevision });
+      noteAppended(meta, stream);
+      if (res.duplicate) return await originalOutcome(store, stream, decider, envelope.id, res.position, options);
       const stored: StoredEvent = { ...envelope, position: res.position, version: current.version + 1, stream };
       return {
         event: stored,
@@ -124,4 +179,40 @@ export async function handleCommand<State, Cmd>(
       throw err;
     }
   }
+}
+
+async function findOwnEvent(store: EventStore, stream: string, id: string): Promise<StoredEvent | undefined> {
+  const { events } = await store.readStream(stream);
+  return events.find((e) => e.id === id);
+}
+
+/**
+ * The outcome of an append the store recognised as a duplicate (a retried idempotent request whose
+ * first attempt was stored): the original event, and the state with it, not the event decided now
+ * (which may differ: a sequence would have decided the next id).
+ */
+async function originalOutcome<State, Cmd>(
+  store: EventStore,
+  stream: string,
+  decider: Decider<State, Cmd>,
+  eventId: string,
+  position: number,
+  options: HandleCommandOptions,
+): Promise<HandleCommandResult<State>> {
+  const [original] = await store.readAll(position - 1, 1);
+  if (!original || original.id !== eventId || original.stream !== stream) {
+    throw new Error(`${stream}: the store reported event ${eventId} as a duplicate at position ${position}, but it is not there`);
+  }
+  if (options.lastEventOnly) {
+    const { revision } = await store.readLastEvent(stream);
+    return {
+      event: original,
+      state: decider.evolve(decider.initialState(), parseStoredEvent(original)),
+      position,
+      revision,
+      version: original.version,
+    };
+  }
+  const current = await loadAggregate(store, stream, decider);
+  return { event: original, state: current.state, position, revision: current.revision, version: current.version };
 }

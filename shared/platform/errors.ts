@@ -32,6 +32,9 @@ export class ValidationError extends TunnoxError {
   }
 }
 
+/** The caller's precondition (If-Match: the aggregate version it last saw) no longer holds. */
+export class PreconditionFailedError extends ConflictError {}
+
 /** An infrastructure dependency (NATS, PostgreSQL) failed. */
 export class InfrastructureError extends TunnoxError {}
 

@@ -2,7 +2,7 @@ import { randomInt } from 'node:crypto';
 import { streamName } from '../../contracts/envelope.js';
 import { AGGREGATES } from '../../contracts/events.js';
 import { ID_RANGES, SEQUENCES } from '../../contracts/ids.js';
-import { handleCommand, loadAggregate, type CommandMetadata } from '../../eventstore/command.js';
+import { commandSecret, handleCommand, loadAggregate, type CommandMetadata } from '../../eventstore/command.js';
 import { WrongExpectedRevisionError } from '../../eventstore/errors.js';
 import type { EventStore } from '../../eventstore/types.js';
 import { hashSecret, randomToken } from '../../platform/secrets.js';
@@ -55,7 +55,7 @@ export async function createManagedClient(
 ): Promise<CreateManagedClientResult> {
   const owner = await loadUser(store, input.userId);
   if (!owner.exists) throw new RuleViolationError(DOMAIN_ERRORS.userNotFound, `user ${input.userId} does not exist`, 'user_id');
-  const authCode = randomToken(AUTH_CODE_PREFIX);
+  const authCode = await commandSecret(meta, 'auth_code', () => randomToken(AUTH_CODE_PREFIX));
   const authCodeHash = await hashSecret(authCode);
   const { id } = await allocateId(store, SEQUENCES.managedClient, meta);
   const res = await handleCommand(
@@ -85,8 +85,19 @@ export interface ClientCommandResult {
   position: number;
 }
 
-async function onClient(store: EventStore, command: Exclude<ClientCommand, RegisterClient>, meta: CommandMetadata): Promise<ClientCommandResult> {
-  const res = await handleCommand(store, clientStream(command.data.client_id), clientDecider, command, meta);
+/** What a client command may require: the version the caller last saw (If-Match). */
+export interface ClientCommandInput {
+  clientId: number;
+  expectedVersion?: number;
+}
+
+async function onClient(
+  store: EventStore,
+  command: Exclude<ClientCommand, RegisterClient>,
+  meta: CommandMetadata,
+  expectedVersion?: number,
+): Promise<ClientCommandResult> {
+  const res = await handleCommand(store, clientStream(command.data.client_id), clientDecider, command, meta, expectedVersion === undefined ? {} : { expectedVersion });
   return { changed: res.event !== null, position: res.position };
 }
 
@@ -95,17 +106,17 @@ async function onClient(store: EventStore, command: Exclude<ClientCommand, Regis
  * auth code) revoke its session tokens and end its live session at every edge; only an auth code
  * login of an enabled client starts a new one.
  */
-export function disableClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
-  return onClient(store, { type: 'DisableClient', data: { client_id: input.clientId } }, meta);
+export function disableClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'DisableClient', data: { client_id: input.clientId } }, meta, input.expectedVersion);
 }
-export function enableClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
-  return onClient(store, { type: 'EnableClient', data: { client_id: input.clientId } }, meta);
+export function enableClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'EnableClient', data: { client_id: input.clientId } }, meta, input.expectedVersion);
 }
-export function kickClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
-  return onClient(store, { type: 'KickClient', data: { client_id: input.clientId } }, meta);
+export function kickClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'KickClient', data: { client_id: input.clientId } }, meta, input.expectedVersion);
 }
-export function deleteClient(store: EventStore, input: { clientId: number }, meta: CommandMetadata): Promise<ClientCommandResult> {
-  return onClient(store, { type: 'DeleteClient', data: { client_id: input.clientId } }, meta);
+export function deleteClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'DeleteClient', data: { client_id: input.clientId } }, meta, input.expectedVersion);
 }
 
 /** Issues a new auth code for the client; the old one stops working. The new code is returned once. */
@@ -114,7 +125,7 @@ export async function rotateClientAuthCode(
   input: { clientId: number },
   meta: CommandMetadata,
 ): Promise<{ authCode: string; position: number }> {
-  const authCode = randomToken(AUTH_CODE_PREFIX);
+  const authCode = await commandSecret(meta, 'auth_code', () => randomToken(AUTH_CODE_PREFIX));
   const { position } = await onClient(
     store,
     { type: 'RotateClientAuthCode', data: { client_id: input.clientId, auth_code_hash: await hashSecret(authCode) } },

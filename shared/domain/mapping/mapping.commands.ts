@@ -172,7 +172,11 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
 }
 
 /** Deletes a mapping, then frees the port it held (public port, or its source client's local port). Deleting a deleted or unknown mapping is a NotFoundError. */
-export async function deleteMapping(store: EventStore, input: { mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
+export async function deleteMapping(
+  store: EventStore,
+  input: { mappingId: number; expectedVersion?: number },
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
   let res;
   try {
     res = await handleCommand(
@@ -181,6 +185,7 @@ export async function deleteMapping(store: EventStore, input: { mappingId: numbe
       mappingDecider,
       { type: 'DeleteMapping', data: { mapping_id: input.mappingId } },
       meta,
+      input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion },
     );
   } catch (err) {
     if ((err as { code?: unknown }).code === DOMAIN_ERRORS.mappingNotFound) await finishInterruptedDelete(store, input.mappingId, meta);

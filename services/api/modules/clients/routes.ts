@@ -7,7 +7,7 @@ import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
-import { ClientIdParam, COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
+import { IfMatchHeader, ClientIdParam, COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag, ifMatchVersion } from '../../schemas.js';
 import { findClient, listClients } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
 import { ClientAccepted, ClientView, CreateClientBody, CreatedClient, PatchClientBody, RotatedAuthCode, clientView } from './schemas.js';
@@ -76,13 +76,15 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
         summary: 'Enable or disable a client (disabling ends its session and revokes its session tokens at every edge)',
         params,
         body: PatchClientBody,
-        response: { 200: ClientView, 202: z.object({ client_id: ClientIdParam }), ...COMMON_PROBLEMS, 404: ProblemSchema },
+        headers: IfMatchHeader,
+        response: { 200: ClientView, 202: z.object({ client_id: ClientIdParam }), ...COMMON_PROBLEMS, 404: ProblemSchema, 412: ProblemSchema },
       },
     },
     async (request, reply) => {
       const clientId = request.params.client_id;
+      const expectedVersion = ifMatchVersion(request.headers['if-match']);
       const command = request.body.enabled ? enableClient : disableClient;
-      const { position } = await command(deps.store, { clientId }, commandMeta(request));
+      const { position } = await command(deps.store, { clientId, ...(expectedVersion === undefined ? {} : { expectedVersion }) }, commandMeta(request));
       return answer(reply, clientId, position);
     },
   );

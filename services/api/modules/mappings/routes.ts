@@ -6,7 +6,7 @@ import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
-import { ClientIdParam, COMMON_PROBLEMS, MappingId, MappingIdParam, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
+import { ClientIdParam, COMMON_PROBLEMS, IfMatchHeader, MappingId, MappingIdParam, ProblemSchema, UserIdParam, etag, ifMatchVersion } from '../../schemas.js';
 import { findMapping, listMappings } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
 import { CreateMappingBody, MappingAccepted, MappingStatus, MappingView, mappingView } from './schemas.js';
@@ -74,18 +74,25 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
         tags: ['mappings'],
         summary: 'Delete a mapping (frees its public port or local port)',
         params: z.object({ mapping_id: MappingIdParam }),
+        headers: IfMatchHeader,
         response: {
           204: z.null().describe('Deleted, and the read model no longer shows it'),
           202: z.object({ mapping_id: MappingId }).describe('Deleted; the read model has not caught up yet'),
           ...COMMON_PROBLEMS,
           404: ProblemSchema,
           409: ProblemSchema,
+          412: ProblemSchema,
         },
       },
     },
     async (request, reply) => {
       const mappingId = request.params.mapping_id;
-      const { position } = await deleteMapping(deps.store, { mappingId }, commandMeta(request));
+      const expectedVersion = ifMatchVersion(request.headers['if-match']);
+      const { position } = await deleteMapping(
+        deps.store,
+        { mappingId, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        commandMeta(request),
+      );
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ mapping_id: mappingId });
       return reply.code(204).send(null);
     },
