@@ -6,6 +6,7 @@ import { createAuthHook } from './auth.js';
 import type { ApiDeps } from './deps.js';
 import { API_ERRORS, errorHandler, problem, sendProblem } from './errors.js';
 import { clientsRoutes } from './modules/clients/routes.js';
+import { eventsRoutes } from './modules/events/routes.js';
 import { healthRoutes } from './modules/health/routes.js';
 import { registerIdempotency } from './idempotency.js';
 import { mappingsRoutes } from './modules/mappings/routes.js';
@@ -87,6 +88,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       await api.register(clientsRoutes, { deps });
       await api.register(mappingsRoutes, { deps });
       await api.register(nodesRoutes, { deps });
+      await api.register(eventsRoutes, { deps });
     },
     { prefix: API_PREFIX },
   );

@@ -155,6 +155,31 @@ export function eventStoreContract(
     t.same(await store.readAll(0, 0), [], 'limit 0');
   });
 
+  t.test('readStream reads a page: after a position, up to a limit, with the stream revision', async (t) => {
+    const store = await open(t);
+    const mine: StoredEvent[] = [];
+    let revision = 0;
+    // Interleaved with another stream, so positions inside user.1 are not consecutive.
+    for (let i = 1; i <= 5; i++) {
+      const r = await store.append('user.1', allocated('user.1', i), { expectedRevision: i === 1 ? 'no_stream' : revision });
+      revision = r.revision;
+      await store.append('user.2', allocated('user.2', i), { expectedRevision: 'any' });
+    }
+    mine.push(...(await store.readStream('user.1')).events);
+    const at = (i: number): number => mine[i]!.position;
+    const page = await store.readStream('user.1', { afterPosition: at(1), limit: 2 });
+    t.same(page.events.map((e) => [e.position, e.version, (e.data as { id: number }).id]), [[at(2), 3, 3], [at(3), 4, 4]], 'versions are the stream versions');
+    t.equal(page.revision, revision, "a page carries the stream's revision, not its last event's");
+    t.same(page.events, mine.slice(2, 4), 'the same events as the whole read');
+    t.same((await store.readStream('user.1', { afterPosition: at(1) })).events, mine.slice(2), 'no limit: the rest');
+    t.same((await store.readStream('user.1', { limit: 1 })).events, mine.slice(0, 1), 'limit only: the first');
+    t.same((await store.readStream('user.1', { afterPosition: at(2) - 1, limit: 10 })).events, mine.slice(2), 'a position between two of its events');
+    const past = await store.readStream('user.1', { afterPosition: at(4) });
+    t.same(past, { events: [], revision }, 'after its last event: empty page, revision still there');
+    t.same(await store.readStream('user.9', { afterPosition: 0, limit: 5 }), { events: [], revision: null }, 'absent stream');
+    await t.rejects(store.readStream('user.1', { limit: 0 }), RangeError, 'limit 0 is a caller bug');
+  });
+
   t.test('headPosition is 0 when empty and the last position after appends', async (t) => {
     const store = await open(t);
     t.equal(await store.headPosition(), 0);

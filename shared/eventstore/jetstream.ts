@@ -21,8 +21,8 @@ import { TunnoxError } from '../platform/errors.js';
 import { silentLogger, type Logger } from '../platform/logger.js';
 import { Delivery, DeliveryOutcome } from './delivery.js';
 import { CorruptEventError, EventStoreMisconfiguredError, EventStoreUnavailableError, WrongExpectedRevisionError } from './errors.js';
-import { assertStorable, assertStreamName, toStoredEvent } from './stored.js';
-import type { AppendOptions, AppendResult, EventStore, ExpectedRevision, ReadStreamResult, SubscribeOptions, Subscription } from './types.js';
+import { assertStorable, assertStreamName, pageOf, toStoredEvent } from './stored.js';
+import type { AppendOptions, AppendResult, EventStore, ExpectedRevision, ReadStreamOptions, ReadStreamResult, SubscribeOptions, Subscription } from './types.js';
 
 /**
  * Header carrying the event's 1-based version within its aggregate stream. JetStream has no
@@ -154,26 +154,30 @@ class JetStreamEventStore implements EventStore {
     }
   }
 
-  async readStream(stream: string): Promise<ReadStreamResult> {
+  async readStream(stream: string, options: ReadStreamOptions = {}): Promise<ReadStreamResult> {
     assertStreamName(stream);
     this.#assertOpen();
+    const { afterPosition, limit } = pageOf(options);
+    const whole = afterPosition === 0 && limit === undefined;
     const subject = this.#evtPrefix + stream;
     // The last message fixes the snapshot: appends after it are not part of this read.
     const last = await this.#lastOn(subject);
     if (!last) return { events: [], revision: null };
     const events: StoredEvent[] = [];
-    let seq = 1;
+    let seq = afterPosition + 1;
     // Each step advances at least one sequence, so last.seq bounds the loop.
-    for (let step = 0; step < last.seq && seq <= last.seq; step++) {
+    for (let step = 0; step < last.seq && seq <= last.seq && (limit === undefined || events.length < limit); step++) {
       const msg = await call(`read ${stream}`, () => this.#jsm.streams.getMessage(this.#stream, nextBySubject(seq, subject)));
       if (!msg || msg.seq > last.seq) break;
-      const version = events.length + 1;
       const stored = readVersion(msg.header, msg.seq);
+      // A whole read numbers events by their order and checks the header against it; a page
+      // starts somewhere inside the stream and can only take the header's word.
+      const version = whole ? events.length + 1 : stored;
       if (stored !== version) this.#logger.warn({ stream, position: msg.seq, stored, version }, 'version header disagrees with stream order');
       events.push(decode(msg.data, msg.seq, version, stream));
       seq = msg.seq + 1;
     }
-    if (events[events.length - 1]?.position !== last.seq) {
+    if (whole && events[events.length - 1]?.position !== last.seq) {
       throw new EventStoreUnavailableError(`read ${stream}: the stream changed while it was read (messages removed?)`);
     }
     return { events, revision: last.seq };

@@ -6,8 +6,8 @@ import { TunnoxError } from '../platform/errors.js';
 import { silentLogger, type Logger } from '../platform/logger.js';
 import { Delivery, DeliveryOutcome } from './delivery.js';
 import { EventStoreUnavailableError, WrongExpectedRevisionError } from './errors.js';
-import { assertStorable, assertStreamName, toStoredEvent } from './stored.js';
-import type { AppendOptions, AppendResult, EventStore, ExpectedRevision, ReadStreamResult, SubscribeOptions, Subscription } from './types.js';
+import { assertStorable, assertStreamName, pageOf, toStoredEvent } from './stored.js';
+import type { AppendOptions, AppendResult, EventStore, ExpectedRevision, ReadStreamOptions, ReadStreamResult, SubscribeOptions, Subscription } from './types.js';
 
 /** NOTIFY channel raised by every append (payload: the new position). */
 export const EVENTS_CHANNEL = 'tnx_events';
@@ -92,19 +92,38 @@ export class PostgresEventStore implements EventStore {
     }
   }
 
-  async readStream(stream: string): Promise<ReadStreamResult> {
+  async readStream(stream: string, options: ReadStreamOptions = {}): Promise<ReadStreamResult> {
     assertStreamName(stream);
     this.#assertOpen();
-    const rows = await this.#query(`read ${stream}`, () =>
-      this.#db
-        .selectFrom('tnx_events')
-        .select(['position', 'stream', 'version', 'envelope'])
-        .where('stream', '=', stream)
-        .orderBy('version')
-        .execute(),
+    const { afterPosition, limit } = pageOf(options);
+    if (afterPosition === 0 && limit === undefined) {
+      const rows = await this.#query(`read ${stream}`, () =>
+        this.#db
+          .selectFrom('tnx_events')
+          .select(['position', 'stream', 'version', 'envelope'])
+          .where('stream', '=', stream)
+          .orderBy('version')
+          .execute(),
+      );
+      const events = rows.map(toEvent);
+      return { events, revision: events.length === 0 ? null : events.length };
+    }
+    // The page and the stream's revision in one statement (one snapshot), via the (stream, version)
+    // index; LIMIT NULL is no limit.
+    const { rows } = await this.#query(`read ${stream}`, () =>
+      sql<{ revision: number | null } & { [K in keyof EventRow]: EventRow[K] | null }>`
+        select r.revision, p.position, p.stream, p.version, p.envelope
+        from (select max(version) as revision from tnx_events where stream = ${stream}) r
+        left join lateral (
+          select position, stream, version, envelope from tnx_events
+          where stream = ${stream} and position > ${afterPosition}
+          order by version limit ${limit ?? null}
+        ) p on true
+        order by p.version`.execute(this.#db),
     );
-    const events = rows.map(toEvent);
-    return { events, revision: events.length === 0 ? null : events.length };
+    const revision = rows[0]?.revision == null ? null : Number(rows[0].revision);
+    const events = rows.filter((r): r is typeof r & EventRow => r.position !== null).map(toEvent);
+    return { events, revision };
   }
 
   async readLastEvent(stream: string): Promise<{ event: StoredEvent | null; revision: number | null }> {

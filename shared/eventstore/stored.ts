@@ -2,6 +2,7 @@ import { EnvelopeSchema, type EventEnvelope, type StoredEvent } from '../contrac
 import { EVENT_SCHEMAS, isEventType } from '../contracts/events.js';
 import { findUnstorableText, type TextProblem } from '../contracts/text.js';
 import { CorruptEventError, InvalidStreamNameError, UnstorableEventError } from './errors.js';
+import type { ReadStreamOptions } from './types.js';
 
 // Tokens are NATS-subject safe so both stores accept exactly the same names: `mapping.1001`.
 const STREAM_NAME = /^[^\s.*>]+(\.[^\s.*>]+)*$/;
@@ -85,4 +86,13 @@ export function toStoredEvent(raw: unknown, position: number, version: number, s
     throw new CorruptEventError(position, 'envelope has no string id/type');
   }
   return { ...envelope, position, version, stream };
+}
+
+/** ReadStreamOptions checked and defaulted; a page that is not a whole number is a programming error. */
+export function pageOf(options: ReadStreamOptions): { afterPosition: number; limit: number | undefined } {
+  const afterPosition = options.afterPosition ?? 0;
+  const { limit } = options;
+  if (!Number.isSafeInteger(afterPosition) || afterPosition < 0) throw new RangeError(`readStream: afterPosition ${afterPosition} is not a position`);
+  if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) throw new RangeError(`readStream: limit ${limit} is not a positive whole number`);
+  return { afterPosition, limit };
 }

@@ -24,10 +24,20 @@ export interface AppendResult {
   duplicate: boolean;
 }
 
+export interface ReadStreamOptions {
+  /** Only events with a position above this one (a page after the last event the caller saw). Default 0. */
+  afterPosition?: number;
+  /** At most this many events (the first ones after `afterPosition`). Default: all of them. */
+  limit?: number;
+}
+
 export interface ReadStreamResult {
-  /** Events in stream order, `version` 1..n. Empty when the stream does not exist. */
+  /**
+   * Events in stream order, `version` 1..n (a page of them with ReadStreamOptions). Empty when the
+   * stream does not exist.
+   */
   events: StoredEvent[];
-  /** null when the stream does not exist. */
+  /** The stream's revision (also for a page: that of its last event, not the page's); null when the stream does not exist. */
   revision: number | null;
 }
 
@@ -62,7 +72,11 @@ export interface EventStore {
    * again (`duplicate: true`).
    */
   append(stream: string, event: EventEnvelope, options: AppendOptions): Promise<AppendResult>;
-  readStream(stream: string): Promise<ReadStreamResult>;
+  /**
+   * The stream's events, or one page of them (`options`), whose cost is that of the page, not of
+   * the stream: audit reads of streams that grow without bound (sequences, client sessions).
+   */
+  readStream(stream: string, options?: ReadStreamOptions): Promise<ReadStreamResult>;
   /**
    * The stream's last event and revision in one round trip (null/null when the stream does not
    * exist). For aggregates whose state is a function of their last event only, such as id
