@@ -3,6 +3,7 @@ import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { IdempotencyOptions } from './idempotency.js';
+import type { QuotaTier } from '../../shared/domain/account/account.decider.js';
 
 /** Everything the Management API needs; the caller (main/server) owns and closes all of it. */
 export interface ApiDeps {
@@ -25,6 +26,8 @@ export interface ApiDeps {
   nodes?: NodeDirectory;
   /** HTTP timeouts once listening (app.listen); defaults in app.ts API_TIMEOUT_DEFAULTS. */
   timeouts?: { requestMs?: number; idleMs?: number };
+  /** Quota tier of users created without one (and of accounts that have no event yet). Default unlimited. */
+  defaultTier?: Exclude<QuotaTier, 'custom'>;
   /** Idempotency-Key retention and lease (services/api/idempotency.ts). */
   idempotency?: IdempotencyOptions;
 }

@@ -32,6 +32,8 @@ export const ServerConfigSchema = z.strictObject({
   /** On SIGTERM the edge drains: running tunnels get this long before they are reset. */
   drainTimeoutMs: z.number().int().min(0),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** The quota tier of users created without one (and of accounts from before quotas). */
+  defaultTier: z.enum(['unlimited', 'free', 'pro', 'enterprise']),
 });
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
@@ -59,6 +61,7 @@ export const ApiRoleConfigSchema = z.strictObject({
   apiPort: Port,
   apiKey: ServerConfigSchema.shape.apiKey,
   publicPortRange: ServerConfigSchema.shape.publicPortRange,
+  defaultTier: ServerConfigSchema.shape.defaultTier,
 });
 export type ApiRoleConfig = z.infer<typeof ApiRoleConfigSchema>;
 

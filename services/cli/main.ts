@@ -65,6 +65,7 @@ program
   .option('--control-port <port>', 'agent control/tunnel port (0 = any free port)', intArg('--control-port', 0, 65535), DEFAULT_CONTROL_PORT)
   .option('--public-host <host>', 'bind address for public TCP mappings', '0.0.0.0')
   .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999')
+  .option('--default-tier <tier>', 'quota tier of users created without one: unlimited, free, pro or enterprise', 'unlimited')
   .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
   .option('--nats <url>', 'NATS JetStream URL: use JetStream as the event log (cluster mode)')
   .option('--database <url>', 'PostgreSQL URL for read models (default: embedded PostgreSQL in the data dir)')
@@ -90,6 +91,7 @@ program
           controlPort: o.controlPort,
           publicHost: o.publicHost,
           publicPortRange: parsePortRange(String(o.publicPortRange)),
+          defaultTier: o.defaultTier,
           apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
           natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
           databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
@@ -200,7 +202,8 @@ clusterOptions(
     .option('--api-host <host>', 'Management API bind address', '127.0.0.1')
     .option('--api-port <port>', 'Management API port (0 = any free port)', intArg('--api-port', 0, 65535), 9000)
     .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
-    .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999'),
+    .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999')
+    .option('--default-tier <tier>', 'quota tier of users created without one: unlimited, free, pro or enterprise', 'unlimited'),
 ).action((o: Flags) =>
   runRole(
     'api',
@@ -213,6 +216,7 @@ clusterOptions(
         apiPort: o.apiPort,
         apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
         publicPortRange: parsePortRange(String(o.publicPortRange)),
+        defaultTier: o.defaultTier,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runApi(c, logger, lifecycle),
     (r, logger) => {

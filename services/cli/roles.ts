@@ -47,7 +47,7 @@ export async function runApi(config: ApiRoleConfig, logger: Logger, lifecycle: L
   const waiter = createProjectionWaiter({ db, bus });
   lifecycle.add('projection-waiter', () => waiter.close());
   const nodes = await openNodeDirectory(nc, config.subjectPrefix);
-  const app = await buildApp({ store, db, waiter, logger, apiKeys: [key.key], publicPortRange: config.publicPortRange, nodes });
+  const app = await buildApp({ store, db, waiter, logger, apiKeys: [key.key], publicPortRange: config.publicPortRange, defaultTier: config.defaultTier, nodes });
   lifecycle.add('api', () => app.close());
   const apiUrl = await app.listen({ host: config.apiHost, port: config.apiPort });
   return { apiUrl, apiKey: key.key, apiKeySource: key.source, apiKeyFile: key.file };

@@ -200,7 +200,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     });
   }
 
-  const app = await buildApp({ store, db, waiter, logger: log, apiKeys: [apiKey], publicPortRange: config.publicPortRange, nodes });
+  const app = await buildApp({ store, db, waiter, logger: log, apiKeys: [apiKey], publicPortRange: config.publicPortRange, defaultTier: config.defaultTier, nodes });
   lifecycle.add('api', () => app.close());
   const apiUrl = await app.listen({ host: config.apiHost, port: config.apiPort });
 

@@ -127,6 +127,41 @@ export const MappingAgentStatusReported = z.object({
 export const LocalPortReserved = z.object({ client_id: Id, port: Port, mapping_id: Id });
 export const LocalPortReleased = z.object({ client_id: Id, port: Port, mapping_id: Id });
 
+/**
+ * Stream `account.<user_id>`: what a user may hold (the quota) and what it holds (the ids of its
+ * managed clients and mappings). Quota checks are decided here, on one aggregate, so parallel
+ * creates cannot overshoot (see shared/domain/account/). Every event carries the whole state, so a
+ * command folds only the stream's last event, whatever its history.
+ */
+const Limit = z.number().int().nonnegative().nullable();
+export const QuotaTier = z.enum(['unlimited', 'free', 'pro', 'enterprise', 'custom']);
+export const Quota = z.object({
+  tier: QuotaTier,
+  max_clients: Limit,
+  max_mappings: Limit,
+  max_active_mappings: Limit,
+  max_connections_per_mapping: Limit,
+  /** Bytes per second across the user's tunnels; null is no limit. */
+  total_bandwidth_limit: Limit,
+  /** Bytes per calendar month (UTC); null is no limit. */
+  monthly_traffic_limit: Limit,
+});
+const AccountSnapshot = z.object({
+  user_id: Id,
+  quota: Quota,
+  clients: z.array(Id),
+  mappings: z.array(Id),
+});
+export const AccountQuotaSet = AccountSnapshot;
+export const AccountSlotTaken = AccountSnapshot.extend({ kind: z.enum(['client', 'mapping']), id: Id });
+export const AccountSlotFreed = AccountSnapshot.extend({ kind: z.enum(['client', 'mapping']), id: Id });
+
+/**
+ * Stream `username.<key>` (key: a hash of the lower-cased username): which user holds a username,
+ * so usernames are unique regardless of case, decided on one aggregate per name.
+ */
+export const UsernameClaimed = z.object({ username: z.string().min(1), user_id: Id });
+
 export const EVENT_SCHEMAS = {
   IdAllocated: { version: 1, schema: IdAllocated },
   UserCreated: { version: 1, schema: UserCreated },
@@ -146,6 +181,10 @@ export const EVENT_SCHEMAS = {
   MappingAgentStatusReported: { version: 1, schema: MappingAgentStatusReported },
   LocalPortReserved: { version: 1, schema: LocalPortReserved },
   LocalPortReleased: { version: 1, schema: LocalPortReleased },
+  AccountQuotaSet: { version: 1, schema: AccountQuotaSet },
+  AccountSlotTaken: { version: 1, schema: AccountSlotTaken },
+  AccountSlotFreed: { version: 1, schema: AccountSlotFreed },
+  UsernameClaimed: { version: 1, schema: UsernameClaimed },
 } as const;
 
 export type EventType = keyof typeof EVENT_SCHEMAS;
@@ -183,4 +222,6 @@ export const AGGREGATES = {
   publicPort: 'port',
   mappingStatus: 'mapping-status',
   localPort: 'localport',
+  account: 'account',
+  username: 'username',
 } as const;

@@ -27,6 +27,10 @@ export const DOMAIN_ERRORS = {
   /** Another mapping of the same source client already listens on this local_port. */
   localPortTaken: 'TNX_LOCAL_PORT_TAKEN',
   localPortNotHeld: 'TNX_LOCAL_PORT_NOT_HELD',
+  /** The user's quota (or the hard per-user cap) allows no more clients or mappings. */
+  quotaExceeded: 'TNX_QUOTA_EXCEEDED',
+  quotaInvalid: 'TNX_QUOTA_INVALID',
+  usernameTaken: 'TNX_USERNAME_TAKEN',
 } as const;
 export type DomainErrorCode = (typeof DOMAIN_ERRORS)[keyof typeof DOMAIN_ERRORS];
 

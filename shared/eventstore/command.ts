@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Actor, EventEnvelope, StoredEvent } from '../contracts/envelope.js';
 import { EVENT_SCHEMAS, parseStoredEvent, type DomainEvent } from '../contracts/events.js';
 import type { Decider } from '../domain/decider.js';
@@ -123,6 +124,11 @@ export interface HandleCommandOptions {
    * whose state is fully determined by their last event, e.g. id sequences.
    */
   lastEventOnly?: boolean;
+  /**
+   * Before each retry, wait a random time up to this many ms times the attempt number (capped at
+   * 8): contenders on one hot aggregate then spread out instead of colliding again at once.
+   */
+  retryBackoffMs?: number;
 }
 
 /**
@@ -172,7 +178,10 @@ export async function handleCommand<State, Cmd>(
         version: current.version + 1,
       };
     } catch (err) {
-      if (err instanceof WrongExpectedRevisionError && attempt < maxRetries) continue;
+      if (err instanceof WrongExpectedRevisionError && attempt < maxRetries) {
+        if (options.retryBackoffMs) await delay(Math.random() * options.retryBackoffMs * Math.min(attempt + 1, 8));
+        continue;
+      }
       if (err instanceof WrongExpectedRevisionError) {
         throw new ConflictError('TNX_CONFLICT_RETRIES_EXHAUSTED', `${stream}: too much contention, try again`, { cause: err });
       }

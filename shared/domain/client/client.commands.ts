@@ -6,12 +6,15 @@ import { commandSecret, handleCommand, loadAggregate, type CommandMetadata } fro
 import { WrongExpectedRevisionError } from '../../eventstore/errors.js';
 import type { EventStore } from '../../eventstore/types.js';
 import { hashSecret, randomToken } from '../../platform/secrets.js';
+import { NotFoundError } from '../../platform/errors.js';
 import { decideAndAppend } from '../append.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 import { allocateId } from '../sequence/sequence.commands.js';
 import { loadUser } from '../user/user.commands.js';
 import { clientDecider, type ClientCommand, type ClientState, type RegisterClient } from './client.decider.js';
 import { clientSessionDecider } from './client-session.decider.js';
+import { freeSlot, takeSlot } from '../account/account.commands.js';
+import { TIERS, type Quota } from '../account/account.decider.js';
 
 /** Aggregate type of the session-fact streams (`client-session.<client_id>`). */
 export const CLIENT_SESSION_AGGREGATE = 'client-session';
@@ -35,6 +38,8 @@ export interface CreateManagedClientInput {
   userId: number;
   clientName: string;
   clientDesc?: string;
+  /** The quota of a user whose account has no event yet (the server's default tier); default unlimited. */
+  defaultQuota?: Quota;
 }
 
 export interface CreateManagedClientResult {
@@ -58,23 +63,35 @@ export async function createManagedClient(
   const authCode = await commandSecret(meta, 'auth_code', () => randomToken(AUTH_CODE_PREFIX));
   const authCodeHash = await hashSecret(authCode);
   const { id } = await allocateId(store, SEQUENCES.managedClient, meta);
-  const res = await handleCommand(
-    store,
-    clientStream(id),
-    clientDecider,
-    {
-      type: 'RegisterClient',
-      data: {
-        client_id: id,
-        client_type: 'managed',
-        user_id: input.userId,
-        client_name: input.clientName,
-        ...(input.clientDesc === undefined ? {} : { client_desc: input.clientDesc }),
-        auth_code_hash: authCodeHash,
+  // The quota is decided on the user's account aggregate: parallel creates cannot overshoot it.
+  await takeSlot(store, { userId: input.userId, kind: 'client', id, defaultQuota: input.defaultQuota ?? TIERS.unlimited }, meta);
+  let res;
+  try {
+    res = await handleCommand(
+      store,
+      clientStream(id),
+      clientDecider,
+      {
+        type: 'RegisterClient',
+        data: {
+          client_id: id,
+          client_type: 'managed',
+          user_id: input.userId,
+          client_name: input.clientName,
+          ...(input.clientDesc === undefined ? {} : { client_desc: input.clientDesc }),
+          auth_code_hash: authCodeHash,
+        },
       },
-    },
-    meta,
-  );
+      meta,
+    );
+  } catch (err) {
+    // Compensation, best effort (the original failure is what the caller sees): give the slot back
+    // unless the registration was stored after all (a timed-out append).
+    await loadClient(store, id)
+      .then((state) => (state.exists ? undefined : freeSlot(store, { userId: input.userId, kind: 'client', id }, meta)))
+      .catch(() => undefined);
+    throw err;
+  }
   return { clientId: id, authCode, position: res.position };
 }
 
@@ -115,8 +132,31 @@ export function enableClient(store: EventStore, input: ClientCommandInput, meta:
 export function kickClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
   return onClient(store, { type: 'KickClient', data: { client_id: input.clientId } }, meta, input.expectedVersion);
 }
-export function deleteClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
-  return onClient(store, { type: 'DeleteClient', data: { client_id: input.clientId } }, meta, input.expectedVersion);
+/**
+ * Deletes a client, then (a cascade, caused by ClientDeleted) frees its slot in its user's quota.
+ * A crash in between leaves the slot taken; deleting the client again finishes that before
+ * answering "not found" as usual.
+ */
+export async function deleteClient(store: EventStore, input: ClientCommandInput, meta: CommandMetadata): Promise<ClientCommandResult> {
+  let res;
+  try {
+    res = await handleCommand(store, clientStream(input.clientId), clientDecider, { type: 'DeleteClient', data: { client_id: input.clientId } }, meta, {
+      ...(input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion }),
+    });
+  } catch (err) {
+    if (err instanceof NotFoundError) {
+      const state = await loadClient(store, input.clientId);
+      if (!state.exists && state.deleted && state.userId) await freeSlot(store, { userId: state.userId, kind: 'client', id: input.clientId }, meta);
+    }
+    throw err;
+  }
+  const deleted = res.state;
+  let position = res.position;
+  if (!deleted.exists && deleted.userId) {
+    const causation = res.event ? { causationId: res.event.id } : {};
+    position = Math.max(position, (await freeSlot(store, { userId: deleted.userId, kind: 'client', id: input.clientId }, { ...meta, ...causation })).position);
+  }
+  return { changed: res.event !== null, position };
 }
 
 /** Issues a new auth code for the client; the old one stops working. The new code is returned once. */

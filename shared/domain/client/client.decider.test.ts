@@ -74,7 +74,7 @@ t.test('RotateClientAuthCode records the new hash only; KickClient always happen
 t.test('DeleteClient: afterwards the client is not found and its id is never registered again', async (t) => {
   t.same(given(clientDecider, 'client.600000000', [registered]).when(cmd('DeleteClient')), [{ type: 'ClientDeleted', data: id }]);
   const g = given(clientDecider, 'client.600000000', [registered, { type: 'ClientDeleted', data: id }]);
-  t.same(g.state, { exists: false, deleted: true });
+  t.same(g.state, { exists: false, deleted: true, userId: managed.user_id }, 'the owner is kept so cascades can finish');
   for (const type of ['DisableClient', 'EnableClient', 'KickClient', 'DeleteClient'] as const) {
     t.throws(() => g.when(cmd(type)), { code: 'TNX_CLIENT_NOT_FOUND' }, type);
   }

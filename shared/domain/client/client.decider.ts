@@ -36,8 +36,8 @@ export type DeleteClient = { readonly type: 'DeleteClient'; readonly data: { rea
 export type ClientCommand = RegisterClient | DisableClient | EnableClient | RotateClientAuthCode | KickClient | DeleteClient;
 
 export type ClientState =
-  /** `deleted`: the client existed; its id stays taken. */
-  | { readonly exists: false; readonly deleted?: true }
+  /** `deleted`: the client existed; its id stays taken. `userId`: its owner then (cascades finish with it). */
+  | { readonly exists: false; readonly deleted?: true; readonly userId?: number | null }
   | {
       readonly exists: true;
       readonly clientId: number;
@@ -65,7 +65,7 @@ export const clientDecider: Decider<ClientState, ClientCommand> = {
       case 'ClientEnabled':
         return state.exists ? { ...state, enabled: true } : state;
       case 'ClientDeleted':
-        return { exists: false, deleted: true };
+        return { exists: false, deleted: true, userId: state.exists ? state.userId : null };
       default:
         return state;
     }

@@ -9,6 +9,8 @@ import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
 import { releaseLocalPort, reserveLocalPort } from '../localport/localport.commands.js';
 import { releasePublicPort, reserveFirstFreePort, reservePublicPort, type PortRange } from '../port/port.commands.js';
 import { allocateId } from '../sequence/sequence.commands.js';
+import { freeSlot, takeSlot } from '../account/account.commands.js';
+import { TIERS, type Quota } from '../account/account.decider.js';
 import { loadUser } from '../user/user.commands.js';
 import { mappingDecider, validateMappingShape, type CreateMapping, type MappingSpec, type MappingState } from './mapping.decider.js';
 import { mappingStatusDecider } from './mapping-status.decider.js';
@@ -41,6 +43,8 @@ export interface CreateMappingInput {
   publicPort?: number | null;
   /** Ports the edge may open publicly; explicit ports must lie inside it too. */
   publicPortRange: PortRange;
+  /** The quota of a user whose account has no event yet (the server's default tier); default unlimited. */
+  defaultQuota?: Quota;
 }
 
 export interface CreateMappingResult {
@@ -129,21 +133,29 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
   if (sourceClientId !== null) await checkClient(store, sourceClientId, input.userId, 'source_client_id');
 
   const { id: mappingId } = await allocateId(store, SEQUENCES.mapping, meta);
+  // The quota is decided on the user's account aggregate: parallel creates cannot overshoot it.
+  await takeSlot(store, { userId: input.userId, kind: 'mapping', id: mappingId, defaultQuota: input.defaultQuota ?? TIERS.unlimited }, meta);
+  const giveSlotBack = (): Promise<unknown> => freeSlot(store, { userId: input.userId, kind: 'mapping', id: mappingId }, meta).catch(() => undefined);
 
   let publicPort: number | null = null;
   let held: HeldPort | null = null;
-  if (isPublic) {
-    if (explicitPort !== null) {
-      await reservePublicPort(store, { port: explicitPort, mappingId }, meta);
-      publicPort = explicitPort;
-    } else {
-      publicPort = (await reserveFirstFreePort(store, { range, mappingId }, meta)).port;
+  try {
+    if (isPublic) {
+      if (explicitPort !== null) {
+        await reservePublicPort(store, { port: explicitPort, mappingId }, meta);
+        publicPort = explicitPort;
+      } else {
+        publicPort = (await reserveFirstFreePort(store, { range, mappingId }, meta)).port;
+      }
+      held = { kind: 'public', port: publicPort };
+    } else if (input.localPort !== null && input.localPort !== undefined) {
+      // validateMappingShape guarantees a local_port here; the reservation is the race-free check.
+      await reserveLocalPort(store, { clientId: sourceClientId, port: input.localPort, mappingId }, meta);
+      held = { kind: 'local', clientId: sourceClientId, port: input.localPort };
     }
-    held = { kind: 'public', port: publicPort };
-  } else if (input.localPort !== null && input.localPort !== undefined) {
-    // validateMappingShape guarantees a local_port here; the reservation is the race-free check.
-    await reserveLocalPort(store, { clientId: sourceClientId, port: input.localPort, mappingId }, meta);
-    held = { kind: 'local', clientId: sourceClientId, port: input.localPort };
+  } catch (err) {
+    await giveSlotBack();
+    throw err;
   }
 
   try {
@@ -167,6 +179,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
         )
         .catch(() => undefined);
     }
+    if ((await loadMapping(store, mappingId).catch(() => undefined))?.status === 'absent') await giveSlotBack();
     throw err;
   }
 }
@@ -192,13 +205,17 @@ export async function deleteMapping(
     throw err;
   }
   let position = res.position;
-  const held = res.state.status === 'absent' ? null : heldPort(res.state.mapping);
+  if (res.state.status === 'absent') return { position };
+  // Cascades of MappingDeleted: free the port and the quota slot. A crash before they are done
+  // leaves them held; deleting the mapping again finishes them (finishInterruptedDelete).
+  const cascade = { ...meta, ...(res.event ? { causationId: res.event.id } : {}) };
+  const held = heldPort(res.state.mapping);
   if (held !== null) {
-    // A crash before this line leaves the port held by a deleted mapping (see createMapping).
-    const released = await releaseUnlessHeldByOther(store, held, input.mappingId, meta);
+    const released = await releaseUnlessHeldByOther(store, held, input.mappingId, cascade);
     position = Math.max(position, released?.position ?? 0);
   }
-  return { position };
+  const freed = await freeSlot(store, { userId: res.state.mapping.user_id, kind: 'mapping', id: input.mappingId }, cascade);
+  return { position: Math.max(position, freed.position) };
 }
 
 /**
@@ -226,6 +243,7 @@ async function finishInterruptedDelete(store: EventStore, mappingId: number, met
   if (state.status !== 'deleted') return;
   const held = heldPort(state.mapping);
   if (held !== null) await releaseUnlessHeldByOther(store, held, mappingId, meta);
+  await freeSlot(store, { userId: state.mapping.user_id, kind: 'mapping', id: mappingId }, meta);
 }
 
 /**

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TIERS } from '../../../../shared/domain/account/account.decider.js';
 import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { createManagedClient, disableClient, enableClient, kickClient, rotateClientAuthCode } from '../../../../shared/domain/client/client.commands.js';
@@ -27,7 +28,12 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
       const { user_id, client_name, client_desc } = request.body;
       const { clientId, authCode, position } = await createManagedClient(
         deps.store,
-        { userId: user_id, clientName: client_name, ...(client_desc === undefined ? {} : { clientDesc: client_desc }) },
+        {
+          userId: user_id,
+          clientName: client_name,
+          ...(client_desc === undefined ? {} : { clientDesc: client_desc }),
+          defaultQuota: TIERS[deps.defaultTier ?? 'unlimited'],
+        },
         commandMeta(request),
       );
       const location = `/api/v1/clients/${clientId}`;

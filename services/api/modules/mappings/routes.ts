@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TIERS } from '../../../../shared/domain/account/account.decider.js';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
 import { createMapping, deleteMapping } from '../../../../shared/domain/mapping/mapping.commands.js';
@@ -40,6 +41,7 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
           localPort: b.local_port ?? null,
           publicPort: b.public_port ?? null,
           publicPortRange: deps.publicPortRange,
+          defaultQuota: TIERS[deps.defaultTier ?? 'unlimited'],
         },
         commandMeta(request),
       );

@@ -9,7 +9,10 @@ import { waitForProjection } from '../../readYourWrites.js';
 import { COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
 import { findUser, listUsers } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
-import { CreateUserBody, UserAccepted, UserView, userView } from './schemas.js';
+import { CreateUserBody, PutQuotaBody, QuotaView, UserAccepted, UserView, userView } from './schemas.js';
+import { TIERS, type AccountState } from '../../../../shared/domain/account/account.decider.js';
+import { loadAccount, resolveQuota, setQuota } from '../../../../shared/domain/account/account.commands.js';
+import { loadUser } from '../../../../shared/domain/user/user.commands.js';
 
 export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
   app.post(
@@ -23,7 +26,9 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
       },
     },
     async (request, reply) => {
-      const { userId, position } = await createUser(deps.store, request.body, commandMeta(request));
+      const { tier, ...fields } = request.body;
+      const quota = TIERS[tier ?? deps.defaultTier ?? 'unlimited'];
+      const { userId, position } = await createUser(deps.store, { ...fields, quota }, commandMeta(request));
       const location = `/api/v1/users/${userId}`;
       const row = (await waitForProjection(deps, position)) ? await findUser(deps.db, userId) : undefined;
       if (!row) return reply.code(202).header('location', location).send({ user_id: userId });
@@ -62,6 +67,54 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
       const limit = request.query.limit ?? DEFAULT_PAGE_SIZE;
       const { items, next_cursor } = page(await listUsers(deps.db, { after: request.query.cursor ?? 0, limit }), limit, (u) => u.user_id);
       return { users: items.map(userView), next_cursor };
+    },
+  );
+
+  const quotaView = (userId: number, account: AccountState) => ({
+    user_id: userId,
+    ...(account.opened ? account.quota : TIERS[deps.defaultTier ?? 'unlimited']),
+    current_clients: account.clients.length,
+    current_mappings: account.mappings.length,
+  });
+  const userParams = z.object({ user_id: UserIdParam });
+
+  app.get(
+    '/users/:user_id/quota',
+    {
+      schema: {
+        tags: ['users'],
+        summary: "The user's quota and what it holds now (read from the account aggregate, so always current)",
+        params: userParams,
+        response: { 200: QuotaView, ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const userId = request.params.user_id;
+      if (!(await loadUser(deps.store, userId)).exists) return sendProblem(reply, problem(404, DOMAIN_ERRORS.userNotFound, `user ${userId} not found`));
+      const account = await loadAccount(deps.store, userId);
+      return reply.header('etag', etag(account.version)).send(quotaView(userId, account));
+    },
+  );
+
+  app.put(
+    '/users/:user_id/quota',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Set the user\'s quota: a tier (default unlimited) with any limits overridden (then tier "custom"); lowering it below what the user holds keeps what exists and refuses new ones',
+        params: userParams,
+        body: PutQuotaBody,
+        response: { 200: QuotaView, ...COMMON_PROBLEMS, 404: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const userId = request.params.user_id;
+      if (!(await loadUser(deps.store, userId)).exists) return sendProblem(reply, problem(404, DOMAIN_ERRORS.userNotFound, `user ${userId} not found`));
+      const { tier, ...limits } = request.body;
+      const quota = resolveQuota(tier ?? 'unlimited', limits, TIERS.unlimited);
+      await setQuota(deps.store, { userId, quota }, commandMeta(request));
+      const account = await loadAccount(deps.store, userId);
+      return reply.header('etag', etag(account.version)).send(quotaView(userId, account));
     },
   );
 };

@@ -1,0 +1,200 @@
+import t, { type Test } from 'tap';
+import type { FastifyInstance } from 'fastify';
+import { createMemoryBus } from '../../shared/bus/memory.js';
+import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
+import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
+import { silentLogger } from '../../shared/platform/logger.js';
+import { createTestNats } from '../../shared/testkit/nats.js';
+import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
+import { buildApp } from '../../services/api/index.js';
+import { createProjectionWaiter, startProjector } from '../../services/projector/index.js';
+
+const API_KEY = 'quota-test-key-0123456789';
+const AUTH = { authorization: `Bearer ${API_KEY}` };
+
+interface Reply {
+  status: number;
+  json: any;
+  headers: Record<string, unknown>;
+}
+interface Harness {
+  app: FastifyInstance;
+  store: EventStore;
+  send(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown): Promise<Reply>;
+}
+
+type Open = (t: Test, tdb: TestDatabase) => Promise<EventStore>;
+const openPostgres: Open = async (_t, tdb) => new PostgresEventStore({ db: tdb.db, pool: tdb.pool });
+const openJetStream: Open = async (t) => {
+  const nats = await createTestNats();
+  t.teardown(() => nats.cleanup());
+  return openJetStreamEventStore({ nc: nats.nc, streamName: nats.streamName, subjectPrefix: nats.subjectPrefix });
+};
+
+async function harness(t: Test, open: Open, defaultTier?: 'unlimited' | 'free' | 'pro' | 'enterprise'): Promise<Harness> {
+  const tdb = await createTestDatabase('tnx_quota');
+  const store = await open(t, tdb);
+  const bus = createMemoryBus();
+  const logger = silentLogger();
+  const waiter = createProjectionWaiter({ db: tdb.db, bus });
+  const app = await buildApp({
+    store,
+    db: tdb.db,
+    waiter,
+    logger,
+    apiKeys: [API_KEY],
+    publicPortRange: { min: 33000, max: 33049 },
+    ...(defaultTier ? { defaultTier } : {}),
+  });
+  const projector = await startProjector({ store, db: tdb.db, bus, logger });
+  t.teardown(async () => {
+    await app.close();
+    waiter.close();
+    await projector.stop();
+    await store.close();
+    await bus.close();
+    await tdb.drop();
+  });
+  return {
+    app,
+    store,
+    async send(method, url, body) {
+      const res = await app.inject({ method, url, headers: AUTH, ...(body === undefined ? {} : { payload: body as object }) });
+      return { status: res.statusCode, json: res.payload ? JSON.parse(res.payload) : undefined, headers: res.headers as Record<string, unknown> };
+    },
+  };
+}
+
+function tally(replies: Reply[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const r of replies) {
+    const k = r.status === 201 ? '201' : `${r.status} ${r.json?.code}`;
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
+}
+
+function suite(name: string, open: Open): void {
+  t.test(name, async (t) => {
+    t.test('20 parallel mapping creates against max_mappings 5: exactly 5 created, 15 refused', async (t) => {
+      const h = await harness(t, open);
+      const user = await h.send('POST', '/api/v1/users', { username: 'racer', email: 'racer@example.com' });
+      const quota = await h.send('PUT', `/api/v1/users/${user.json.user_id}/quota`, { max_mappings: 5 });
+      t.equal(quota.status, 200);
+      t.match(quota.json, { tier: 'custom', max_mappings: 5, max_clients: null, current_mappings: 0 });
+      const a = await h.send('POST', '/api/v1/clients', { user_id: user.json.user_id, client_name: 'a' });
+      const b = await h.send('POST', '/api/v1/clients', { user_id: user.json.user_id, client_name: 'b' });
+      const creates = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          h.send('POST', '/api/v1/mappings', {
+            user_id: user.json.user_id,
+            source_client_id: a.json.client_id,
+            target_client_id: b.json.client_id,
+            protocol: 'tcp',
+            target_host: '127.0.0.1',
+            target_port: 22,
+            local_port: 4000 + i,
+          }),
+        ),
+      );
+      t.same(tally(creates), { '201': 5, '409 TNX_QUOTA_EXCEEDED': 15 });
+      const refused = creates.find((r) => r.status === 409)!;
+      t.equal(refused.json.field, 'max_mappings');
+      t.match(refused.json.detail, /max_mappings: 5/);
+      const listed = await h.send('GET', `/api/v1/mappings?user_id=${user.json.user_id}`);
+      t.equal(listed.json.mappings.length, 5, 'the read model holds exactly 5');
+      t.equal((await h.send('GET', `/api/v1/users/${user.json.user_id}/quota`)).json.current_mappings, 5);
+
+      const first = creates.find((r) => r.status === 201)!;
+      t.equal((await h.send('DELETE', `/api/v1/mappings/${first.json.mapping_id}`)).status, 204);
+      t.equal((await h.send('GET', `/api/v1/users/${user.json.user_id}/quota`)).json.current_mappings, 4, 'a delete frees its slot');
+      const again = await h.send('POST', '/api/v1/mappings', {
+        user_id: user.json.user_id,
+        target_client_id: b.json.client_id,
+        protocol: 'tcp',
+        target_host: '127.0.0.1',
+        target_port: 22,
+      });
+      t.equal(again.status, 201, 'and the freed slot can be used');
+      const events = await h.store.readAll(0, 10_000);
+      const freed = events.find((e) => e.type === 'AccountSlotFreed')!;
+      const deleted = events.find((e) => e.type === 'MappingDeleted')!;
+      t.equal(freed.causation_id, deleted.id, 'the cascade names MappingDeleted as its cause');
+    });
+
+    t.test('20 parallel client creates against max_clients 3: exactly 3 created', async (t) => {
+      const h = await harness(t, open);
+      const user = await h.send('POST', '/api/v1/users', { username: 'clients', email: 'c@example.com' });
+      await h.send('PUT', `/api/v1/users/${user.json.user_id}/quota`, { max_clients: 3 });
+      const creates = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => h.send('POST', '/api/v1/clients', { user_id: user.json.user_id, client_name: `c${i}` })),
+      );
+      t.same(tally(creates), { '201': 3, '409 TNX_QUOTA_EXCEEDED': 17 });
+      const listed = await h.send('GET', `/api/v1/clients?user_id=${user.json.user_id}`);
+      t.equal(listed.json.clients.length, 3);
+      const quota = await h.send('GET', `/api/v1/users/${user.json.user_id}/quota`);
+      t.match(quota.json, { current_clients: 3, max_clients: 3 });
+    });
+
+    t.test('tiers: named on create, the server default otherwise; PUT replaces; bad input is a 400 naming the field', async (t) => {
+      const h = await harness(t, open, 'free');
+      const free = await h.send('POST', '/api/v1/users', { username: 'dflt', email: 'd@example.com' });
+      t.match((await h.send('GET', `/api/v1/users/${free.json.user_id}/quota`)).json, {
+        tier: 'free',
+        max_clients: 1,
+        max_mappings: 1,
+        total_bandwidth_limit: 512 * 1024,
+        monthly_traffic_limit: 1024 ** 3,
+      });
+      const pro = await h.send('POST', '/api/v1/users', { username: 'pro', email: 'p@example.com', tier: 'pro' });
+      t.match((await h.send('GET', `/api/v1/users/${pro.json.user_id}/quota`)).json, { tier: 'pro', max_clients: 10, max_mappings: 50 });
+      t.equal((await h.send('POST', '/api/v1/clients', { user_id: free.json.user_id, client_name: 'one' })).status, 201);
+      const second = await h.send('POST', '/api/v1/clients', { user_id: free.json.user_id, client_name: 'two' });
+      t.equal(second.status, 409, 'free allows one client');
+      t.equal(second.json.code, 'TNX_QUOTA_EXCEEDED');
+      const up = await h.send('PUT', `/api/v1/users/${free.json.user_id}/quota`, { tier: 'pro' });
+      t.match(up.json, { tier: 'pro', current_clients: 1 });
+      t.equal((await h.send('POST', '/api/v1/clients', { user_id: free.json.user_id, client_name: 'two' })).status, 201, 'raised: allowed');
+      const lowered = await h.send('PUT', `/api/v1/users/${free.json.user_id}/quota`, { tier: 'free' });
+      t.match(lowered.json, { tier: 'free', max_clients: 1, current_clients: 2 }, 'lowering keeps what exists');
+      t.equal((await h.send('POST', '/api/v1/clients', { user_id: free.json.user_id, client_name: 'three' })).status, 409, 'and refuses new ones');
+      t.match((await h.send('PUT', `/api/v1/users/${free.json.user_id}/quota`, { tier: 'pro', max_mappings: null })).json, {
+        tier: 'custom',
+        max_mappings: null,
+        max_clients: 10,
+      });
+      t.match((await h.send('PUT', `/api/v1/users/${free.json.user_id}/quota`, { tier: 'pro', max_clients: 10 })).json, { tier: 'pro' }, 'an override equal to the tier keeps its name');
+
+      for (const [body, field] of [
+        [{ max_clients: -1 }, 'max_clients'],
+        [{ max_mappings: 1.5 }, 'max_mappings'],
+        [{ tier: 'gold' }, 'tier'],
+        [{ max_sessions: 1 }, 'max_sessions'],
+      ] as const) {
+        const res = await h.send('PUT', `/api/v1/users/${free.json.user_id}/quota`, body);
+        t.equal(res.status, 400, JSON.stringify(body));
+        t.equal(res.json.field, field);
+      }
+      t.equal((await h.send('GET', '/api/v1/users/100000999/quota')).status, 404);
+      t.equal((await h.send('PUT', '/api/v1/users/100000999/quota', { tier: 'free' })).status, 404);
+      t.equal((await h.send('POST', '/api/v1/users', { username: 'x', email: 'x@example.com', tier: 'custom' })).status, 400);
+    });
+
+    t.test('usernames are unique regardless of case, also under a race', async (t) => {
+      const h = await harness(t, open);
+      t.equal((await h.send('POST', '/api/v1/users', { username: 'John', email: 'j1@example.com' })).status, 201);
+      const dup = await h.send('POST', '/api/v1/users', { username: 'john', email: 'j2@example.com' });
+      t.equal(dup.status, 409);
+      t.equal(dup.json.code, 'TNX_USERNAME_TAKEN');
+      t.equal(dup.json.field, 'username');
+      const race = await Promise.all(Array.from({ length: 10 }, (_, i) => h.send('POST', '/api/v1/users', { username: i % 2 ? 'Racer' : 'RACER', email: `r${i}@example.com` })));
+      t.same(tally(race), { '201': 1, '409 TNX_USERNAME_TAKEN': 9 });
+      const users = await h.send('GET', '/api/v1/users');
+      t.equal(users.json.users.length, 2);
+    });
+  });
+}
+
+suite('PostgreSQL event store', openPostgres);
+suite('JetStream event store', openJetStream);
