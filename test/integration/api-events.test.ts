@@ -126,7 +126,7 @@ function suite(name: string, open: Open): void {
       t.notOk(res.raw.includes(secret), 'the mapping secret appears nowhere in the answer');
       t.not(deleted.correlation_id, created.correlation_id, 'two requests, two correlation ids');
       const sameRequest = (await h.store.readAll(0, 1000)).filter((e) => e.correlation_id === created.correlation_id).map((e) => e.type);
-      t.same(sameRequest, ['IdAllocated', 'LocalPortReserved', 'MappingCreated'], 'the correlation id ties the create request together');
+      t.same(sameRequest, ['IdAllocated', 'AccountSlotTaken', 'LocalPortReserved', 'MappingCreated'], 'the correlation id ties the create request together');
 
       const client = await h.get('/api/v1/events?aggregate=client:600000000');
       t.equal(client.json.events[0].type, 'ClientRegistered');

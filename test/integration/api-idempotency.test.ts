@@ -47,7 +47,7 @@ class FaultyStore implements EventStore {
   release(): void {
     for (const r of this.released.splice(0)) r();
   }
-  readStream: EventStore['readStream'] = (s) => this.inner.readStream(s);
+  readStream: EventStore['readStream'] = (...a) => this.inner.readStream(...a);
   readLastEvent: EventStore['readLastEvent'] = (s) => this.inner.readLastEvent(s);
   readAll: EventStore['readAll'] = (a, l) => this.inner.readAll(a, l);
   headPosition: EventStore['headPosition'] = () => this.inner.headPosition();
