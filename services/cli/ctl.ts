@@ -8,19 +8,15 @@ import type { StoredEvent } from '../../shared/contracts/envelope.js';
 import { descriptionText, nameText } from '../../shared/contracts/text.js';
 import type { Db } from '../../shared/db/connect.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
-import { TunnoxError, errorMessage } from '../../shared/platform/errors.js';
+import { errorMessage } from '../../shared/platform/errors.js';
+import { CtlError } from './ctl-errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { defaultDataDir } from './config.js';
 
 // `tunnox ctl`: operator commands. Like main.ts, heavy modules (pg, kysely, NATS, the embedded
 // database) are imported only by the command that runs.
 
-/** Refusals an operator can act on; the CLI prints the message and exits 1. */
-export class CtlError extends TunnoxError {
-  constructor(code: string, message: string) {
-    super(code, message);
-  }
-}
+export { CtlError } from './ctl-errors.js';
 
 const Reason = descriptionText(1024).refine((s) => s.trim().length > 0, { message: 'must not be empty' });
 const OperatorName = nameText(128);
@@ -143,22 +139,25 @@ export interface CtlTarget {
   subjectPrefix: string;
 }
 
-interface Opened {
+export interface Opened {
   store: EventStore;
-  db: Db;
+  /** The read models; null when the command needs only the log and none was given (--nats alone). */
+  db: Db | null;
   mode: string;
   close(): Promise<void>;
 }
 
 /**
- * --nats URL --database URL: cluster (JetStream log, external read models);
+ * --nats URL --database URL: cluster (JetStream log, external read models; --nats alone for the
+ * commands that read only the log);
  * --database URL: standalone server on an external PostgreSQL (log and read models there);
  * --data-dir DIR (or neither): standalone server with the embedded PostgreSQL of DIR, reused if
  * that server is running, else started for the command and stopped after it.
  */
-export async function openTarget(target: CtlTarget, logger: Logger): Promise<Opened> {
-  if (target.nats && !target.database) throw new CtlError('TNX_CTL_BAD_ARGUMENT', '--nats needs --database (the read models)');
+export async function openTarget(target: CtlTarget, logger: Logger, opts: { readModels: boolean } = { readModels: true }): Promise<Opened> {
+  if (target.nats && !target.database && opts.readModels) throw new CtlError('TNX_CTL_BAD_ARGUMENT', '--nats needs --database (the read models)');
   if (target.database && target.dataDir) throw new CtlError('TNX_CTL_BAD_ARGUMENT', '--data-dir and --database exclude each other');
+  if (target.nats && target.dataDir) throw new CtlError('TNX_CTL_BAD_ARGUMENT', '--data-dir is a standalone server\'s; with --nats give --database');
   const closers: Array<() => Promise<unknown>> = [];
   const close = async (): Promise<void> => {
     for (const c of closers.reverse()) await c().catch((err: unknown) => logger.warn({ err }, 'closing failed'));
@@ -166,16 +165,22 @@ export async function openTarget(target: CtlTarget, logger: Logger): Promise<Ope
   try {
     let url = target.database;
     let mode = target.nats ? 'cluster' : 'standalone, external PostgreSQL';
-    if (!url) {
+    if (!url && !target.nats) {
       const embedded = await embeddedDatabase(target.dataDir ?? defaultDataDir(), logger);
       closers.push(embedded.stop);
       url = embedded.url;
       mode = embedded.reused ? 'standalone, running server' : 'standalone, embedded PostgreSQL started for this command';
     }
-    const { createDb, createPool } = await import('../../shared/db/connect.js');
-    const pool = createPool(url, 2, (err) => logger.warn({ err }, 'idle PostgreSQL connection failed'));
-    const db = createDb(pool);
-    closers.push(() => db.destroy());
+    let db: Db | null = null;
+    let pool: import('pg').Pool | null = null;
+    if (url) {
+      const { createDb, createPool } = await import('../../shared/db/connect.js');
+      const p = createPool(url, 2, (err) => logger.warn({ err }, 'idle PostgreSQL connection failed'));
+      const d = createDb(p);
+      closers.push(() => d.destroy());
+      db = d;
+      pool = p;
+    }
     let store: EventStore;
     if (target.nats) {
       const [{ connect }, { JetStreamApiCodes, JetStreamApiError, jetstreamManager }, { openJetStreamEventStore }] = await Promise.all([
@@ -196,6 +201,7 @@ export async function openTarget(target: CtlTarget, logger: Logger): Promise<Ope
       store = await openJetStreamEventStore({ nc, streamName: target.stream, subjectPrefix: target.subjectPrefix, logger });
     } else {
       const { PostgresEventStore } = await import('../../shared/eventstore/postgres.js');
+      if (!db || !pool) throw new Error('standalone without a database');
       store = new PostgresEventStore({ db, pool, logger });
     }
     closers.push(() => store.close());
@@ -256,6 +262,28 @@ function positionArg(value: string): number {
   return Number(value);
 }
 
+function countArg(max: number) {
+  return (value: string): number => {
+    if (!/^(0|[1-9][0-9]{0,6})$/.test(value) || Number(value) > max) throw new InvalidArgumentError(`must be a whole number from 0 to ${max}`);
+    return Number(value);
+  };
+}
+
+function afterArg(value: string): number {
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(value)) throw new InvalidArgumentError('must be a log position (0 for the start)');
+  return Number(value);
+}
+
+function portArg(value: string): number {
+  if (!/^[1-9][0-9]{0,4}$/.test(value) || Number(value) > 65535) throw new InvalidArgumentError('must be a TCP port, 1-65535');
+  return Number(value);
+}
+
+function idArg(value: string): number {
+  if (!/^[1-9][0-9]{0,15}$/.test(value)) throw new InvalidArgumentError('must be a decimal id');
+  return Number(value);
+}
+
 function defaultOperator(): string {
   try {
     return `${userInfo().username}@${hostname()}`;
@@ -264,44 +292,178 @@ function defaultOperator(): string {
   }
 }
 
-/** The `ctl` command tree, registered by main.ts. */
-export function ctlCommand(): Command {
-  const ctl = new Command('ctl').description('operator commands (event log, projections)');
-  const events = ctl.command('events').description('the event log');
-  events
-    .command('skip')
-    .description(
-      'let projections pass one event that can never be projected: records an audited EventSkipped ' +
-        '(reason, operator) in the log; restart the projector afterwards (docs/events.md)',
-    )
-    .argument('<position>', 'position of the event (the projector names it when it halts)', positionArg)
-    .requiredOption('--reason <text>', 'why the event is skipped (recorded in the log)')
-    .option('--nats <url>', 'cluster: NATS JetStream URL of the event log (with --database)')
+/** The flags that say which event log (and read models) a command works on. */
+function withTarget(cmd: Command): Command {
+  return cmd
+    .option('--nats <url>', 'cluster: NATS JetStream URL of the event log (with --database for the read models)')
     .option('--database <url>', 'PostgreSQL URL of the read models (cluster), or of a standalone server started with --database')
     .option('--data-dir <dir>', "standalone: the server's data dir (its embedded PostgreSQL is reused if running, else started)")
     .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
-    .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
-    .option('--operator <name>', 'who decides, recorded as the actor', defaultOperator())
-    .option('--force', 'skip even an event that projects fine in a trial run')
-    .action(async (position: number, o: CtlTarget & { reason: string; operator: string; force?: boolean }) => {
-      const { createLogger } = await import('../../shared/platform/logger.js');
-      // Logs go to stderr: stdout carries the result (one JSON line).
-      const logger = createLogger({ level: 'warn', name: 'tunnox-ctl' }, process.stderr);
-      let opened: Opened | undefined;
-      try {
-        opened = await openTarget(o, logger);
-        const result = await skipEvent({ store: opened.store, db: opened.db, position, reason: o.reason, operator: o.operator, force: o.force === true });
-        process.stdout.write(JSON.stringify(result) + '\n');
-        process.stderr.write(
-          `tunnox: recorded EventSkipped at position ${result.skip_position} for ${result.skipped.event_type} at position ${position} (${opened.mode}); ` +
-            'restart the projector (or the server) to pass it\n',
-        );
-      } catch (err) {
-        process.stderr.write(`tunnox: ${errorMessage(err)}\n`);
-        process.exitCode = 1;
-      } finally {
-        await opened?.close();
-      }
+    .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox');
+}
+
+/**
+ * Opens the target, runs `body`, closes; a refusal or failure is printed on stderr with exit code
+ * `failCode` (1). Logs go to stderr: stdout carries the result. SIGINT/SIGTERM abort `signal`.
+ */
+async function runCtl(
+  target: CtlTarget,
+  opts: { readModels: boolean; failCode?: number },
+  body: (opened: Opened, signal: AbortSignal) => Promise<number | void>,
+): Promise<void> {
+  const { createLogger } = await import('../../shared/platform/logger.js');
+  const logger = createLogger({ level: 'warn', name: 'tunnox-ctl' }, process.stderr);
+  const abort = new AbortController();
+  const onSignal = (): void => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let opened: Opened | undefined;
+  try {
+    opened = await openTarget(target, logger, { readModels: opts.readModels });
+    const code = await body(opened, abort.signal);
+    if (typeof code === 'number') process.exitCode = code;
+  } catch (err) {
+    process.stderr.write(`tunnox: ${errorMessage(err)}\n`);
+    process.exitCode = opts.failCode ?? 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await opened?.close();
+  }
+}
+
+function needDb(opened: Opened): Db {
+  if (!opened.db) throw new CtlError('TNX_CTL_BAD_ARGUMENT', 'this command needs the read models: give --database');
+  return opened.db;
+}
+
+function parseTypes(value: string | undefined): ReadonlySet<string> | undefined {
+  if (value === undefined) return undefined;
+  return new Set(value.split(','));
+}
+
+/** The `ctl` command tree, registered by main.ts. */
+export function ctlCommand(): Command {
+  const ctl = new Command('ctl').description(
+    'operator commands on the event log and the read models, directly (no API): --nats URL --database URL for a cluster, ' +
+      '--data-dir DIR (or --database URL) for a standalone server, running or stopped',
+  );
+  const events = ctl.command('events').description('the event log');
+  withTarget(
+    events
+      .command('skip')
+      .description(
+        'let projections pass one event that can never be projected: records an audited EventSkipped ' +
+          '(reason, operator) in the log; restart the projector afterwards (docs/events.md)',
+      )
+      .argument('<position>', 'position of the event (the projector names it when it halts)', positionArg)
+      .requiredOption('--reason <text>', 'why the event is skipped (recorded in the log)')
+      .option('--operator <name>', 'who decides, recorded as the actor', defaultOperator())
+      .option('--force', 'skip even an event that projects fine in a trial run'),
+  ).action(async (position: number, o: CtlTarget & { reason: string; operator: string; force?: boolean }) => {
+    await runCtl(o, { readModels: true }, async (opened) => {
+      const result = await skipEvent({ store: opened.store, db: needDb(opened), position, reason: o.reason, operator: o.operator, force: o.force === true });
+      process.stdout.write(JSON.stringify(result) + '\n');
+      process.stderr.write(
+        `tunnox: recorded EventSkipped at position ${result.skip_position} for ${result.skipped.event_type} at position ${position} (${opened.mode}); ` +
+          'restart the projector (or the server) to pass it\n',
+      );
     });
+  });
+
+  withTarget(
+    events
+      .command('tail')
+      .description(
+        'print the last events of the log (or of one aggregate), one readable line each: position, time, stream@version, type, actor, ' +
+          'payload (secret-like fields redacted); --follow keeps printing new ones until interrupted',
+      )
+      .option('--aggregate <ref>', "one aggregate's events: <aggregate>:<id>, e.g. mapping:1001, client:600000001")
+      .option('--type <types>', 'only these event types, comma-separated')
+      .option('-n, --lines <n>', 'how many of the last events', countArg(100_000), 20)
+      .option('--after <position>', 'every event after this position instead of the last --lines', afterArg)
+      .option('-f, --follow', 'keep printing new events (Ctrl-C to stop)')
+      .option('--json', 'one JSON object per event, as GET /api/v1/events shows it'),
+  ).action(async (o: CtlTarget & { aggregate?: string; type?: string; lines: number; after?: number; follow?: boolean; json?: boolean }) => {
+    await runCtl(o, { readModels: false }, async (opened, signal) => {
+      const [{ parseAggregateRef }, { isEventType }, { tailEvents }] = await Promise.all([
+        import('../../shared/contracts/audit.js'),
+        import('../../shared/contracts/events.js'),
+        import('./ctl-events.js'),
+      ]);
+      let stream: string | undefined;
+      if (o.aggregate !== undefined) {
+        const ref = parseAggregateRef(o.aggregate);
+        if ('problem' in ref) throw new CtlError('TNX_CTL_BAD_ARGUMENT', `--aggregate ${o.aggregate}: ${ref.problem}`);
+        stream = ref.stream;
+      }
+      const types = parseTypes(o.type);
+      const unknown = [...(types ?? [])].filter((t) => !isEventType(t));
+      if (unknown.length > 0) throw new CtlError('TNX_CTL_BAD_ARGUMENT', `--type: unknown event type ${JSON.stringify(unknown[0])}`);
+      await tailEvents(opened.store, {
+        ...(stream !== undefined ? { stream } : {}),
+        ...(types ? { types } : {}),
+        ...(o.after !== undefined ? { after: o.after } : {}),
+        lines: o.lines,
+        follow: o.follow === true,
+        signal,
+        json: o.json === true,
+        write: (line) => process.stdout.write(line + '\n'),
+      });
+    });
+  });
+
+  withTarget(
+    ctl
+      .command('state')
+      .description(
+        "print an aggregate's state as of a point in the log, folded from its events with the domain's own evolve " +
+          '(JSON; secret-like fields redacted)',
+      )
+      .argument('<aggregate>', 'mapping, user, client, client-session, port, localport or sequence')
+      .argument('<id>', 'its id (localport: <client>_<port>; sequence: its name)')
+      .option('--at <seq|time>', 'a log position (the state after that event) or a time (RFC 3339, e.g. 2026-05-01T12:00:00Z); default: now'),
+  ).action(async (kind: string, id: string, o: CtlTarget & { at?: string }) => {
+    await runCtl(o, { readModels: false }, async (opened) => {
+      const { parsePoint, stateAt } = await import('./ctl-state.js');
+      const result = await stateAt(opened.store, kind, id, o.at === undefined ? undefined : parsePoint(o.at));
+      process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    });
+  });
+
+  const ports = ctl.command('ports').description('public and local port reservations');
+  withTarget(
+    ports
+      .command('release')
+      .description(
+        'free a port left reserved by a crash (its mapping never got created, or was deleted but the port not freed): ' +
+          'records an audited PublicPortReleased (LocalPortReleased with --client) with the operator and reason. ' +
+          'Refuses a port a live mapping uses (delete the mapping instead) unless --force',
+      )
+      .argument('<port>', 'the public port (or, with --client, the local port)', portArg)
+      .option('--client <client_id>', "release this source client's local port instead of a public port", idArg)
+      .requiredOption('--reason <text>', 'why (recorded in the log)')
+      .option('--operator <name>', 'who decides, recorded as the actor', defaultOperator())
+      .option('--force', 'release even a port a live mapping uses, or one reserved moments ago'),
+  ).action(async (port: number, o: CtlTarget & { client?: number; reason: string; operator: string; force?: boolean }) => {
+    await runCtl(o, { readModels: false }, async (opened) => {
+      const { releasePort } = await import('./ctl-ports.js');
+      const reason = parseOr('--reason', Reason, o.reason);
+      const operator = parseOr('--operator', OperatorName, o.operator);
+      const result = await releasePort({
+        store: opened.store,
+        port,
+        ...(o.client !== undefined ? { clientId: o.client } : {}),
+        reason,
+        actor: { kind: 'operator', id: operator },
+        force: o.force === true,
+      });
+      process.stdout.write(JSON.stringify(result) + '\n');
+      process.stderr.write(
+        `tunnox: released ${result.kind} port ${port}${result.client_id === null ? '' : ` of client ${result.client_id}`} held by mapping ${result.held_by} ` +
+          `(${result.holder}) at position ${result.position} (${opened.mode})\n`,
+      );
+    });
+  });
   return ctl;
 }

@@ -81,7 +81,12 @@ export const MappingCreated = z.object({
 export const MappingDeleted = z.object({ mapping_id: Id });
 
 export const PublicPortReserved = z.object({ port: Port, mapping_id: Id });
-export const PublicPortReleased = z.object({ port: Port, mapping_id: Id });
+/**
+ * Operator releases (`tunnox ctl ports release`, actor kind operator) carry the operator's `reason`;
+ * the API's releases have none. Optional, so older events and older readers agree.
+ */
+const OperatorReason = z.string().min(1).max(1024).optional();
+export const PublicPortReleased = z.object({ port: Port, mapping_id: Id, reason: OperatorReason });
 
 /**
  * Operator commands (`tunnox ctl events skip`). EventSkipped is an operator's audited decision that
@@ -125,7 +130,8 @@ export const MappingAgentStatusReported = z.object({
 
 /** Stream `localport.<client_id>_<port>`: which mapping makes that source client listen on that port. */
 export const LocalPortReserved = z.object({ client_id: Id, port: Port, mapping_id: Id });
-export const LocalPortReleased = z.object({ client_id: Id, port: Port, mapping_id: Id });
+/** `reason`: as on PublicPortReleased, set by an operator's release only. */
+export const LocalPortReleased = z.object({ client_id: Id, port: Port, mapping_id: Id, reason: OperatorReason });
 
 /**
  * Stream `account.<user_id>`: what a user may hold (the quota) and what it holds (the ids of its

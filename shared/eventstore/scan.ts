@@ -25,6 +25,8 @@ export interface ScanPage {
    * even none, and still have a next position.
    */
   next: number | null;
+  /** Position of the last event read, matching or not (`after` when none): where a follower polls from. */
+  last: number;
 }
 
 const FILTERED_BATCH = 500;
@@ -42,12 +44,12 @@ export async function scanEvents(store: EventStore, q: ScanQuery): Promise<ScanP
     const want = q.types ? Math.max(1, Math.min(FILTERED_BATCH, budget - scanned)) : q.limit + 1;
     const batch = await read(cursor, want);
     for (const e of batch) {
-      if (events.length === q.limit) return { events, next: cursor };
+      if (events.length === q.limit) return { events, next: cursor, last: cursor };
       cursor = e.position;
       if (!q.types || q.types.has(e.type)) events.push(e);
     }
-    if (batch.length < want) return { events, next: null };
+    if (batch.length < want) return { events, next: null, last: cursor };
     scanned += batch.length;
-    if (q.types && scanned >= budget) return { events, next: cursor };
+    if (q.types && scanned >= budget) return { events, next: cursor, last: cursor };
   }
 }

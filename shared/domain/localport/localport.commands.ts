@@ -28,6 +28,7 @@ export function reserveLocalPort(store: EventStore, input: LocalPortInput, meta:
 }
 
 /** Releases the local port if `mappingId` holds it; a no-op when it is already free. */
-export function releaseLocalPort(store: EventStore, input: LocalPortInput, meta: CommandMetadata): Promise<{ position: number }> {
-  return decideLocalPort(store, { type: 'ReleaseLocalPort', data: { client_id: input.clientId, port: input.port, mapping_id: input.mappingId } }, meta);
+export function releaseLocalPort(store: EventStore, input: LocalPortInput & { reason?: string }, meta: CommandMetadata): Promise<{ position: number }> {
+  const reason = input.reason === undefined ? {} : { reason: input.reason };
+  return decideLocalPort(store, { type: 'ReleaseLocalPort', data: { client_id: input.clientId, port: input.port, mapping_id: input.mappingId, ...reason } }, meta);
 }

@@ -16,9 +16,10 @@ export type ReserveLocalPort = {
   readonly type: 'ReserveLocalPort';
   readonly data: { readonly client_id: number; readonly port: number; readonly mapping_id: number };
 };
+/** `reason`: an operator's release (`tunnox ctl ports release --client`), recorded in the event. */
 export type ReleaseLocalPort = {
   readonly type: 'ReleaseLocalPort';
-  readonly data: { readonly client_id: number; readonly port: number; readonly mapping_id: number };
+  readonly data: { readonly client_id: number; readonly port: number; readonly mapping_id: number; readonly reason?: string };
 };
 export type LocalPortCommand = ReserveLocalPort | ReleaseLocalPort;
 
@@ -61,7 +62,7 @@ export const localPortDecider: Decider<LocalPortState, LocalPortCommand> = {
         if (state.heldBy !== mapping_id) {
           throw new DomainError(DOMAIN_ERRORS.localPortNotHeld, `local_port ${port} of client ${client_id} is held by mapping ${state.heldBy}, not ${mapping_id}`);
         }
-        return [{ type: 'LocalPortReleased', data: { client_id, port, mapping_id } }];
+        return [{ type: 'LocalPortReleased', data: { client_id, port, mapping_id, ...(command.data.reason === undefined ? {} : { reason: command.data.reason }) } }];
     }
   },
 };

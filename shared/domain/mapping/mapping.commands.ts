@@ -97,8 +97,8 @@ function releaseHeldPort(store: EventStore, held: HeldPort, mappingId: number, m
  * Three aggregates are involved and NATS 2.9 has no multi-subject transaction, so this is a small
  * saga: if MappingCreated cannot be appended, the port is released again. A crash between the
  * steps can leave an unused mapping id (a gap, acceptable) or a port held by a mapping that never
- * came to exist. Such a port stays held (visible in its port stream): no command releases it yet,
- * an operator command for that is planned (`tunnox ctl ports release`).
+ * came to exist. Such a port stays held (visible in its port stream) until an operator releases
+ * it: `tunnox ctl ports release PORT` (services/cli/ctl-ports.ts; `--client` for a local port).
  */
 export async function createMapping(store: EventStore, input: CreateMappingInput, meta: CommandMetadata): Promise<CreateMappingResult> {
   const sourceClientId = input.sourceClientId ?? null;

@@ -31,9 +31,10 @@ export function reservePublicPort(store: EventStore, input: { port: number; mapp
   return decidePort(store, { type: 'ReservePublicPort', data: { port: input.port, mapping_id: input.mappingId } }, meta);
 }
 
-/** Releases the port if `mappingId` holds it; a no-op when it is already free. */
-export function releasePublicPort(store: EventStore, input: { port: number; mappingId: number }, meta: CommandMetadata): Promise<{ position: number }> {
-  return decidePort(store, { type: 'ReleasePublicPort', data: { port: input.port, mapping_id: input.mappingId } }, meta);
+/** Releases the port if `mappingId` holds it; a no-op when it is already free. `reason`: an operator's, recorded. */
+export function releasePublicPort(store: EventStore, input: { port: number; mappingId: number; reason?: string }, meta: CommandMetadata): Promise<{ position: number }> {
+  const reason = input.reason === undefined ? {} : { reason: input.reason };
+  return decidePort(store, { type: 'ReleasePublicPort', data: { port: input.port, mapping_id: input.mappingId, ...reason } }, meta);
 }
 
 function isTaken(err: unknown): boolean {

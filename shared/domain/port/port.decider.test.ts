@@ -42,3 +42,8 @@ t.test('a port outside 1-65535 is refused', async (t) => {
   t.throws(() => given(portDecider, 'port.0', []).when(reserve(1001, 0)), { code: 'TNX_PORT_OUT_OF_RANGE', field: 'public_port' });
   t.throws(() => given(portDecider, 'port.70000', []).when(reserve(1001, 70000)), { code: 'TNX_PORT_OUT_OF_RANGE' });
 });
+
+t.test("an operator's ReleasePublicPort records its reason", async (t) => {
+  const command = { type: 'ReleasePublicPort' as const, data: { port: 30000, mapping_id: 1001, reason: 'crash leftover' } };
+  t.same(given(portDecider, stream, [reserved(1001)]).when(command), [{ type: 'PublicPortReleased', data: { port: 30000, mapping_id: 1001, reason: 'crash leftover' } }]);
+});

@@ -8,7 +8,11 @@ import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
  * create-or-check on a single aggregate, so two mappings racing for a port cannot both win.
  */
 export type ReservePublicPort = { readonly type: 'ReservePublicPort'; readonly data: { readonly port: number; readonly mapping_id: number } };
-export type ReleasePublicPort = { readonly type: 'ReleasePublicPort'; readonly data: { readonly port: number; readonly mapping_id: number } };
+/** `reason`: an operator's release (`tunnox ctl ports release`), recorded in the event. */
+export type ReleasePublicPort = {
+  readonly type: 'ReleasePublicPort';
+  readonly data: { readonly port: number; readonly mapping_id: number; readonly reason?: string };
+};
 export type PortCommand = ReservePublicPort | ReleasePublicPort;
 
 /** Invariant the command handler relies on (it folds only the last event): the state is a function of the last event. */
@@ -48,7 +52,7 @@ export const portDecider: Decider<PortState, PortCommand> = {
         if (state.heldBy !== mapping_id) {
           throw new DomainError(DOMAIN_ERRORS.portNotHeld, `public port ${port} is held by mapping ${state.heldBy}, not ${mapping_id}`);
         }
-        return [{ type: 'PublicPortReleased', data: { port, mapping_id } }];
+        return [{ type: 'PublicPortReleased', data: { port, mapping_id, ...(command.data.reason === undefined ? {} : { reason: command.data.reason }) } }];
     }
   },
 };
