@@ -1,6 +1,7 @@
 import { parseAggregateRef, redactSecrets } from '../../shared/contracts/audit.js';
 import { parseStoredEvent } from '../../shared/contracts/events.js';
 import type { StoredEvent } from '../../shared/contracts/envelope.js';
+import { accountDecider } from '../../shared/domain/account/account.decider.js';
 import { clientDecider } from '../../shared/domain/client/client.decider.js';
 import { clientSessionDecider } from '../../shared/domain/client/client-session.decider.js';
 import type { Decider } from '../../shared/domain/decider.js';
@@ -9,6 +10,7 @@ import { mappingDecider } from '../../shared/domain/mapping/mapping.decider.js';
 import { portDecider } from '../../shared/domain/port/port.decider.js';
 import { sequenceDecider } from '../../shared/domain/sequence/sequence.decider.js';
 import { userDecider } from '../../shared/domain/user/user.decider.js';
+import { usernameDecider } from '../../shared/domain/user/username.decider.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { errorMessage } from '../../shared/platform/errors.js';
 import { findOperatorSkip } from '../projector/runner.js';
@@ -26,6 +28,8 @@ export const STATE_DECIDERS: Readonly<Record<string, Decider<unknown, never>>> =
   port: portDecider as Decider<unknown, never>,
   localport: localPortDecider as Decider<unknown, never>,
   sequence: sequenceDecider as Decider<unknown, never>,
+  account: accountDecider as Decider<unknown, never>,
+  username: usernameDecider as Decider<unknown, never>,
 };
 
 /** `--at`: a log position (decimal), or a time (RFC 3339, or a date: its midnight UTC). */

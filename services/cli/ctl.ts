@@ -420,7 +420,7 @@ export function ctlCommand(): Command {
         "print an aggregate's state as of a point in the log, folded from its events with the domain's own evolve " +
           '(JSON; secret-like fields redacted)',
       )
-      .argument('<aggregate>', 'mapping, user, client, client-session, port, localport or sequence')
+      .argument('<aggregate>', 'mapping, user, client, client-session, port, localport, sequence, account (quota and slots) or username')
       .argument('<id>', 'its id (localport: <client>_<port>; sequence: its name)')
       .option('--at <seq|time>', 'a log position (the state after that event) or a time (RFC 3339, e.g. 2026-05-01T12:00:00Z); default: now'),
   ).action(async (kind: string, id: string, o: CtlTarget & { at?: string }) => {

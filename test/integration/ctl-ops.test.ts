@@ -128,6 +128,7 @@ function suite(name: string, open: Open): void {
       const client = await stateAt(store, 'client', String(w.a));
       t.match(client, { state: { exists: true, clientId: w.a, clientType: 'managed', enabled: true } });
       t.match(await stateAt(store, 'port', String(RANGE.min)), { state: { heldBy: 1002 } });
+      t.match(await stateAt(store, 'account', String(w.userId)), { state: { opened: true, clients: [w.a, w.b], mappings: [1002] } }, 'the account: slots of what is live now');
 
       await t.rejects(stateAt(store, 'mapping', '4242'), { code: 'TNX_CTL_NO_AGGREGATE', message: /no mapping 4242/ });
       await t.rejects(stateAt(store, 'mappings', '1001'), { code: 'TNX_CTL_BAD_ARGUMENT', message: /one of mapping, user, client/ });
