@@ -66,14 +66,40 @@ export async function measureTransfer(port: number, sink: Awaited<ReturnType<typ
   return bytes / MiB / ((end - start) / 1000);
 }
 
-/** A relay hop in its own process (like an edge or an agent would be): listen, pipe to the next hop. */
-export async function startRelayProcess(relayScript: string, targetPort: number, args: string[] = []): Promise<{ port: number; stop(): void; child: ChildProcess }> {
-  const child = fork(relayScript, [...args, String(targetPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+/**
+ * A helper process (relay hop, echo service, connection holder) forked from `script`; it reports
+ * its listening port over IPC as its first message. `execArgv`: node flags (e.g. --inspect).
+ */
+export interface PortProcess {
+  port: number;
+  child: ChildProcess;
+  /** Its stderr lines so far. */
+  lines: string[];
+  stop(): void;
+}
+
+export async function startPortProcess(script: string, args: string[] = [], execArgv: string[] = []): Promise<PortProcess> {
+  const child = fork(script, args, { stdio: ['ignore', 'inherit', 'pipe', 'ipc'], execArgv });
+  const stderr: string[] = [];
+  child.stderr!.setEncoding('utf8');
+  child.stderr!.on('data', (chunk: string) => {
+    for (const line of chunk.split('\n')) {
+      if (!line) continue;
+      stderr.push(line);
+      // The inspector's banner is expected (and read through `lines`); anything else is shown.
+      if (!/^(Debugger listening on|For help, see:)/.test(line)) process.stderr.write(`${line}\n`);
+    }
+  });
   const port = await new Promise<number>((resolve, reject) => {
     child.once('message', (m) => resolve(Number(m)));
-    child.once('exit', (code) => reject(new Error(`relay exited ${code}`)));
+    child.once('exit', (code) => reject(new Error(`${script} exited ${code}`)));
   });
-  return { port, child, stop: () => child.kill('SIGTERM') };
+  return { port, child, lines: stderr, stop: () => void child.kill('SIGTERM') };
+}
+
+/** A relay hop in its own process (like an edge or an agent would be): listen, pipe to the next hop. */
+export function startRelayProcess(relayScript: string, targetPort: number, args: string[] = [], execArgv: string[] = []): Promise<PortProcess> {
+  return startPortProcess(relayScript, [...args, String(targetPort)], execArgv);
 }
 
 export function median(xs: number[]): number {

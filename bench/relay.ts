@@ -20,3 +20,4 @@ server.listen(0, '127.0.0.1', () => {
   process.send?.(addr && typeof addr === 'object' ? addr.port : 0);
 });
 process.on('SIGTERM', () => process.exit(0));
+process.on('disconnect', () => process.exit(0)); // the bench that forked us is gone

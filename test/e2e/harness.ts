@@ -123,9 +123,13 @@ export interface ServerHandle {
   api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
 }
 
-export async function startServer(args: string[], apiKey: string): Promise<ServerHandle> {
-  const proc = spawnTunnox(['server', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--api-key', apiKey, ...args]);
-  const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 60_000);
+/** `env`: extra environment of the server process (the benchmarks' NODE_OPTIONS, for one). */
+export async function startServer(args: string[], apiKey: string, env: Record<string, string> = {}): Promise<ServerHandle> {
+  const proc = spawnTunnox(['server', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--api-key', apiKey, ...args], env);
+  const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 60_000).catch(async (err: unknown) => {
+    await proc.stop(); // nothing left running behind a failed start
+    throw err;
+  });
   const apiUrl = String(ready.apiUrl);
   const controlPort = Number(String(ready.controlAddress).split(':').pop());
   return {
