@@ -87,7 +87,7 @@ export async function startPortProcess(script: string, args: string[] = [], exec
       if (!line) continue;
       stderr.push(line);
       // The inspector's banner is expected (and read through `lines`); anything else is shown.
-      if (!/^(Debugger listening on|For help, see:)/.test(line)) process.stderr.write(`${line}\n`);
+      if (!/^(Debugger (listening on|attached|ending on)|For help, see:|Waiting for the debugger)/.test(line)) process.stderr.write(`${line}\n`);
     }
   });
   const port = await new Promise<number>((resolve, reject) => {
