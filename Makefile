@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPM_STAMP := node_modules/.tunnox-installed
 
-.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-activation bench-bridge bench-cluster cluster bench-reconnect typecheck clean
+.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-echo bench-memory bench-activation bench-bridge bench-cluster cluster bench-reconnect typecheck clean
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -33,10 +33,19 @@ test-e2e: setup
 	scripts/ensure-services.sh
 	scripts/run-tests.sh e2e
 
-bench: bench-throughput bench-activation
+bench: bench-throughput bench-echo bench-memory bench-activation
 
+# One stream through a public mapping per agent transport (ARGS='--transport tcp,tls'), against direct, a two-hop Node relay and ssh -R (private sshd).
 bench-throughput: setup
 	node dist/bench/throughput.js $(ARGS)
+
+# 64-byte request/response (1 and 50 connections) through a client-to-client mapping per transport, against 3 chained Node relays; tunnel open latency.
+bench-echo: setup
+	node dist/bench/echo.js $(ARGS)
+
+# RSS per idle tunnel (N = 5000, 9000) on the edge and the target agent per transport, against a Node relay holding N connections.
+bench-memory: setup
+	node dist/bench/memory.js $(ARGS)
 
 bench-activation: setup
 	node dist/bench/activation.js $(ARGS)

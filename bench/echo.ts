@@ -18,7 +18,7 @@ import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, tempDir } from '../test/e2e/harness.js';
-import { median, numArg, percentile, startPortProcess, startRelayProcess, strArg, type PortProcess } from './lib.js';
+import { median, numArg, percentile, runBench, startPortProcess, startRelayProcess, strArg, UsageError, type PortProcess } from './lib.js';
 import { startBenchServer, transportsArg, type BenchServer } from './tunnox.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -129,7 +129,7 @@ async function main(): Promise<void> {
   const rounds = numArg('rounds', 3);
   const opens = numArg('opens', 200);
   const connCounts = (strArg('conns') ?? '1,50').split(',').map(Number);
-  if (connCounts.some((c) => !Number.isInteger(c) || c < 1 || c > 1000)) throw new Error('--conns: comma-separated integers from 1 to 1000');
+  if (connCounts.some((c) => !Number.isInteger(c) || c < 1 || c > 1000)) throw new UsageError('--conns: comma-separated integers from 1 to 1000');
 
   const helpers: PortProcess[] = [];
   const dir = await tempDir('tnx-bench-echo');
@@ -211,4 +211,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await runBench(main);

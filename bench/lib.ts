@@ -111,3 +111,16 @@ export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
 }
+
+/** A bad command line or an unfit machine: printed as one line, without a stack. */
+export class UsageError extends Error {}
+
+/** Runs a bench's main: a UsageError is one line on stderr, anything else its stack; exit code 1 either way. */
+export async function runBench(main: () => Promise<void>): Promise<void> {
+  try {
+    await main();
+  } catch (err) {
+    process.stderr.write(`${err instanceof UsageError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

@@ -20,13 +20,13 @@
 //
 // Usage: node dist/bench/memory.js [--transport tcp,tls,ws,wss] [--n 5000,9000] [--batch 100]
 //        [--warmup 200] [--snapshots DIR (heap snapshots of every measured process with N open and after they closed, for profiling)]
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { eventually, tempDir } from '../test/e2e/harness.js';
 import { connectInspector, inspectorUrl, type Inspector, type MemoryUsage } from './inspector.js';
-import { startPortProcess, startRelayProcess, strArg, numArg, type PortProcess } from './lib.js';
+import { numArg, runBench, startPortProcess, startRelayProcess, strArg, UsageError, type PortProcess } from './lib.js';
 import { startBenchServer, transportsArg, type BenchServer, type Transport } from './tunnox.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -103,6 +103,13 @@ async function settledUsage(i: Inspector): Promise<MemoryUsage> {
   await settle(500);
   await i.gc();
   return i.memoryUsage();
+}
+
+/** The soft limit on open files of this process (children inherit it), from /proc/self/limits. */
+function fdLimit(): number {
+  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const soft = line?.split(/\s{2,}/)[1];
+  return soft === undefined || soft === 'unlimited' ? Infinity : Number(soft);
 }
 
 function fdCount(pid: number): number {
@@ -220,10 +227,13 @@ const kib = (b: number): string => (b / KiB).toFixed(1).padStart(7);
 async function main(): Promise<void> {
   const transports = transportsArg();
   const ns = (strArg('n') ?? '5000,9000').split(',').map(Number);
-  if (ns.some((n) => !Number.isInteger(n) || n < 1)) throw new Error('--n: comma-separated positive integers');
+  if (ns.some((n) => !Number.isInteger(n) || n < 1)) throw new UsageError('--n: comma-separated positive integers');
   const batch = numArg('batch', 100);
   const warmup = numArg('warmup', 200);
   const snapshots = strArg('snapshots');
+  // The edge and the agent each hold two sockets per tunnel, plus listeners, pools and the like.
+  const need = 2 * Math.max(...ns) + 200;
+  if (fdLimit() < need) throw new UsageError(`--n ${Math.max(...ns)} needs about ${need} open files per process; ulimit -n is ${fdLimit()}: raise it (ulimit -n ${need}) or lower --n`);
 
   process.stdout.write(
     `memory: N idle tunnels through a public mapping (visitor -> edge -> target agent -> echo), per transport, against a minimal Node relay holding N connections\n` +
@@ -262,4 +272,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+await runBench(main);

@@ -4,7 +4,7 @@
 // transports a bench measures (default: all of them).
 import { join } from 'node:path';
 import { canConnect, eventually, spawnTunnox, startServer, type Proc, type ServerHandle } from '../test/e2e/harness.js';
-import { strArg } from './lib.js';
+import { strArg, UsageError } from './lib.js';
 
 /** How an agent reaches the edge. */
 export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
@@ -19,10 +19,10 @@ export function transportsArg(): Transport[] {
   const names = raw.split(',').map((s) => s.trim()).filter(Boolean);
   const bad = names.filter((n) => !(TRANSPORTS as readonly string[]).includes(n));
   if (bad.length > 0 || names.length === 0) {
-    throw new Error(`--transport: ${bad.length ? `unknown ${bad.join(', ')}` : 'empty'}; choose from ${TRANSPORTS.join(', ')} (comma-separated)`);
+    throw new UsageError(`--transport: ${bad.length ? `unknown ${bad.join(', ')}` : 'empty'}; choose from ${TRANSPORTS.join(', ')} (comma-separated)`);
   }
   const missing = names.filter((n) => !(AVAILABLE as readonly string[]).includes(n));
-  if (missing.length > 0) throw new Error(`--transport: ${missing.join(', ')} not in this build of tunnox (it has ${AVAILABLE.join(', ')})`);
+  if (missing.length > 0) throw new UsageError(`--transport: ${missing.join(', ')} not in this build of tunnox (it has ${AVAILABLE.join(', ')})`);
   return [...new Set(names)] as Transport[];
 }
 
