@@ -56,9 +56,13 @@ interface ActiveTunnel {
   readonly b: Duplex;
   /** The agent behind each agent-side half: the target always, the source for client origins. */
   readonly agents: Partial<Record<AgentRole, number>>;
-  /** Halves whose agent has sent TunnelEnd. */
-  readonly attested: Set<AgentRole>;
-  readonly waits: Map<AgentRole, EndWait>;
+  /**
+   * Halves whose agent has sent TunnelEnd, and FINs waiting for one. Two roles at most: plain
+   * records of fixed shape (see noEnds()), not a Set and a Map, whose hash tables would cost an
+   * idle tunnel about 400 bytes (bench/memory).
+   */
+  readonly attested: Record<AgentRole, boolean>;
+  readonly waits: Record<AgentRole, EndWait | undefined>;
   /**
    * The sessions of the agent-side halves whose agents take a FIN only with the edge's TunnelEnd
    * (AgentFeature.EdgeEnd): the sessions that opened them, since the agent forgets its tunnels
@@ -232,7 +236,7 @@ export class TunnelBroker {
       if (p.session === session) this.fail(p, WireErrorCode.TunnelTargetOffline, 'target agent disconnected');
     }
     for (const t of this.active.values()) {
-      for (const w of [...t.waits.values()]) if (w.session === session) w.finish(false);
+      for (const w of [t.waits.source, t.waits.target]) if (w && w.session === session) w.finish(false);
     }
   }
 
@@ -243,9 +247,9 @@ export class TunnelBroker {
       this.log.debug({ clientId, tunnelId: end.tunnel_id, role: end.role }, 'TunnelEnd for no tunnel half of this agent (already closed?)');
       return;
     }
-    const w = t.waits.get(end.role);
+    const w = t.waits[end.role];
     if (w) w.finish(true);
-    else t.attested.add(end.role);
+    else t.attested[end.role] = true;
   }
 
   /** Tears down every tunnel of a mapping that stopped existing here (public listener closed). */
@@ -375,15 +379,16 @@ export class TunnelBroker {
       a: origin.socket,
       b: target,
       agents: origin.kind === 'client' ? { source: origin.clientId, target: p.targetClientId } : { target: p.targetClientId },
-      attested: new Set(),
-      waits: new Map(),
+      ...noEnds(),
       vouchees: this.vouchees(p.session, origin),
     };
     this.active.set(p.tunnelId, tunnel);
     this.log.debug(ctx, 'tunnel open');
+    // The continuation names `tunnel`, never `p`: the pending record (its timer, its close
+    // handler and the context of start()) must not live as long as the tunnel.
     void pipeSockets(origin.socket, target, this.endChecks(tunnel, source, 'target', ctx)).then((r) => {
-      for (const w of [...tunnel.waits.values()]) w.finish(false);
-      this.active.delete(p.tunnelId);
+      for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
+      this.active.delete(tunnel.tunnelId);
       this.settled();
       this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'tunnel closed');
     });
@@ -425,7 +430,7 @@ export class TunnelBroker {
 
   /** Resolves true once the agent behind `role` has vouched for its FIN; false if it cannot anymore. */
   private confirmEnd(t: ActiveTunnel, role: AgentRole, ctx: Record<string, unknown>): Promise<boolean> {
-    if (t.attested.has(role)) return Promise.resolve(true);
+    if (t.attested[role]) return Promise.resolve(true);
     const session = this.o.findSession(t.agents[role]!);
     if (!session || session.closed) {
       this.log.info({ ...ctx, role }, 'agent FIN without a control session to vouch for it: resetting the tunnel');
@@ -434,8 +439,8 @@ export class TunnelBroker {
     const timeoutMs = this.o.endAttestTimeoutMs ?? 5_000;
     return new Promise((resolve) => {
       const finish = (clean: boolean): void => {
-        if (t.waits.get(role) !== wait) return;
-        t.waits.delete(role);
+        if (t.waits[role] !== wait) return;
+        t.waits[role] = undefined;
         clearTimeout(timer);
         if (!clean) this.log.info({ ...ctx, role }, 'agent FIN not vouched for by TunnelEnd: resetting the tunnel');
         resolve(clean);
@@ -443,7 +448,7 @@ export class TunnelBroker {
       const wait: EndWait = { session, finish };
       const timer = setTimeout(() => finish(false), timeoutMs);
       timer.unref();
-      t.waits.set(role, wait);
+      t.waits[role] = wait;
     });
   }
 
@@ -497,14 +502,13 @@ export class TunnelBroker {
           a: origin.socket,
           b: stream,
           agents: origin.kind === 'client' ? { source: origin.clientId } : {},
-          attested: new Set(),
-          waits: new Map(),
+          ...noEnds(),
           vouchees: this.vouchees(undefined, origin),
         };
         this.active.set(tunnelId, tunnel);
         this.log.debug(ctx, 'tunnel open across the bridge');
         void pipeSockets(origin.socket, stream, this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx)).then((r) => {
-          for (const w of [...tunnel.waits.values()]) w.finish(false);
+          for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
           this.active.delete(tunnelId);
           this.settled();
           this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'bridged tunnel closed');
@@ -525,6 +529,11 @@ export class TunnelBroker {
     socket.write(encodeMessage(PacketType.TunnelOpenAck, { ok: false, tunnel_id: tunnelId, error: { code, message } }));
     closeAfterFlush(socket);
   }
+}
+
+/** A fresh tunnel's end bookkeeping: nobody attested, nothing waiting. */
+function noEnds(): Pick<ActiveTunnel, 'attested' | 'waits'> {
+  return { attested: { source: false, target: false }, waits: { source: undefined, target: undefined } };
 }
 
 const WIRE_CODES: ReadonlySet<string> = new Set(Object.values(WireErrorCode));
