@@ -47,6 +47,15 @@ export const clientsProjection: Projection = {
     async ClientAuthCodeRotated(tx, event, ctx) {
       await updateCredentials(tx, event, ctx, { auth_code_hash: event.data.auth_code_hash, auth_epoch: event.version });
     },
+    async ClientRenamed(tx, event) {
+      // Not a credential: config_version (what edge feeds watch) stays.
+      await tx
+        .updateTable('clients')
+        .set({ client_name: event.data.client_name, version: event.version, updated_at: event.occurred_at })
+        .where('client_id', '=', event.data.client_id)
+        .where('deleted_at', 'is', null)
+        .execute();
+    },
     async ClientKicked(tx, event, ctx) {
       await updateCredentials(tx, event, ctx, { auth_epoch: event.version });
     },

@@ -40,6 +40,8 @@ export const ClientEnabled = z.object({ client_id: Id });
 export const ClientAuthCodeRotated = z.object({ client_id: Id, auth_code_hash: z.string().min(1) });
 /** An operator ended the client's session; the agent may log in again with its auth code. */
 export const ClientKicked = z.object({ client_id: Id });
+/** A new display name (PATCH /clients/{id}); nothing an edge or agent acts on. */
+export const ClientRenamed = z.object({ client_id: Id, client_name: z.string().min(1) });
 /** The client is gone for good; its id is never reused. */
 export const ClientDeleted = z.object({ client_id: Id });
 
@@ -177,6 +179,7 @@ export const EVENT_SCHEMAS = {
   ClientAuthCodeRotated: { version: 1, schema: ClientAuthCodeRotated },
   ClientKicked: { version: 1, schema: ClientKicked },
   ClientDeleted: { version: 1, schema: ClientDeleted },
+  ClientRenamed: { version: 1, schema: ClientRenamed },
   ClientConnected: { version: 1, schema: ClientConnected },
   ClientDisconnected: { version: 1, schema: ClientDisconnected },
   MappingCreated: { version: 1, schema: MappingCreated },

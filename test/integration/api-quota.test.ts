@@ -181,6 +181,46 @@ function suite(name: string, open: Open): void {
       t.equal((await h.send('POST', '/api/v1/users', { username: 'x', email: 'x@example.com', tier: 'custom' })).status, 400);
     });
 
+    t.test('DELETE /clients/{id} ends the client and cascades to its mappings; PATCH renames', async (t) => {
+      const h = await harness(t, open);
+      const user = (await h.send('POST', '/api/v1/users', { username: 'del', email: 'del@example.com' })).json.user_id;
+      const [a, b, c] = await Promise.all(['a', 'b', 'c'].map(async (n) => (await h.send('POST', '/api/v1/clients', { user_id: user, client_name: n })).json.client_id));
+      const c2c = (src: number, dst: number, port: number) =>
+        h.send('POST', '/api/v1/mappings', { user_id: user, source_client_id: src, target_client_id: dst, protocol: 'tcp', target_host: '127.0.0.1', target_port: 22, local_port: port });
+      const ab = await c2c(a, b, 5001);
+      const ca = await c2c(c, a, 5002);
+      const pub = await h.send('POST', '/api/v1/mappings', { user_id: user, target_client_id: b, protocol: 'tcp', target_host: '127.0.0.1', target_port: 80, public_port: 33040 });
+      t.same([ab.status, ca.status, pub.status], [201, 201, 201]);
+
+      const renamed = await h.send('PATCH', `/api/v1/clients/${b}`, { client_name: 'b-renamed' });
+      t.equal(renamed.status, 200);
+      t.equal(renamed.json.client_name, 'b-renamed');
+      t.equal(renamed.headers['etag'], 'W/"2"');
+      t.equal((await h.send('PATCH', `/api/v1/clients/${b}`, {})).status, 400, 'an empty PATCH names nothing to change');
+      const bad = await h.send('PATCH', `/api/v1/clients/${b}`, { client_name: 'bad\u0000name' });
+      t.equal(bad.status, 400);
+      t.equal(bad.json.field, 'client_name');
+
+      const stale = await h.app.inject({ method: 'DELETE', url: `/api/v1/clients/${b}`, headers: { ...AUTH, 'if-match': 'W/"1"' } });
+      t.equal(stale.statusCode, 412, 'a stale If-Match deletes nothing');
+      t.equal((await h.send('DELETE', `/api/v1/clients/${b}`)).status, 204);
+      t.equal((await h.send('GET', `/api/v1/clients/${b}`)).status, 404);
+      t.equal((await h.send('GET', `/api/v1/mappings/${ab.json.mapping_id}`)).status, 404, 'the mapping b was the target of is gone');
+      t.equal((await h.send('GET', `/api/v1/mappings/${pub.json.mapping_id}`)).status, 404, 'and the public one');
+      t.equal((await h.send('GET', `/api/v1/mappings/${ca.json.mapping_id}`)).status, 200, 'a mapping between other clients stays');
+      t.match((await h.send('GET', `/api/v1/users/${user}/quota`)).json, { current_clients: 2, current_mappings: 1 });
+      const events = await h.store.readAll(0, 10_000);
+      const cause = events.find((e) => e.type === 'ClientDeleted')!;
+      const causedBy = (id: string) => events.filter((e) => e.causation_id === id);
+      const direct = causedBy(cause.id);
+      t.same(direct.map((e) => e.type).sort(), ['AccountSlotFreed', 'MappingDeleted', 'MappingDeleted'], 'ClientDeleted causes the slot free and both mapping deletes');
+      const indirect = direct.filter((e) => e.type === 'MappingDeleted').flatMap((e) => causedBy(e.id).map((x) => x.type));
+      t.same(indirect.sort(), ['AccountSlotFreed', 'AccountSlotFreed', 'LocalPortReleased', 'PublicPortReleased'], 'and each MappingDeleted its own port and slot');
+      const again = await h.send('POST', '/api/v1/mappings', { user_id: user, target_client_id: a, protocol: 'tcp', target_host: '127.0.0.1', target_port: 80, public_port: 33040 });
+      t.equal(again.status, 201, 'the public port was freed');
+      t.equal((await h.send('DELETE', `/api/v1/clients/${b}`)).status, 404, 'deleting again is a 404');
+    });
+
     t.test('usernames are unique regardless of case, also under a race', async (t) => {
       const h = await harness(t, open);
       t.equal((await h.send('POST', '/api/v1/users', { username: 'John', email: 'j1@example.com' })).status, 201);

@@ -412,7 +412,7 @@ t.test('clients: disable and enable, disconnect, rotate the auth code', async (t
   t.notOk((await h.get(url)).raw.includes(rotated.json.auth_code), 'GET never shows it');
 
   t.match(await h.patch(url, { enabled: 'no' }), { status: 400, json: { field: 'enabled' } }, 'a wrong type is a 400 naming the field');
-  t.match(await h.patch(url, { client_name: 'x' }), { status: 400 }, 'fields that cannot change yet are refused, not ignored');
+  t.match(await h.patch(url, { client_type: 'anonymous' }), { status: 400, json: { field: 'client_type' } }, 'fields that cannot change are refused, not ignored');
   t.match(await h.patch('/api/v1/clients/699999999', { enabled: false }), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
   t.match(await h.post('/api/v1/clients/699999999/disconnect', undefined), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });
   t.match(await h.post('/api/v1/clients/699999999/rotate-auth-code', undefined), { status: 404, json: { code: 'TNX_CLIENT_NOT_FOUND' } });

@@ -98,6 +98,8 @@ export async function createManagedClient(
 /** What a client command did: `changed` is false when it decided nothing (already so). */
 export interface ClientCommandResult {
   changed: boolean;
+  /** Envelope id of the appended event, when one was (causation of cascades). */
+  eventId?: string;
   /** Position of the appended event, or of the stream's last event when nothing changed. */
   position: number;
 }
@@ -156,7 +158,11 @@ export async function deleteClient(store: EventStore, input: ClientCommandInput,
     const causation = res.event ? { causationId: res.event.id } : {};
     position = Math.max(position, (await freeSlot(store, { userId: deleted.userId, kind: 'client', id: input.clientId }, { ...meta, ...causation })).position);
   }
-  return { changed: res.event !== null, position };
+  return { changed: res.event !== null, position, ...(res.event ? { eventId: res.event.id } : {}) };
+}
+
+export function renameClient(store: EventStore, input: ClientCommandInput & { clientName: string }, meta: CommandMetadata): Promise<ClientCommandResult> {
+  return onClient(store, { type: 'RenameClient', data: { client_id: input.clientId, client_name: input.clientName } }, meta, input.expectedVersion);
 }
 
 /** Issues a new auth code for the client; the old one stops working. The new code is returned once. */

@@ -33,7 +33,9 @@ export type RotateClientAuthCode = {
 };
 export type KickClient = { readonly type: 'KickClient'; readonly data: { readonly client_id: number } };
 export type DeleteClient = { readonly type: 'DeleteClient'; readonly data: { readonly client_id: number } };
-export type ClientCommand = RegisterClient | DisableClient | EnableClient | RotateClientAuthCode | KickClient | DeleteClient;
+/** A new display name; renaming to the current name decides nothing. */
+export type RenameClient = { readonly type: 'RenameClient'; readonly data: { readonly client_id: number; readonly client_name: string } };
+export type ClientCommand = RegisterClient | DisableClient | EnableClient | RotateClientAuthCode | KickClient | DeleteClient | RenameClient;
 
 export type ClientState =
   /** `deleted`: the client existed; its id stays taken. `userId`: its owner then (cascades finish with it). */
@@ -64,6 +66,8 @@ export const clientDecider: Decider<ClientState, ClientCommand> = {
         return state.exists ? { ...state, enabled: false } : state;
       case 'ClientEnabled':
         return state.exists ? { ...state, enabled: true } : state;
+      case 'ClientRenamed':
+        return state.exists ? { ...state, clientName: event.data.client_name } : state;
       case 'ClientDeleted':
         return { exists: false, deleted: true, userId: state.exists ? state.userId : null };
       default:
@@ -126,5 +130,10 @@ function decideOnExisting(command: Exclude<ClientCommand, RegisterClient>, state
       return [{ type: 'ClientKicked', data: { client_id } }];
     case 'DeleteClient':
       return [{ type: 'ClientDeleted', data: { client_id } }];
+    case 'RenameClient': {
+      const name = command.data.client_name;
+      if (name.length === 0) throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, 'client_name must not be empty', 'client_name');
+      return name === state.clientName ? [] : [{ type: 'ClientRenamed', data: { client_id, client_name: name } }];
+    }
   }
 }

@@ -2,13 +2,14 @@ import { z } from 'zod';
 import { TIERS } from '../../../../shared/domain/account/account.decider.js';
 import type { FastifyReply } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { createManagedClient, disableClient, enableClient, kickClient, rotateClientAuthCode } from '../../../../shared/domain/client/client.commands.js';
+import { createManagedClient, disableClient, enableClient, kickClient, renameClient, rotateClientAuthCode } from '../../../../shared/domain/client/client.commands.js';
+import { deleteClientAndItsMappings } from '../../../../shared/domain/cascades.js';
 import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
 import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
-import { IfMatchHeader, ClientIdParam, COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag, ifMatchVersion } from '../../schemas.js';
+import { IfMatchHeader, ClientId, ClientIdParam, COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag, ifMatchVersion } from '../../schemas.js';
 import { findClient, listClients } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
 import { ClientAccepted, ClientView, CreateClientBody, CreatedClient, PatchClientBody, RotatedAuthCode, clientView } from './schemas.js';
@@ -79,7 +80,7 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     {
       schema: {
         tags: ['clients'],
-        summary: 'Enable or disable a client (disabling ends its session and revokes its session tokens at every edge)',
+        summary: 'Rename, enable or disable a client (disabling ends its session and revokes its session tokens at every edge)',
         params,
         body: PatchClientBody,
         headers: IfMatchHeader,
@@ -89,9 +90,51 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     async (request, reply) => {
       const clientId = request.params.client_id;
       const expectedVersion = ifMatchVersion(request.headers['if-match']);
-      const command = request.body.enabled ? enableClient : disableClient;
-      const { position } = await command(deps.store, { clientId, ...(expectedVersion === undefined ? {} : { expectedVersion }) }, commandMeta(request));
+      const { enabled, client_name } = request.body;
+      const meta = commandMeta(request);
+      // If-Match guards the request's first change; a second one follows it in the same request.
+      let guard = expectedVersion === undefined ? {} : { expectedVersion };
+      let position = 0;
+      if (client_name !== undefined) {
+        const res = await renameClient(deps.store, { clientId, clientName: client_name, ...guard }, meta);
+        position = res.position;
+        guard = {};
+      }
+      if (enabled !== undefined) {
+        const command = enabled ? enableClient : disableClient;
+        position = Math.max(position, (await command(deps.store, { clientId, ...guard }, meta)).position);
+      }
       return answer(reply, clientId, position);
+    },
+  );
+
+  app.delete(
+    '/clients/:client_id',
+    {
+      schema: {
+        tags: ['clients'],
+        summary: 'Delete a client: its session ends at once, its auth code and session tokens stop working, its quota slot is freed, and every mapping it is the source or target of is deleted',
+        params,
+        headers: IfMatchHeader,
+        response: {
+          204: z.null().describe('Deleted, and the read models no longer show it or its mappings'),
+          202: z.object({ client_id: ClientId }).describe('Deleted; the read models have not caught up yet'),
+          ...COMMON_PROBLEMS,
+          404: ProblemSchema,
+          412: ProblemSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      const clientId = request.params.client_id;
+      const expectedVersion = ifMatchVersion(request.headers['if-match']);
+      const { position } = await deleteClientAndItsMappings(
+        deps.store,
+        { clientId, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        commandMeta(request),
+      );
+      if (!(await waitForProjection(deps, position))) return reply.code(202).send({ client_id: clientId });
+      return reply.code(204).send(null);
     },
   );
 

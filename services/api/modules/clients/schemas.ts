@@ -46,9 +46,12 @@ export function clientView(row: ClientReadRow): ClientView {
 }
 
 /** PATCH /clients/{id}: what may change (more fields come with the control-plane work). */
-export const PatchClientBody = z.strictObject({
-  enabled: z.boolean().describe('false: the client cannot log in, its live session and session tokens end at once; true: auth code logins work again'),
-});
+export const PatchClientBody = z
+  .strictObject({
+    enabled: z.boolean().optional().describe('false: the client cannot log in, its live session and session tokens end at once; true: auth code logins work again'),
+    client_name: CreateClientBody.shape.client_name.optional().describe('a new display name'),
+  })
+  .refine((b) => b.enabled !== undefined || b.client_name !== undefined, { message: 'name at least one of enabled, client_name' });
 
 export const RotatedAuthCode = z.object({
   client_id: ClientId,
