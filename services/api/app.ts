@@ -59,6 +59,13 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = root.withTypeProvider<ZodTypeProvider>();
 
   if (deps.apiKeys.length === 0) deps.logger.warn('no API keys configured: every /api request will be refused');
+  const metrics = deps.metrics;
+  if (metrics) {
+    // onResponse runs for every answered request, refused and failed ones included.
+    root.addHook('onResponse', async (request, reply) => {
+      metrics.requestAnswered(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+    });
+  }
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

@@ -30,4 +30,14 @@ export interface ApiDeps {
   defaultTier?: Exclude<QuotaTier, 'custom'>;
   /** Idempotency-Key retention and lease (services/api/idempotency.ts). */
   idempotency?: IdempotencyOptions;
+  /** Told about every answered request, for the process's metrics (services/cli/metrics.ts). */
+  metrics?: ApiMetrics;
+}
+
+export interface ApiMetrics {
+  /**
+   * `route` is the route's pattern (`/api/v1/clients/:client_id`), never the raw URL, so the
+   * series stay few; requests that matched no route are `unmatched`.
+   */
+  requestAnswered(method: string, route: string, statusCode: number, seconds: number): void;
 }

@@ -15,6 +15,7 @@ import { freePort } from '../../shared/net/listen.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { InfrastructureError, errorMessage } from '../../shared/platform/errors.js';
+import type { TunnoxMetrics } from './metrics.js';
 import { VERSION } from './version.js';
 
 /*
@@ -74,8 +75,10 @@ export async function openEventLog(
   names: ClusterNames,
   logger: Logger,
   lifecycle: Lifecycle,
+  metrics?: TunnoxMetrics,
 ): Promise<{ store: EventStore; bus: ChangeBus }> {
-  const store = await openJetStreamEventStore({ nc, streamName: names.streamName, subjectPrefix: names.subjectPrefix, logger });
+  const opened = await openJetStreamEventStore({ nc, streamName: names.streamName, subjectPrefix: names.subjectPrefix, logger });
+  const store = metrics ? metrics.instrumentEventStore(opened) : opened;
   lifecycle.add('event-store', () => store.close());
   const bus = createNatsBus(nc, names.subjectPrefix);
   lifecycle.add('change-bus', () => bus.close());
@@ -172,6 +175,7 @@ export async function startClusterEdge(opts: {
   logger: Logger;
   lifecycle: Lifecycle;
   beforeEdge?: (nodeId: string, log: Logger) => Promise<void>;
+  metrics?: TunnoxMetrics;
 }): Promise<ClusterEdge> {
   const { nc, store, config, logger, lifecycle } = opts;
   const advertiseHost = config.advertiseHost ?? (isWildcard(config.controlHost) ? '127.0.0.1' : config.controlHost);
@@ -221,6 +225,7 @@ export async function startClusterEdge(opts: {
   const tokenKey = config.sessionTokenKey ?? (secret ? deriveSessionTokenKey(secret) : undefined);
   const pool = bridgePort !== undefined && secret ? new BridgePool({ nodeId, secret, log }) : undefined;
   if (pool) lifecycle.add('bridge-pool', () => pool.close());
+  if (pool) opts.metrics?.watchBridgePool(pool);
   const edge = await startEdge({
     store,
     view: opened.view,
@@ -233,6 +238,7 @@ export async function startClusterEdge(opts: {
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
     ...(tokenKey ? { sessionTokens: { key: tokenKey } } : {}),
     routes: new EdgeRoutes({ routes, nodeId, logger: log }),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
     ...(pool && secret && bridgePort !== undefined
       ? {
           bridge: {
@@ -252,6 +258,7 @@ export async function startClusterEdge(opts: {
   });
   const drainMs = config.drainTimeoutMs;
   lifecycle.add('edge', () => (drainMs === undefined ? edge.stop() : edge.drain(drainMs)));
+  opts.metrics?.watchEdge(edge);
   edgeStats = () => {
     const s = edge.stats();
     return { connected_agents: s.sessions, active_tunnels: s.tunnels };

@@ -3,6 +3,11 @@ import { join } from 'node:path';
 import { z } from 'zod';
 
 const Port = z.number().int().min(0).max(65535);
+/** Every role's GET /metrics listener (services/cli/metrics.ts); port 0 turns metrics off. */
+const MetricsFields = {
+  metricsHost: z.string().min(1),
+  metricsPort: Port,
+};
 
 /** Parsed once at start-up from flags and environment (main.ts); strict: unknown keys are a bug. */
 export const ServerConfigSchema = z.strictObject({
@@ -31,6 +36,7 @@ export const ServerConfigSchema = z.strictObject({
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
   /** On SIGTERM the edge drains: running tunnels get this long before they are reset. */
   drainTimeoutMs: z.number().int().min(0),
+  ...MetricsFields,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   /** The quota tier of users created without one (and of accounts from before quotas). */
   defaultTier: z.enum(['unlimited', 'free', 'pro', 'enterprise']),
@@ -47,6 +53,7 @@ const ClusterFields = {
   natsUrl: NatsUrl,
   streamName: ServerConfigSchema.shape.streamName,
   subjectPrefix: ServerConfigSchema.shape.subjectPrefix,
+  ...MetricsFields,
   logLevel: LogLevel,
 };
 /** `host:port` of an optional health endpoint (GET /healthz). */

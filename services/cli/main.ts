@@ -55,7 +55,8 @@ const program = new Command()
   .version(VERSION)
   .showHelpAfterError();
 
-program
+metricsOptions(
+  program
   .command('server')
   .description('run edge + Management API + projector in one process (standalone with embedded PostgreSQL, or JetStream mode with --nats)')
   .option('--data-dir <dir>', 'data directory (embedded PostgreSQL, admin API key)', process.env.TUNNOX_DATA_DIR ?? defaultDataDir())
@@ -77,7 +78,8 @@ program
   .option('--bridge-port <port>', 'JetStream mode: node-to-node bridge port (0 = any free port)', intArg('--bridge-port', 0, 65535), 50052)
   .option('--advertise <host>', 'JetStream mode: the address other servers reach this bridge at (default: the control host, or 127.0.0.1)')
   .option('--cluster-secret <secret>', 'JetStream mode: secret shared by every server, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross servers)')
-  .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30)
+  .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30),
+)
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
   .action((o: Flags) =>
     runRole(
@@ -104,12 +106,13 @@ program
           advertiseHost: o.advertise,
           clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
           drainTimeoutMs: Number(o.drainTimeout) * 1000,
+          ...metricsValues(o),
           logLevel: o.logLevel,
         } satisfies Record<keyof ServerConfig, unknown>),
       async (c, logger, lifecycle) => (await import('./server.js')).runServer(c, logger, lifecycle),
       (running, logger) => {
         logger.info(
-          { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database },
+          { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database, metrics: running.metrics },
           'tunnox server ready',
         );
         // The key itself is printed once, when it is generated: under a supervisor this banner lands
@@ -127,6 +130,7 @@ program
             `Tunnox ${VERSION} server, ${running.mode} mode, ${running.nodeId}, ${running.database} PostgreSQL`,
             `  Management API : ${running.apiUrl}/api/v1   (OpenAPI: ${running.apiUrl}/openapi.json)`,
             `  Agent control  : ${running.controlAddress}`,
+            `  Metrics        : ${running.metrics ? `http://${running.metrics}/metrics` : 'off (--metrics-port 0)'}`,
             `  Admin API key  : ${keyLine}`,
             `  Try            : curl -H "Authorization: Bearer ${keyRef}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
             '',
@@ -148,9 +152,30 @@ function parseConfig<S extends z.ZodType>(schema: S, values: Record<string, unkn
 
 type Flags = Record<string, string | number | boolean | undefined>;
 
+/** `--metrics-host` / `--metrics-port`, on every role (services/cli/metrics.ts). */
+function metricsOptions(cmd: Command): Command {
+  return cmd
+    .option('--metrics-host <host>', 'bind address of GET /metrics (Prometheus); loopback unless a scraper elsewhere must reach it', process.env.TUNNOX_METRICS_HOST || '127.0.0.1')
+    .option(
+      '--metrics-port <port>',
+      'port of GET /metrics (Prometheus; $TUNNOX_METRICS_PORT); 0 turns metrics off. Several tunnox processes on one machine need one port each',
+      intArg('--metrics-port', 0, 65535),
+      // Checked in metricsValues (NaN when not a number), where a bad value becomes a one-line error.
+      process.env.TUNNOX_METRICS_PORT ? Number(process.env.TUNNOX_METRICS_PORT) : 9090,
+    );
+}
+
+function metricsValues(o: Flags): { metricsHost: unknown; metricsPort: number } {
+  const port = o.metricsPort;
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error('$TUNNOX_METRICS_PORT must be an integer from 0 to 65535 (0 turns metrics off)');
+  }
+  return { metricsHost: o.metricsHost, metricsPort: port };
+}
+
 /** Flags every cluster process shares: where the event log is and what it is called. */
 function clusterOptions(cmd: Command): Command {
-  return cmd
+  return metricsOptions(cmd)
     .option('--nats <url>', 'NATS JetStream URL (default: $TUNNOX_NATS_URL)')
     .option('--stream <name>', 'JetStream stream for domain events (the same on every process of a cluster)', 'TUNNOX_EVENTS')
     .option('--subject-prefix <prefix>', 'NATS subject prefix (the same on every process of a cluster)', 'tunnox')
@@ -162,6 +187,7 @@ function clusterValues(o: Flags): Record<string, unknown> {
     natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
     streamName: o.stream,
     subjectPrefix: o.subjectPrefix,
+    ...metricsValues(o),
     logLevel: o.logLevel,
   };
 }
@@ -220,7 +246,7 @@ clusterOptions(
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runApi(c, logger, lifecycle),
     (r, logger) => {
-      logger.info({ apiUrl: r.apiUrl, apiKeySource: r.apiKeySource }, 'tunnox api ready');
+      logger.info({ apiUrl: r.apiUrl, apiKeySource: r.apiKeySource, metrics: r.metrics }, 'tunnox api ready');
       if (r.apiKeySource === 'generated') process.stderr.write(`Admin API key: ${r.apiKey}   (new: shown this once; kept in ${r.apiKeyFile})\n`);
     },
   ),
@@ -244,7 +270,7 @@ clusterOptions(
         presenceSweepMs: Number(o.presenceSweep) * 1000,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runProjector(c, logger, lifecycle),
-    (r, logger) => logger.info({ instance: r.instance, health: r.health }, 'tunnox projector ready'),
+    (r, logger) => logger.info({ instance: r.instance, health: r.health, metrics: r.metrics }, 'tunnox projector ready'),
   ),
 );
 
@@ -281,7 +307,7 @@ clusterOptions(
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runEdge(c, logger, lifecycle),
     (r, logger) =>
-      logger.info({ nodeId: r.nodeId, controlAddress: r.controlAddress, bridgeAddress: r.bridgeAddress, health: r.health }, 'tunnox edge ready'),
+      logger.info({ nodeId: r.nodeId, controlAddress: r.controlAddress, bridgeAddress: r.bridgeAddress, health: r.health, metrics: r.metrics }, 'tunnox edge ready'),
   ),
 );
 

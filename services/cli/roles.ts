@@ -9,6 +9,7 @@ import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { connectNats, edgeSettings, hostPort, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, startClusterPresenceSweeper, type ClusterNames } from './cluster.js';
 import type { ApiRoleConfig, EdgeRoleConfig, ProjectorRoleConfig } from './config.js';
+import { startMetrics } from './metrics.js';
 import { resolveApiKey, type ApiKeySource } from './server.js';
 import { VERSION } from './version.js';
 
@@ -33,6 +34,8 @@ export interface RunningApi {
   apiKey: string;
   apiKeySource: ApiKeySource;
   apiKeyFile: string;
+  /** host:port of GET /metrics; undefined with --metrics-port 0. */
+  metrics: string | undefined;
 }
 
 /**
@@ -41,16 +44,28 @@ export interface RunningApi {
  */
 export async function runApi(config: ApiRoleConfig, logger: Logger, lifecycle: Lifecycle): Promise<RunningApi> {
   const key = await resolveApiKey(config.apiKey, config.dataDir);
+  // First: a port taken by another process fails the start before anything else opens.
+  const m = await startMetrics(config, 'api', logger, lifecycle);
   const { db } = await openDatabase(config.databaseUrl, logger, lifecycle);
   const nc = await connectNats(config.natsUrl, 'tunnox-api', lifecycle);
-  const { store, bus } = await openEventLog(nc, config, logger, lifecycle);
+  const { store, bus } = await openEventLog(nc, config, logger, lifecycle, m?.metrics);
   const waiter = createProjectionWaiter({ db, bus });
   lifecycle.add('projection-waiter', () => waiter.close());
   const nodes = await openNodeDirectory(nc, config.subjectPrefix);
-  const app = await buildApp({ store, db, waiter, logger, apiKeys: [key.key], publicPortRange: config.publicPortRange, defaultTier: config.defaultTier, nodes });
+  const app = await buildApp({
+    store,
+    db,
+    waiter,
+    logger,
+    apiKeys: [key.key],
+    publicPortRange: config.publicPortRange,
+    defaultTier: config.defaultTier,
+    nodes,
+    ...(m ? { metrics: m.metrics } : {}),
+  });
   lifecycle.add('api', () => app.close());
   const apiUrl = await app.listen({ host: config.apiHost, port: config.apiPort });
-  return { apiUrl, apiKey: key.key, apiKeySource: key.source, apiKeyFile: key.file };
+  return { apiUrl, apiKey: key.key, apiKeySource: key.source, apiKeyFile: key.file, metrics: m?.address };
 }
 
 export function projectorBucketName(names: ClusterNames): string {
@@ -60,6 +75,7 @@ export function projectorBucketName(names: ClusterNames): string {
 export interface RunningProjectorRole {
   instance: string;
   health: string | undefined;
+  metrics: string | undefined;
 }
 
 /**
@@ -69,9 +85,10 @@ export interface RunningProjectorRole {
  * one checkpoint row shared by all of them makes each event apply once.
  */
 export async function runProjector(config: ProjectorRoleConfig, logger: Logger, lifecycle: Lifecycle): Promise<RunningProjectorRole> {
+  const m = await startMetrics(config, 'projector', logger, lifecycle);
   const { db } = await openDatabase(config.databaseUrl, logger, lifecycle);
   const nc = await connectNats(config.natsUrl, 'tunnox-projector', lifecycle);
-  const { store, bus } = await openEventLog(nc, config, logger, lifecycle);
+  const { store, bus } = await openEventLog(nc, config, logger, lifecycle, m?.metrics);
   const statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
   const registration = await claimNodeId({
     nc,
@@ -100,6 +117,7 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
     },
   });
   lifecycle.add('projector', () => projector.stop());
+  m?.metrics.watchProjector(projector, store);
   await startClusterPresenceSweeper({
     nc,
     db,
@@ -118,7 +136,7 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
     lifecycle,
     log,
   );
-  return { instance, health: bound };
+  return { instance, health: bound, metrics: m?.address };
 }
 
 export interface RunningEdgeRole {
@@ -126,6 +144,7 @@ export interface RunningEdgeRole {
   controlAddress: string;
   bridgeAddress: string | undefined;
   health: string | undefined;
+  metrics: string | undefined;
 }
 
 /**
@@ -134,8 +153,9 @@ export interface RunningEdgeRole {
  * a machine on 127.0.0.1, 127.0.0.2 and 127.0.0.3.
  */
 export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle: Lifecycle): Promise<RunningEdgeRole> {
+  const m = await startMetrics(config, 'edge', logger, lifecycle);
   const nc = await connectNats(config.natsUrl, 'tunnox-edge', lifecycle);
-  const { store } = await openEventLog(nc, config, logger, lifecycle);
+  const { store } = await openEventLog(nc, config, logger, lifecycle, m?.metrics);
   const cluster = await startClusterEdge({
     nc,
     store,
@@ -148,6 +168,7 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
     },
     logger,
     lifecycle,
+    ...(m ? { metrics: m.metrics } : {}),
   });
   const log = logger.child({ nodeId: cluster.nodeId });
   const bound = await health(
@@ -172,5 +193,5 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
     lifecycle,
     log,
   );
-  return { nodeId: cluster.nodeId, controlAddress: cluster.controlAddress, bridgeAddress: cluster.bridgeAddress, health: bound };
+  return { nodeId: cluster.nodeId, controlAddress: cluster.controlAddress, bridgeAddress: cluster.bridgeAddress, health: bound, metrics: m?.address };
 }

@@ -17,6 +17,7 @@ import { randomToken } from '../../shared/platform/secrets.js';
 import { connectNats, edgeSettings, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
 import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
+import { startMetrics } from './metrics.js';
 import { VERSION } from './version.js';
 
 export interface RunningServer {
@@ -29,6 +30,8 @@ export interface RunningServer {
   apiKeyFile: string;
   nodeId: string;
   database: 'embedded' | 'external';
+  /** host:port of GET /metrics; undefined with --metrics-port 0. */
+  metrics: string | undefined;
 }
 
 export function apiKeyFile(dataDir: string): string {
@@ -82,6 +85,9 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   await mkdir(dirname(resolve(config.dataDir)), { recursive: true });
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
   const { key: apiKey, source: apiKeySource } = await resolveApiKey(config.apiKey, config.dataDir);
+  // Before the database starts: a metrics port taken by another process fails the start at once.
+  const m = await startMetrics(config, 'server', logger, lifecycle);
+  const metrics = m?.metrics;
 
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
@@ -111,6 +117,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       },
     });
     lifecycle.add('projector', () => projector.stop());
+    metrics?.watchProjector(projector, store);
     const waiter = createProjectionWaiter({ db, bus });
     lifecycle.add('projection-waiter', () => waiter.close());
     if (await waiter.waitFor(await store.headPosition(), 30_000)) {
@@ -130,7 +137,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   if (config.natsUrl) {
     const nc = await connectNats(config.natsUrl, 'tunnox-server', lifecycle);
     const names = { streamName: config.streamName, subjectPrefix: config.subjectPrefix };
-    const log0 = await openEventLog(nc, names, logger, lifecycle);
+    const log0 = await openEventLog(nc, names, logger, lifecycle, metrics);
     store = log0.store;
     const statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
     const cluster = await startClusterEdge({
@@ -145,6 +152,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       },
       logger,
       lifecycle,
+      ...(metrics ? { metrics } : {}),
       beforeEdge: async (id, l) => {
         waiter = await startReadSide(log0.store, log0.bus, id, l, statePublisher);
       },
@@ -166,7 +174,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       routes: cluster.routes,
     });
   } else {
-    store = new PostgresEventStore({ db, pool, logger });
+    const pgStore = new PostgresEventStore({ db, pool, logger });
+    store = metrics ? metrics.instrumentEventStore(pgStore) : pgStore;
     lifecycle.add('event-store', () => store.close());
     const bus = createMemoryBus();
     lifecycle.add('change-bus', () => bus.close());
@@ -189,7 +198,9 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       allowAnonymous: config.allowAnonymous,
       anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
       sessionTokens: { key: await sessionTokenKey(config) },
+      ...(metrics ? { metrics } : {}),
     });
+    metrics?.watchEdge(edge);
     // SIGTERM drains the edge (agents move at once, running tunnels may finish) before it stops.
     lifecycle.add('edge', () => edge.drain(config.drainTimeoutMs));
     controlAddress = `${config.controlHost}:${edge.controlPort}`;
@@ -200,7 +211,17 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     });
   }
 
-  const app = await buildApp({ store, db, waiter, logger: log, apiKeys: [apiKey], publicPortRange: config.publicPortRange, defaultTier: config.defaultTier, nodes });
+  const app = await buildApp({
+    store,
+    db,
+    waiter,
+    logger: log,
+    apiKeys: [apiKey],
+    publicPortRange: config.publicPortRange,
+    defaultTier: config.defaultTier,
+    nodes,
+    ...(metrics ? { metrics } : {}),
+  });
   lifecycle.add('api', () => app.close());
   const apiUrl = await app.listen({ host: config.apiHost, port: config.apiPort });
 
@@ -213,5 +234,6 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     apiKeyFile: apiKeyFile(config.dataDir),
     nodeId,
     database: config.databaseUrl ? 'external' : 'embedded',
+    metrics: m?.address,
   };
 }

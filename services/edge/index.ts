@@ -21,6 +21,7 @@ import { listen } from '../../shared/net/listen.js';
 import type { EdgeView, ViewChange } from './view/view.js';
 import { BridgeServer } from './bridge/index.js';
 import type { RemoteTargets } from './tunnels.js';
+import type { EdgeMetrics } from './metrics.js';
 
 /**
  * The first bytes of every connection are not charged to the pre-auth budget: any Handshake or
@@ -36,6 +37,7 @@ const DRAIN_PASS_MS = 50;
 class LoginBusyError extends Error {}
 
 export { closeStaleSessions } from './facts.js';
+export type { EdgeMetrics, TunnelKind } from './metrics.js';
 export * from './view/index.js';
 export {
   DEFAULT_SESSION_TOKEN_TTL_MS,
@@ -121,6 +123,8 @@ export interface EdgeOptions {
    * (deriveSessionTokenKey(cluster secret)). Without it tokens are neither issued nor accepted.
    */
   sessionTokens?: SessionTokenOptions;
+  /** Tunnel counts, bytes and config push latency for the process's metrics (services/edge/metrics.ts). */
+  metrics?: EdgeMetrics;
 }
 
 export interface RunningEdge {
@@ -198,6 +202,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     replayWindowMs: opts.replayWindowMs ?? 60_000,
     endAttestTimeoutMs: opts.endAttestTimeoutMs ?? 5_000,
     ...(opts.bridge ? { remote: opts.bridge.remote } : {}),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
   });
   const publicListeners = new PublicListeners({ view, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
   let stopping: Promise<void> | undefined;
@@ -300,6 +305,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       ...(opts.configRetry ? { configRetry: opts.configRetry } : {}),
       onMappingStatus: (report) => facts.mappingStatus(clientId, session.sessionId, report),
       onTunnelEnd: (s, end) => broker.attestEnd(s.clientId, end),
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
     });
     const previous = sessions.get(clientId);
     // Registered before the first config read, so a notice arriving meanwhile is not missed.

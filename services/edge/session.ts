@@ -5,6 +5,7 @@ import type { FrameDecoder } from '../../shared/wire/codec.js';
 import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import type { AgentMapping, Command, CommandResp, ConfigApplied, ConfigDelta, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
+import type { EdgeMetrics } from './metrics.js';
 import type { ClientConfig } from './view/view.js';
 
 /** What an agent may send on its control connection once the handshake is done. */
@@ -45,6 +46,8 @@ export interface ControlSessionOptions {
    * first outcome counts as a change). Never once per push or per retry.
    */
   onMappingStatus?: (report: MappingStatusReport) => void;
+  /** Config push latency for the process's metrics. */
+  metrics?: Pick<EdgeMetrics, 'configPushAnswered'>;
 }
 
 function sideKey(m: { role: string; mapping_id: number }): string {
@@ -273,6 +276,7 @@ export class ControlSession {
     this.configAnswered = (delta ? this.command('config.delta', delta) : this.command('config.sync', config)).then((resp) => {
       this.inFlight--;
       if (this.closed) return;
+      this.o.metrics?.configPushAnswered(delta ? 'delta' : 'full', resp.applied ? 'applied' : 'not_applied', (Date.now() - started) / 1000);
       const latest = config.version >= this.sentVersion;
       if (!resp.applied && delta && resp.error?.code === WireErrorCode.AgentConfigBase) {
         // The agent holds another config than we thought: send the whole one now (not a backoff:

@@ -9,6 +9,7 @@ import { WireErrorCode } from '../../shared/wire/codes.js';
 import { encodeMessage, type TunnelEnd, type TunnelOpen } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { ReplayGuard, verifyProof } from '../../shared/wire/proof.js';
+import type { EdgeMetrics } from './metrics.js';
 import type { LogRationer } from './rate-limit.js';
 import type { ControlSession } from './session.js';
 
@@ -85,6 +86,8 @@ export interface TunnelBrokerOptions {
   warnings?: LogRationer;
   /** Cluster mode: how to reach a target agent connected to another edge. */
   remote?: RemoteTargets;
+  /** Tunnel counts and bytes for the process's metrics. */
+  metrics?: EdgeMetrics;
 }
 
 export interface TunnelStats {
@@ -370,7 +373,9 @@ export class TunnelBroker {
     }
     if (origin.kind === 'bridge') origin.settle.resolve();
     if (targetEarly.length > 0) origin.socket.write(targetEarly);
-    // From here on: nothing but the pump.
+    // From here on: nothing but the pump. The early bytes were written before it counts anything.
+    const earlyToTarget = origin.kind === 'client' ? origin.early.length : 0;
+    const earlyToVisitor = targetEarly.length;
     const source = origin.kind === 'client' ? 'source' : undefined;
     const tunnel: ActiveTunnel = {
       tunnelId: p.tunnelId,
@@ -383,12 +388,14 @@ export class TunnelBroker {
       vouchees: this.vouchees(p.session, origin),
     };
     this.active.set(p.tunnelId, tunnel);
+    this.o.metrics?.tunnelOpened(tunnel.kind);
     this.log.debug(ctx, 'tunnel open');
     // The continuation names `tunnel`, never `p`: the pending record (its timer, its close
     // handler and the context of start()) must not live as long as the tunnel.
     void pipeSockets(origin.socket, target, this.endChecks(tunnel, source, 'target', ctx)).then((r) => {
       for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
       this.active.delete(tunnel.tunnelId);
+      this.o.metrics?.tunnelClosed(tunnel.kind, r.bytesAtoB + earlyToTarget, r.bytesBtoA + earlyToVisitor);
       this.settled();
       this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'tunnel closed');
     });
@@ -468,6 +475,7 @@ export class TunnelBroker {
   }
 
   private failOrigin(origin: Origin, tunnelId: string, code: WireErrorCode, message: string): void {
+    this.o.metrics?.tunnelFailed(code);
     if (origin.kind === 'client') this.refuse(origin.socket, tunnelId, code, message);
     else if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(code, message));
     else origin.socket.destroy();
@@ -506,10 +514,13 @@ export class TunnelBroker {
           vouchees: this.vouchees(undefined, origin),
         };
         this.active.set(tunnelId, tunnel);
+        this.o.metrics?.tunnelOpened(tunnel.kind);
+        const earlyToTarget = origin.kind === 'client' ? origin.early.length : 0;
         this.log.debug(ctx, 'tunnel open across the bridge');
         void pipeSockets(origin.socket, stream, this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx)).then((r) => {
           for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
           this.active.delete(tunnelId);
+          this.o.metrics?.tunnelClosed(tunnel.kind, r.bytesAtoB + earlyToTarget, r.bytesBtoA);
           this.settled();
           this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'bridged tunnel closed');
         });

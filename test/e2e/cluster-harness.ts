@@ -1,6 +1,6 @@
 import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
 import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
-import { apiClient, deleteStreams, spawnTunnox, type Proc } from './harness.js';
+import { apiClient, deleteStreams, freePort, spawnTunnox, type Proc } from './harness.js';
 
 /**
  * A cluster of role processes on one machine, as an operator runs it: one `tunnox projector`, one
@@ -17,6 +17,8 @@ export interface EdgeHandle {
   /** `host:port` agents use. */
   controlAddress: string;
   args: string[];
+  /** `host:port` of GET /metrics, with `metrics: true`. */
+  metrics: string | undefined;
 }
 
 export interface ClusterHandle {
@@ -27,6 +29,9 @@ export interface ClusterHandle {
   projector: Proc;
   apiProc: Proc;
   apiUrl: string;
+  /** `host:port` of the projector's and the API's GET /metrics, with `metrics: true`. */
+  projectorMetrics: string | undefined;
+  apiMetrics: string | undefined;
   apiKey: string;
   edges: EdgeHandle[];
   api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
@@ -40,7 +45,11 @@ function cleanEnv(): Record<string, string> {
   return { TUNNOX_DATABASE_URL: '', TUNNOX_NATS_URL: '', TUNNOX_LOG_LEVEL: 'info' };
 }
 
-export async function startCluster(opts: { edges: string[]; name?: string; edgeArgs?: string[]; projectorArgs?: string[] }): Promise<ClusterHandle> {
+/**
+ * `metrics`: every process serves GET /metrics on a free port of its own host (off otherwise, as
+ * spawnTunnox leaves it).
+ */
+export async function startCluster(opts: { edges: string[]; name?: string; edgeArgs?: string[]; projectorArgs?: string[]; metrics?: boolean }): Promise<ClusterHandle> {
   const database = await createTestDatabase(opts.name ?? 'tnx_cluster', false);
   const stream = uniqueName('TNX_CL').toUpperCase();
   const prefix = stream.toLowerCase();
@@ -48,25 +57,28 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
   const apiKey = `cluster-admin-key-${stream}`;
   const common = ['--nats', TEST_NATS_URL, '--stream', stream, '--subject-prefix', prefix];
   const procs: Proc[] = [];
+  const metricsArgs = async (host: string): Promise<string[]> => (opts.metrics ? ['--metrics-host', host, '--metrics-port', String(await freePort(host))] : []);
   const closeAll = async (): Promise<void> => {
     await Promise.all(procs.map((p) => p.stop()));
     await deleteStreams(stream);
     await database.drop();
   };
   try {
-    const projector = spawnTunnox(['projector', ...common, '--database', database.url, ...(opts.projectorArgs ?? [])], cleanEnv());
+    const projector = spawnTunnox(['projector', ...common, '--database', database.url, ...(await metricsArgs('127.0.0.1')), ...(opts.projectorArgs ?? [])], cleanEnv());
     procs.push(projector);
-    await projector.waitForLog((e) => e.msg === 'tunnox projector ready', 60_000);
-    const apiProc = spawnTunnox(['api', ...common, '--database', database.url, '--api-port', '0', '--api-key', apiKey], cleanEnv());
+    const projectorReady = await projector.waitForLog((e) => e.msg === 'tunnox projector ready', 60_000);
+    const apiProc = spawnTunnox(['api', ...common, '--database', database.url, '--api-port', '0', '--api-key', apiKey, ...(await metricsArgs('127.0.0.1'))], cleanEnv());
     procs.push(apiProc);
-    const apiUrl = String((await apiProc.waitForLog((e) => e.msg === 'tunnox api ready', 60_000)).apiUrl);
+    const apiReady = await apiProc.waitForLog((e) => e.msg === 'tunnox api ready', 60_000);
+    const apiUrl = String(apiReady.apiUrl);
     const startEdge = async (host: string, extra: string[] = []): Promise<EdgeHandle> => {
-      const args = ['edge', ...common, '--listen-host', host, '--control-port', '0', '--bridge-port', '0', '--cluster-secret', secret, ...(opts.edgeArgs ?? []), ...extra];
+      const args = ['edge', ...common, '--listen-host', host, '--control-port', '0', '--bridge-port', '0', '--cluster-secret', secret, ...(await metricsArgs(host)), ...(opts.edgeArgs ?? []), ...extra];
       const proc = spawnTunnox(args, cleanEnv());
       procs.push(proc);
       const ready = await proc.waitForLog((e) => e.msg === 'tunnox edge ready', 60_000);
       const controlAddress = String(ready.controlAddress);
-      return { proc, host, controlPort: Number(controlAddress.split(':').pop()), nodeId: String(ready.nodeId), controlAddress, args };
+      const metrics = typeof ready.metrics === 'string' ? ready.metrics : undefined;
+      return { proc, host, controlPort: Number(controlAddress.split(':').pop()), nodeId: String(ready.nodeId), controlAddress, args, metrics };
     };
     const edges: EdgeHandle[] = [];
     for (const host of opts.edges) edges.push(await startEdge(host));
@@ -78,6 +90,8 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
       projector,
       apiProc,
       apiUrl,
+      projectorMetrics: typeof projectorReady.metrics === 'string' ? projectorReady.metrics : undefined,
+      apiMetrics: typeof apiReady.metrics === 'string' ? apiReady.metrics : undefined,
       apiKey,
       edges,
       startEdge,

@@ -37,7 +37,9 @@ export interface Proc {
 export function spawnTunnox(args: string[], env: Record<string, string> = {}, where = ROOT): Proc {
   const child = spawn(process.execPath, [join(where, 'bin', 'tunnox.js'), ...args], {
     cwd: where,
-    env: { ...process.env, ...env },
+    // Metrics off unless a test asks (--metrics-port wins over the environment): every role's
+    // default port is 9090, and tests run many processes at once.
+    env: { ...process.env, TUNNOX_METRICS_PORT: '0', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: string[] = [];
@@ -396,4 +398,34 @@ export function heldTransfer(port: number, half: number, host = '127.0.0.1'): He
         });
       }),
   };
+}
+
+/** One sample of a Prometheus text exposition. */
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** GET http://<address>/metrics, parsed (the text format as prom-client writes it: no timestamps, escaped label values). */
+export async function scrape(address: string): Promise<Sample[]> {
+  const res = await fetch(`http://${address}/metrics`);
+  if (res.status !== 200) throw new Error(`GET ${address}/metrics: ${res.status}`);
+  const samples: Sample[] = [];
+  for (const line of (await res.text()).split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`unparsable metrics line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    samples.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+/** The sum of the samples named `name` whose labels include `labels` (0 when there is none). */
+export function metricValue(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((n, s) => n + s.value, 0);
 }

@@ -128,6 +128,15 @@ export class BridgePool {
     }));
   }
 
+  /** Every peer's connections and the streams open on them (the metrics' pool gauges). */
+  peerStats(): { address: string; connections: number; streams: number }[] {
+    return [...this.peers.entries()].map(([address, conns]) => ({
+      address,
+      connections: conns.length,
+      streams: conns.reduce((n, c) => n + c.streams, 0),
+    }));
+  }
+
   /** Closes every connection to a peer that left the cluster and resets their streams. */
   forget(address: string): void {
     for (const c of [...(this.peers.get(address) ?? [])]) {

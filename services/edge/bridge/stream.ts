@@ -32,6 +32,16 @@ export const STREAM_HIGH_WATER_MARK = 64 * 1024;
 export const SEND_BUDGET = 2 * MAX_FRAME_PAYLOAD;
 
 /**
+ * Flow-control stalls of every bridge stream in this process since start, for the metrics:
+ * `send`: a write waited because SEND_BUDGET bytes were still queued in the call (HTTP/2's
+ * window to the peer is spent, or its socket is full); `receive`: a received frame found our
+ * readable buffer full and paused the call (our consumer is slow; the peer's window runs out
+ * next). Process-wide counts rather than an option: streams are made by both the pool and the
+ * server, and a process exports one total.
+ */
+export const bridgeWindowStalls = { send: 0, receive: 0 };
+
+/**
  * A byte Duplex over one bridge call, so the byte pump (shared/net/pipe.ts) treats a bridged
  * tunnel like a socket:
  *
@@ -82,7 +92,10 @@ export class BridgeStream extends Duplex {
       return;
     }
     const { payload, fin } = frame.data;
-    if (payload.length > 0 && !this.push(payload)) this.call.pause();
+    if (payload.length > 0 && !this.push(payload)) {
+      bridgeWindowStalls.receive++;
+      this.call.pause();
+    }
     if (fin) {
       this.receivedFin = true;
       this.push(null);
@@ -132,6 +145,7 @@ export class BridgeStream extends Duplex {
     const next = (): void => {
       while (off < chunk.length) {
         if (this.unsent >= SEND_BUDGET) {
+          bridgeWindowStalls.send++;
           this.whenSent = next;
           return;
         }
