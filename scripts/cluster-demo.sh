@@ -11,7 +11,9 @@
 #
 # Settings (environment): DEMO_NAME (database, stream and subject prefix; default tunnox_demo),
 # DEMO_API_PORT (9100), DEMO_CONTROL_PORT (8080), DEMO_BRIDGE_PORT (50052), DEMO_LOCAL_PORT (18080),
-# TUNNOX_NATS_URL (nats://127.0.0.1:4222), DEMO_PG_URL (postgres://postgres@127.0.0.1:5432/postgres).
+# DEMO_METRICS_PORT (9090: GET /metrics of the projector on 127.0.0.1:PORT, the api on 127.0.0.1:PORT+1,
+# each edge on its own address at PORT+2; 0 turns metrics off), TUNNOX_NATS_URL (nats://127.0.0.1:4222),
+# DEMO_PG_URL (postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 check=0
@@ -27,12 +29,17 @@ api_port=${DEMO_API_PORT:-9100}
 control_port=${DEMO_CONTROL_PORT:-8080}
 bridge_port=${DEMO_BRIDGE_PORT:-50052}
 local_port=${DEMO_LOCAL_PORT:-18080}
+metrics_port=${DEMO_METRICS_PORT:-9090}
 hosts=(127.0.0.1 127.0.0.2 127.0.0.3)
 logs=$(mktemp -d "${TMPDIR:-/tmp}/tunnox-cluster-demo.XXXXXX")
 export TUNNOX_CLUSTER_SECRET=${TUNNOX_CLUSTER_SECRET:-$(node -e "process.stdout.write(require('node:crypto').randomBytes(24).toString('hex'))")}
 export TUNNOX_API_KEY=${TUNNOX_API_KEY:-tnxk_demo_$(node -e "process.stdout.write(require('node:crypto').randomBytes(16).toString('hex'))")}
 common=(--nats "$nats" --stream "$stream" --subject-prefix "$name")
 pids=()
+# One metrics port per process on a machine: `metrics N HOST` gives process N's flags (0 = off).
+metrics() {
+  if [ "$metrics_port" = 0 ]; then echo --metrics-port 0; else echo --metrics-host "$2" --metrics-port $((metrics_port + $1)); fi
+}
 
 say() { printf '\033[1m== %s\033[0m\n' "$*"; }
 
@@ -110,11 +117,14 @@ scripts/ensure-services.sh
 reset_state 1
 
 say "projector, api and three edges (logs in $logs)"
-start projector projector "${common[@]}" --database "$database"
+# shellcheck disable=SC2046 # metrics prints separate flags
+start projector projector "${common[@]}" --database "$database" $(metrics 0 127.0.0.1)
 wait_for projector 'tunnox projector ready'
-start api api "${common[@]}" --database "$database" --api-port "$api_port"
+# shellcheck disable=SC2046
+start api api "${common[@]}" --database "$database" --api-port "$api_port" $(metrics 1 127.0.0.1)
 for i in 0 1 2; do
-  start "edge$((i + 1))" edge "${common[@]}" --listen-host "${hosts[$i]}" --control-port "$control_port" --bridge-port "$bridge_port"
+  # shellcheck disable=SC2046 # every edge on its own address, so all three use the same ports
+  start "edge$((i + 1))" edge "${common[@]}" --listen-host "${hosts[$i]}" --control-port "$control_port" --bridge-port "$bridge_port" $(metrics 2 "${hosts[$i]}")
 done
 wait_for api 'tunnox api ready'
 for i in 1 2 3; do wait_for "edge$i" 'tunnox edge ready'; done
@@ -163,6 +173,18 @@ echo "  $pub_answer"
 if [[ $c2c_answer != hello* || $pub_answer != hello* ]]; then
   echo "cluster-demo: a tunnel did not answer" >&2
   exit 1
+fi
+
+if [ "$metrics_port" != 0 ]; then
+  say "metrics (Prometheus): tunnels opened on each edge, by kind of visitor side"
+  for i in 1 2 3; do
+    addr=$(field "$(grep '"tunnox edge ready"' "$logs/edge$i.log")" .metrics)
+    echo "  edge $i  http://$addr/metrics"
+    curl -sS --max-time 5 "http://$addr/metrics" | grep '^tunnox_edge_tunnels_opened_total' | sed 's/^/    /' || true
+  done
+  for role in projector api; do
+    echo "  $role  http://$(field "$(grep "\"tunnox $role ready\"" "$logs/$role.log")" .metrics)/metrics"
+  done
 fi
 if [ "$check" = 1 ]; then
   say "both tunnels answered"
