@@ -44,7 +44,9 @@ t.test('appends are timed by outcome: ok, duplicate, conflict', async (t) => {
   t.equal(await count('ok'), 1, 'one ok');
   t.equal(await count('duplicate'), 1, 'one duplicate');
   t.equal(await count('conflict'), 1, 'one conflict');
-  t.equal((await store.readStream('user.1')).events.length, 1, 'reads go through to the store');
+  await store.append('user.1', buildEnvelope('user.1', { type: 'IdAllocated', data: { sequence: 's', id: 3 } }, actor), { expectedRevision: first.revision });
+  t.equal((await store.readStream('user.1')).events.length, 2, 'reads go through to the store');
+  t.equal((await store.readStream('user.1', { limit: 1 })).events.length, 1, 'with their options');
 });
 
 t.test('projector lag: events behind and the age of the oldest, from a real projector', async (t) => {

@@ -3,9 +3,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { ApiMetrics } from '../api/index.js';
 import type { EdgeMetrics, EdgeStats, TunnelKind } from '../edge/index.js';
 import { bridgeWindowStalls } from '../edge/bridge/index.js';
-import type { EventEnvelope } from '../../shared/contracts/envelope.js';
 import { WrongExpectedRevisionError } from '../../shared/eventstore/errors.js';
-import type { AppendOptions, AppendResult, EventStore, ReadStreamResult, SubscribeOptions, Subscription } from '../../shared/eventstore/types.js';
+import type { AppendResult, EventStore } from '../../shared/eventstore/types.js';
 import { listen } from '../../shared/net/listen.js';
 import { InfrastructureError, errorMessage } from '../../shared/platform/errors.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
@@ -248,6 +247,10 @@ function sampleLag(p: { source: ProjectorSource; store: EventStore; sample?: Pro
   return p.sample;
 }
 
+/**
+ * Times appends and passes everything else through. Every other method forwards its arguments as
+ * they are (rest parameters), so an option added to the interface later is not silently dropped.
+ */
 class TimedEventStore implements EventStore {
   readonly kind: EventStore['kind'];
 
@@ -258,10 +261,10 @@ class TimedEventStore implements EventStore {
     this.kind = inner.kind;
   }
 
-  async append(stream: string, event: EventEnvelope, options: AppendOptions): Promise<AppendResult> {
+  async append(...args: Parameters<EventStore['append']>): Promise<AppendResult> {
     const end = this.histogram.startTimer({ store: this.kind });
     try {
-      const r = await this.inner.append(stream, event, options);
+      const r = await this.inner.append(...args);
       end({ outcome: r.duplicate ? 'duplicate' : 'ok' });
       return r;
     } catch (err) {
@@ -270,24 +273,24 @@ class TimedEventStore implements EventStore {
     }
   }
 
-  readStream(stream: string): Promise<ReadStreamResult> {
-    return this.inner.readStream(stream);
+  readStream(...args: Parameters<EventStore['readStream']>): ReturnType<EventStore['readStream']> {
+    return this.inner.readStream(...args);
   }
 
-  readLastEvent(stream: string): ReturnType<EventStore['readLastEvent']> {
-    return this.inner.readLastEvent(stream);
+  readLastEvent(...args: Parameters<EventStore['readLastEvent']>): ReturnType<EventStore['readLastEvent']> {
+    return this.inner.readLastEvent(...args);
   }
 
-  readAll(afterPosition: number, limit: number): ReturnType<EventStore['readAll']> {
-    return this.inner.readAll(afterPosition, limit);
+  readAll(...args: Parameters<EventStore['readAll']>): ReturnType<EventStore['readAll']> {
+    return this.inner.readAll(...args);
   }
 
   headPosition(): Promise<number> {
     return this.inner.headPosition();
   }
 
-  subscribe(options: SubscribeOptions): Promise<Subscription> {
-    return this.inner.subscribe(options);
+  subscribe(...args: Parameters<EventStore['subscribe']>): ReturnType<EventStore['subscribe']> {
+    return this.inner.subscribe(...args);
   }
 
   close(): Promise<void> {
