@@ -429,3 +429,11 @@ export function metricValue(samples: Sample[], name: string, labels: Record<stri
     .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
     .reduce((n, s) => n + s.value, 0);
 }
+
+/** Scrapes `address` until `ready` holds for the samples (e.g. a tunnel is counted once both its sockets closed). */
+export function scrapeUntil(address: string, what: string, ready: (s: Sample[]) => boolean, timeoutMs = 20_000): Promise<Sample[]> {
+  return eventually(what, async () => {
+    const s = await scrape(address);
+    return ready(s) ? s : undefined;
+  }, timeoutMs);
+}

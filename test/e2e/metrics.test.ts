@@ -5,6 +5,7 @@ import {
   freePort,
   metricValue,
   scrape,
+  scrapeUntil,
   spawnTunnox,
   startServer,
   startTransferTarget,
@@ -13,10 +14,9 @@ import {
   type Proc,
   type Sample,
 } from './harness.js';
-import { startCluster, type EdgeHandle } from './cluster-harness.js';
 
-// GET /metrics of real processes after real tunnels: the counts must be the bytes and tunnels that
-// went through, not merely present.
+// GET /metrics of a real `tunnox server` after real tunnels: the counts must be the bytes and
+// tunnels that went through, not merely present. metrics-cluster.test.ts does the role processes.
 
 const SIZE = 256 * 1024;
 const ID = 16; // transfer() sends a 16-byte id before its payload
@@ -26,14 +26,6 @@ const API_CALLS = 7;
 interface Client {
   client_id: number;
   auth_code: string;
-}
-
-/** Scrapes until `ready` holds for the samples (the pump counts a tunnel once both its sockets closed). */
-function settled(address: string, what: string, ready: (s: Sample[]) => boolean): Promise<Sample[]> {
-  return eventually(what, async () => {
-    const s = await scrape(address);
-    return ready(s) ? s : undefined;
-  }, 20_000);
 }
 
 t.test('tunnox server: /metrics after tunnels, API calls and a failed tunnel', async (t) => {
@@ -81,7 +73,7 @@ t.test('tunnox server: /metrics after tunnels, API calls and a failed tunnel', a
   }
   const publicPort = pub.body.public_port as number;
   // Told by the gauge, not by a probe connection: a probe would be a visitor, and a tunnel, too.
-  const base = await settled(metrics, 'the public port open', (s) => metricValue(s, 'tunnox_edge_public_listeners') === 1);
+  const base = await scrapeUntil(metrics, 'the public port open', (s) => metricValue(s, 'tunnox_edge_public_listeners') === 1);
   const delta = (s: Sample[], name: string, labels: Record<string, string> = {}): number => metricValue(s, name, labels) - metricValue(base, name, labels);
 
   const run = async (port: number): Promise<void> => {
@@ -91,7 +83,7 @@ t.test('tunnox server: /metrics after tunnels, API calls and a failed tunnel', a
   await run(localPort);
   await run(publicPort);
 
-  const s = await settled(metrics, 'both kinds of tunnel counted and ended', (s) =>
+  const s = await scrapeUntil(metrics, 'both kinds of tunnel counted and ended', (s) =>
     delta(s, 'tunnox_edge_tunnels_opened_total', { kind: 'public' }) >= TRANSFERS &&
     delta(s, 'tunnox_edge_tunnels_opened_total', { kind: 'client' }) >= TRANSFERS &&
     metricValue(s, 'tunnox_edge_tunnels_active') === 0,
@@ -108,7 +100,7 @@ t.test('tunnox server: /metrics after tunnels, API calls and a failed tunnel', a
   t.ok(metricValue(s, 'tunnox_edge_config_push_duration_seconds_count', { outcome: 'applied' }) >= 2, 'config pushes were timed');
   t.ok(metricValue(s, 'tunnox_eventstore_append_duration_seconds_count', { store: 'postgres', outcome: 'ok' }) >= 5, 'appends to the PostgreSQL event log were timed');
   t.ok(metricValue(s, 'process_resident_memory_bytes') > 0, 'the default process metrics are there');
-  const caughtUp = await settled(metrics, 'projector caught up', (s) => metricValue(s, 'tunnox_projector_lag_events', { projection: 'read-models' }) === 0);
+  const caughtUp = await scrapeUntil(metrics, 'projector caught up', (s) => metricValue(s, 'tunnox_projector_lag_events', { projection: 'read-models' }) === 0);
   t.ok(metricValue(caughtUp, 'tunnox_projector_position', { projection: 'read-models' }) > 0, 'projector position is past the events written');
   t.equal(metricValue(caughtUp, 'tunnox_projector_lag_seconds', { projection: 'read-models' }), 0, 'no lag in seconds once caught up');
 
@@ -132,7 +124,7 @@ t.test('tunnox server: /metrics after tunnels, API calls and a failed tunnel', a
   await targetAgent.stop();
   await eventually('target offline', async () => (await server.api('GET', `/api/v1/clients/${tgt.client_id}`)).body.status === 'offline');
   await transfer(publicPort, 1024).catch(() => undefined); // reset by the edge
-  const failed = await settled(metrics, 'failed tunnel counted', (s) => metricValue(s, 'tunnox_edge_tunnels_failed_total') >= 1);
+  const failed = await scrapeUntil(metrics, 'failed tunnel counted', (s) => metricValue(s, 'tunnox_edge_tunnels_failed_total') >= 1);
   t.equal(metricValue(failed, 'tunnox_edge_tunnels_failed_total', { code: 'TNX_TUNNEL_TARGET_OFFLINE' }), 1, 'one tunnel failed: target offline');
   t.equal(metricValue(failed, 'tunnox_edge_agents_connected'), 1, 'one agent connected now');
   t.equal(delta(failed, 'tunnox_edge_tunnels_opened_total'), 2 * TRANSFERS, 'a failed tunnel is not an opened one');
@@ -141,82 +133,4 @@ t.test('tunnox server: /metrics after tunnels, API calls and a failed tunnel', a
   t.equal(notFound.status, 404, 'only /metrics is served there');
   for (const p of procs) await p.stop();
   t.equal(await server.proc.stop(), 0, 'server exits 0 on SIGTERM');
-});
-
-t.test('cluster roles: edge, api and projector metrics; a taken metrics port fails the start', async (t) => {
-  const dir = await tempDir('tnx-e2e-metrics-cluster');
-  t.teardown(() => dir.remove());
-  const cluster = await startCluster({ edges: ['127.0.0.1', '127.0.0.2'], metrics: true });
-  t.teardown(() => cluster.close());
-  const [e1, e2] = cluster.edges as [EdgeHandle, EdgeHandle];
-  const apiMetrics = cluster.apiMetrics!;
-  const projectorMetrics = cluster.projectorMetrics!;
-  t.ok(e1.metrics && e2.metrics && apiMetrics && projectorMetrics, 'every process reports its metrics address');
-  t.equal(e2.metrics!.split(':')[0], '127.0.0.2', 'the edge on 127.0.0.2 serves its metrics there');
-
-  const user = (await cluster.api('POST', '/api/v1/users', { username: 'ops', email: 'ops@example.com' })).body.user_id as number;
-  const client = async (name: string): Promise<Client> => (await cluster.api('POST', '/api/v1/clients', { user_id: user, client_name: name })).body;
-  const src = await client('source');
-  const tgt = await client('target');
-  const agents: Proc[] = [];
-  t.teardown(() => Promise.all(agents.map((a) => a.stop())));
-  const agent = (c: Client, edge: EdgeHandle, name: string): void => {
-    agents.push(spawnTunnox(['client', '--server', edge.controlAddress, '--client-id', String(c.client_id), '--auth-code', c.auth_code, '--credentials', join(dir.path, `${name}.json`)]));
-  };
-  agent(src, e1, 'source');
-  agent(tgt, e2, 'target');
-  for (const [c, e] of [[src, e1], [tgt, e2]] as const) {
-    await eventually(`client ${c.client_id} online on ${e.nodeId}`, async () => {
-      const r = (await cluster.api('GET', `/api/v1/clients/${c.client_id}`)).body;
-      return r.status === 'online' && r.node_id === e.nodeId;
-    }, 30_000);
-  }
-  const service = await startTransferTarget(SIZE);
-  t.teardown(() => service.close());
-  const localPort = await freePort();
-  const c2c = await cluster.api('POST', '/api/v1/mappings', {
-    user_id: user, source_client_id: src.client_id, target_client_id: tgt.client_id, protocol: 'tcp', target_host: '127.0.0.1', target_port: service.port, local_port: localPort,
-  });
-  await eventually('mapping active', async () => (await cluster.api('GET', `/api/v1/mappings/${c2c.body.mapping_id}`)).body.status === 'active', 30_000);
-  const results = await Promise.all(Array.from({ length: TRANSFERS }, () => transfer(localPort, SIZE)));
-  t.equal(results.filter((r) => r.received === service.results.get(r.id)?.sent).length, TRANSFERS, `${TRANSFERS} transfers across the bridge byte-exact`);
-
-  // The source agent's edge: client tunnels, through its bridge pool to the other edge.
-  const m1 = await settled(e1.metrics!, 'edge 1 counted the tunnels', (s) => metricValue(s, 'tunnox_edge_tunnels_opened_total', { kind: 'client' }) >= TRANSFERS && metricValue(s, 'tunnox_edge_tunnels_active') === 0);
-  t.equal(metricValue(m1, 'tunnox_edge_tunnels_opened_total', { kind: 'client' }), TRANSFERS, `${e1.nodeId}: ${TRANSFERS} client tunnels`);
-  t.equal(metricValue(m1, 'tunnox_edge_tunnel_bytes_total', { kind: 'client', direction: 'to_target' }), TRANSFERS * (ID + SIZE), `${e1.nodeId}: bytes to the target`);
-  t.equal(metricValue(m1, 'tunnox_edge_tunnel_bytes_total', { kind: 'client', direction: 'to_visitor' }), TRANSFERS * SIZE, `${e1.nodeId}: bytes back`);
-  t.equal(metricValue(m1, 'tunnox_edge_agents_connected'), 1, `${e1.nodeId}: one agent`);
-  const peer = m1.find((x) => x.name === 'tunnox_bridge_pool_connections')?.labels.peer;
-  t.match(peer, /^127\.0\.0\.2:\d+$/, `${e1.nodeId}'s bridge pool has a connection to the other edge`);
-  t.ok(metricValue(m1, 'tunnox_bridge_pool_connections', { peer: peer! }) >= 1, 'at least one pooled connection');
-  t.equal(metricValue(m1, 'tunnox_bridge_pool_streams'), 0, 'no stream open once the tunnels ended');
-  t.ok(m1.some((x) => x.name === 'tunnox_bridge_window_stalls_total' && x.labels.direction === 'send'), 'window stalls are exported');
-  t.equal(metricValue(m1, 'tunnox_build_info', { role: 'edge' }), 1);
-
-  // The target agent's edge: the same tunnels arrived over the bridge.
-  const m2 = await settled(e2.metrics!, 'edge 2 counted the tunnels', (s) => metricValue(s, 'tunnox_edge_tunnels_opened_total', { kind: 'bridge' }) >= TRANSFERS && metricValue(s, 'tunnox_edge_tunnels_active') === 0);
-  t.equal(metricValue(m2, 'tunnox_edge_tunnels_opened_total', { kind: 'bridge' }), TRANSFERS, `${e2.nodeId}: ${TRANSFERS} bridged tunnels`);
-  t.equal(metricValue(m2, 'tunnox_edge_tunnel_bytes_total', { kind: 'bridge', direction: 'to_target' }), TRANSFERS * (ID + SIZE), `${e2.nodeId}: bytes to the target`);
-  t.equal(metricValue(m2, 'tunnox_edge_tunnel_bytes_total', { kind: 'bridge', direction: 'to_visitor' }), TRANSFERS * SIZE, `${e2.nodeId}: bytes back`);
-  t.ok(metricValue(m2, 'tunnox_edge_config_push_duration_seconds_count', { outcome: 'applied' }) >= 1, `${e2.nodeId}: config pushes timed`);
-
-  // The API process: N requests on one route; its appends go to JetStream.
-  const route = '/api/v1/clients/:client_id';
-  const before = metricValue(await scrape(apiMetrics), 'tunnox_api_request_duration_seconds_count', { method: 'GET', route, status_code: '200' });
-  for (let i = 0; i < API_CALLS; i++) await cluster.api('GET', `/api/v1/clients/${src.client_id}`);
-  const a = await scrape(apiMetrics);
-  t.equal(metricValue(a, 'tunnox_api_request_duration_seconds_count', { method: 'GET', route, status_code: '200' }) - before, API_CALLS, `${API_CALLS} more GETs counted`);
-  t.ok(metricValue(a, 'tunnox_eventstore_append_duration_seconds_count', { store: 'jetstream', outcome: 'ok' }) >= 4, 'the API timed its JetStream appends');
-  t.equal(metricValue(a, 'tunnox_build_info', { role: 'api' }), 1);
-  t.notOk(a.some((x) => x.name.startsWith('tunnox_edge_')), 'the API process exports no edge series');
-
-  const p = await settled(projectorMetrics, 'projector caught up', (s) => metricValue(s, 'tunnox_projector_lag_events') === 0 && metricValue(s, 'tunnox_projector_position') > 0);
-  t.equal(metricValue(p, 'tunnox_projector_lag_seconds', { projection: 'read-models' }), 0, 'projector: no lag');
-  t.equal(metricValue(p, 'tunnox_build_info', { role: 'projector' }), 1);
-
-  // Two processes on one metrics port: the second one says so and exits.
-  const clash = spawnTunnox(['projector', '--nats', 'nats://127.0.0.1:4222', '--stream', cluster.stream, '--subject-prefix', cluster.prefix, '--database', cluster.databaseUrl, '--metrics-port', projectorMetrics.split(':')[1]!]);
-  t.equal(await clash.exited, 1, 'a second process on a taken metrics port exits 1');
-  t.ok(clash.lines.some((l) => l.includes('cannot serve metrics on 127.0.0.1:') && l.includes('--metrics-port')), 'and says which flag to change');
 });
