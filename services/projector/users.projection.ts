@@ -20,5 +20,16 @@ export const usersProjection: Projection = {
         .onConflict((oc) => oc.column('user_id').doNothing())
         .execute();
     },
+    async UserUpdated(tx, event) {
+      const d = event.data;
+      await tx
+        .updateTable('users')
+        .set({ username: d.username, email: d.email, version: event.version, updated_at: event.occurred_at })
+        .where('user_id', '=', d.user_id)
+        .execute();
+    },
+    async UserDeleted(tx, event) {
+      await tx.deleteFrom('users').where('user_id', '=', event.data.user_id).execute();
+    },
   },
 };

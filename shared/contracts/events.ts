@@ -18,6 +18,11 @@ export const UserCreated = z.object({
   status: z.enum(['active', 'disabled']),
 });
 
+/** PATCH /users/{id}: the user's username and email after the change. */
+export const UserUpdated = z.object({ user_id: Id, username: z.string().min(1), email: z.string().min(3) });
+/** The user is gone for good; its clients and mappings are deleted as cascades, its id never reused. */
+export const UserDeleted = z.object({ user_id: Id });
+
 export const ClientRegistered = z.object({
   client_id: Id,
   client_type: z.enum(['managed', 'anonymous']),
@@ -169,10 +174,14 @@ export const AccountSlotFreed = AccountSnapshot.extend({ kind: z.enum(['client',
  * so usernames are unique regardless of case, decided on one aggregate per name.
  */
 export const UsernameClaimed = z.object({ username: z.string().min(1), user_id: Id });
+/** The holder renamed or was deleted: the name is free again. */
+export const UsernameReleased = z.object({ username: z.string().min(1), user_id: Id });
 
 export const EVENT_SCHEMAS = {
   IdAllocated: { version: 1, schema: IdAllocated },
   UserCreated: { version: 1, schema: UserCreated },
+  UserUpdated: { version: 1, schema: UserUpdated },
+  UserDeleted: { version: 1, schema: UserDeleted },
   ClientRegistered: { version: 1, schema: ClientRegistered },
   ClientDisabled: { version: 1, schema: ClientDisabled },
   ClientEnabled: { version: 1, schema: ClientEnabled },
@@ -194,6 +203,7 @@ export const EVENT_SCHEMAS = {
   AccountSlotTaken: { version: 1, schema: AccountSlotTaken },
   AccountSlotFreed: { version: 1, schema: AccountSlotFreed },
   UsernameClaimed: { version: 1, schema: UsernameClaimed },
+  UsernameReleased: { version: 1, schema: UsernameReleased },
 } as const;
 
 export type EventType = keyof typeof EVENT_SCHEMAS;

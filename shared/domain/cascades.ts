@@ -4,6 +4,7 @@ import { loadAccount } from './account/account.commands.js';
 import { deleteClient, loadClient } from './client/client.commands.js';
 import { DOMAIN_ERRORS } from './errors.js';
 import { deleteMapping, loadMapping } from './mapping/mapping.commands.js';
+import { deleteUserRecord, loadUser } from './user/user.commands.js';
 
 /**
  * DELETE /clients/{id}: records ClientDeleted (which ends the agent's session and revokes its
@@ -52,4 +53,54 @@ async function cascade(store: EventStore, clientId: number, meta: CommandMetadat
     }
   }
   return { position, deleted };
+}
+
+/**
+ * DELETE /users/{id}: UserDeleted (the username is freed with it), then, caused by it, every
+ * client of the user (each with its own cascade: its mappings) and any mapping left. Found on
+ * the user's account aggregate. A crash part-way leaves some; deleting the user again (a 404 as
+ * usual) finishes first.
+ */
+export async function deleteUserAndEverything(
+  store: EventStore,
+  input: { userId: number; expectedVersion?: number },
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
+  let position: number;
+  let cascadeMeta = meta;
+  try {
+    const res = await deleteUserRecord(store, input, meta);
+    position = res.position;
+    if (res.eventId) cascadeMeta = { ...meta, causationId: res.eventId };
+  } catch (err) {
+    if ((err as { code?: unknown }).code === DOMAIN_ERRORS.userNotFound && isDeleted(await loadUser(store, input.userId))) {
+      await userCascade(store, input.userId, meta);
+    }
+    throw err;
+  }
+  return { position: Math.max(position, await userCascade(store, input.userId, cascadeMeta)) };
+}
+
+async function userCascade(store: EventStore, userId: number, meta: CommandMetadata): Promise<number> {
+  let position = 0;
+  const account = await loadAccount(store, userId);
+  for (const clientId of account.clients) {
+    try {
+      position = Math.max(position, (await deleteClientAndItsMappings(store, { clientId }, meta)).position);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== DOMAIN_ERRORS.clientNotFound) throw err;
+    }
+  }
+  for (const mappingId of (await loadAccount(store, userId)).mappings) {
+    try {
+      position = Math.max(position, (await deleteMapping(store, { mappingId }, meta)).position);
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== DOMAIN_ERRORS.mappingNotFound) throw err;
+    }
+  }
+  return position;
+}
+
+function isDeleted(state: { exists: boolean; deleted?: true }): boolean {
+  return !state.exists && state.deleted === true;
 }

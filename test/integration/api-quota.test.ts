@@ -221,6 +221,44 @@ function suite(name: string, open: Open): void {
       t.equal((await h.send('DELETE', `/api/v1/clients/${b}`)).status, 404, 'deleting again is a 404');
     });
 
+    t.test('PATCH /users renames (the old name is free again); DELETE /users removes the user with its clients and mappings', async (t) => {
+      const h = await harness(t, open);
+      const u = (await h.send('POST', '/api/v1/users', { username: 'Old', email: 'old@example.com' })).json.user_id;
+      const other = (await h.send('POST', '/api/v1/users', { username: 'other', email: 'o@example.com' })).json.user_id;
+      t.equal((await h.send('PATCH', `/api/v1/users/${u}`, { username: 'OTHER' })).status, 409, 'a taken name, whatever the case');
+      const renamed = await h.send('PATCH', `/api/v1/users/${u}`, { username: 'New', email: 'new@example.com' });
+      t.equal(renamed.status, 200);
+      t.match(renamed.json, { username: 'New', email: 'new@example.com' });
+      t.equal(renamed.headers['etag'], 'W/"2"');
+      t.equal((await h.send('PATCH', `/api/v1/users/${u}`, { email: 'not-an-address' })).json.field, 'email');
+      t.equal((await h.send('PATCH', `/api/v1/users/${u}`, {})).status, 400);
+      t.equal((await h.send('POST', '/api/v1/users', { username: 'old', email: 'x@example.com' })).status, 201, 'the old name is free again');
+
+      const a = (await h.send('POST', '/api/v1/clients', { user_id: u, client_name: 'a' })).json.client_id;
+      const b = (await h.send('POST', '/api/v1/clients', { user_id: u, client_name: 'b' })).json.client_id;
+      const keep = (await h.send('POST', '/api/v1/clients', { user_id: other, client_name: 'keep' })).json.client_id;
+      const m = await h.send('POST', '/api/v1/mappings', { user_id: u, source_client_id: a, target_client_id: b, protocol: 'tcp', target_host: '127.0.0.1', target_port: 22, local_port: 6001 });
+      t.equal(m.status, 201);
+      const stale = await h.app.inject({ method: 'DELETE', url: `/api/v1/users/${u}`, headers: { ...AUTH, 'if-match': 'W/"1"' } });
+      t.equal(stale.statusCode, 412);
+      t.equal((await h.send('DELETE', `/api/v1/users/${u}`)).status, 204);
+      t.equal((await h.send('GET', `/api/v1/users/${u}`)).status, 404);
+      t.equal((await h.send('GET', `/api/v1/clients/${a}`)).status, 404);
+      t.equal((await h.send('GET', `/api/v1/clients/${b}`)).status, 404);
+      t.equal((await h.send('GET', `/api/v1/mappings/${m.json.mapping_id}`)).status, 404);
+      t.equal((await h.send('GET', `/api/v1/clients/${keep}`)).status, 200, "another user's client stays");
+      t.equal((await h.send('POST', '/api/v1/clients', { user_id: u, client_name: 'late' })).status, 422, 'no client for a deleted user');
+      t.equal((await h.send('POST', '/api/v1/users', { username: 'new', email: 'n@example.com' })).status, 201, 'its username is free');
+      t.equal((await h.send('DELETE', `/api/v1/users/${u}`)).status, 404);
+      const events = await h.store.readAll(0, 10_000);
+      const cause = events.find((e) => e.type === 'UserDeleted')!;
+      t.same(
+        events.filter((e) => e.causation_id === cause.id).map((e) => e.type).sort(),
+        ['ClientDeleted', 'ClientDeleted', 'UsernameReleased'],
+        'the cascades name UserDeleted as their cause',
+      );
+    });
+
     t.test('usernames are unique regardless of case, also under a race', async (t) => {
       const h = await harness(t, open);
       t.equal((await h.send('POST', '/api/v1/users', { username: 'John', email: 'j1@example.com' })).status, 201);

@@ -8,7 +8,7 @@ import { userDecider, type UserState } from './user.decider.js';
 import { usernameDecider, usernameKey } from './username.decider.js';
 import { setQuota } from '../account/account.commands.js';
 import { TIERS, type Quota } from '../account/account.decider.js';
-import { DomainError } from '../../platform/errors.js';
+import { DomainError, NotFoundError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS } from '../errors.js';
 
 export interface CreateUserInput {
@@ -86,4 +86,72 @@ export async function createUser(store: EventStore, input: CreateUserInput, meta
 
 export async function loadUser(store: EventStore, userId: number): Promise<UserState> {
   return (await loadAggregate(store, userStream(userId), userDecider)).state;
+}
+
+async function releaseUsername(store: EventStore, username: string, userId: number, meta: CommandMetadata): Promise<{ position: number }> {
+  const res = await handleCommand(
+    store,
+    usernameStream(username),
+    usernameDecider,
+    { type: 'ReleaseUsername', data: { username, user_id: userId } },
+    meta,
+    { lastEventOnly: true },
+  );
+  return { position: res.position };
+}
+
+/**
+ * PATCH /users/{id}. A new username is claimed first (409 if taken), then UserUpdated, then the
+ * old name is released (caused by UserUpdated). A crash before the release keeps the old name
+ * held by this user; the same rename again finishes it.
+ */
+export async function updateUser(
+  store: EventStore,
+  input: { userId: number; username?: string; email?: string; expectedVersion?: number },
+  meta: CommandMetadata,
+): Promise<{ position: number }> {
+  const before = await loadUser(store, input.userId);
+  if (!before.exists) throw new NotFoundError(DOMAIN_ERRORS.userNotFound, `user ${input.userId} not found`);
+  const renamed = input.username !== undefined && input.username.toLowerCase() !== before.username.toLowerCase();
+  if (renamed) await claimUsername(store, input.username!, input.userId, meta);
+  const res = await handleCommand(
+    store,
+    userStream(input.userId),
+    userDecider,
+    {
+      type: 'UpdateUser',
+      data: { user_id: input.userId, ...(input.username === undefined ? {} : { username: input.username }), ...(input.email === undefined ? {} : { email: input.email }) },
+    },
+    meta,
+    input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion },
+  );
+  let position = res.position;
+  if (renamed) {
+    const cause = res.event ? { causationId: res.event.id } : {};
+    position = Math.max(position, (await releaseUsername(store, before.username, input.userId, { ...meta, ...cause })).position);
+  }
+  return { position };
+}
+
+/** Records UserDeleted and frees the username; the clients and mappings go in cascades.ts. */
+export async function deleteUserRecord(
+  store: EventStore,
+  input: { userId: number; expectedVersion?: number },
+  meta: CommandMetadata,
+): Promise<{ position: number; eventId: string | undefined; username: string | undefined }> {
+  const res = await handleCommand(
+    store,
+    userStream(input.userId),
+    userDecider,
+    { type: 'DeleteUser', data: { user_id: input.userId } },
+    meta,
+    input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion },
+  );
+  const state = res.state;
+  const username = !state.exists && state.deleted ? state.username : undefined;
+  let position = res.position;
+  if (username !== undefined) {
+    position = Math.max(position, (await releaseUsername(store, username, input.userId, { ...meta, ...(res.event ? { causationId: res.event.id } : {}) })).position);
+  }
+  return { position, eventId: res.event?.id, username };
 }

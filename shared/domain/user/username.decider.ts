@@ -25,12 +25,21 @@ export type ClaimUsername = {
   readonly type: 'ClaimUsername';
   readonly data: { readonly username: string; readonly user_id: number; readonly vacantHolder?: number };
 };
-export type UsernameCommand = ClaimUsername;
+export type ReleaseUsername = { readonly type: 'ReleaseUsername'; readonly data: { readonly username: string; readonly user_id: number } };
+export type UsernameCommand = ClaimUsername | ReleaseUsername;
 
 export const usernameDecider: Decider<UsernameState, UsernameCommand> = {
   initialState: () => ({ heldBy: null }),
-  evolve: (state, event: TypedStoredEvent): UsernameState => (event.type === 'UsernameClaimed' ? { heldBy: event.data.user_id } : state),
+  evolve: (state, event: TypedStoredEvent): UsernameState => {
+    if (event.type === 'UsernameClaimed') return { heldBy: event.data.user_id };
+    if (event.type === 'UsernameReleased' && state.heldBy === event.data.user_id) return { heldBy: null };
+    return state;
+  },
   decide: (command, state): DomainEvent[] => {
+    if (command.type === 'ReleaseUsername') {
+      // Only the holder releases; anything else is a repeated release (nothing to do).
+      return state.heldBy === command.data.user_id ? [{ type: 'UsernameReleased', data: command.data }] : [];
+    }
     const { username, user_id, vacantHolder } = command.data;
     if (state.heldBy === user_id) return [];
     if (state.heldBy !== null && state.heldBy !== vacantHolder) {

@@ -6,13 +6,14 @@ import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
 import { waitForProjection } from '../../readYourWrites.js';
-import { COMMON_PROBLEMS, ProblemSchema, UserIdParam, etag } from '../../schemas.js';
+import { COMMON_PROBLEMS, IfMatchHeader, ProblemSchema, UserId, UserIdParam, etag, ifMatchVersion } from '../../schemas.js';
 import { findUser, listUsers } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
-import { CreateUserBody, PutQuotaBody, QuotaView, UserAccepted, UserView, userView } from './schemas.js';
+import { CreateUserBody, PatchUserBody, PutQuotaBody, QuotaView, UserAccepted, UserView, userView } from './schemas.js';
 import { TIERS, type AccountState } from '../../../../shared/domain/account/account.decider.js';
 import { loadAccount, resolveQuota, setQuota } from '../../../../shared/domain/account/account.commands.js';
-import { loadUser } from '../../../../shared/domain/user/user.commands.js';
+import { loadUser, updateUser } from '../../../../shared/domain/user/user.commands.js';
+import { deleteUserAndEverything } from '../../../../shared/domain/cascades.js';
 
 export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
   app.post(
@@ -115,6 +116,62 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
       await setQuota(deps.store, { userId, quota }, commandMeta(request));
       const account = await loadAccount(deps.store, userId);
       return reply.header('etag', etag(account.version)).send(quotaView(userId, account));
+    },
+  );
+
+  app.patch(
+    '/users/:user_id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Change a user\'s username (unique regardless of case) or email',
+        params: userParams,
+        headers: IfMatchHeader,
+        body: PatchUserBody,
+        response: { 200: UserView, 202: UserAccepted, ...COMMON_PROBLEMS, 404: ProblemSchema, 409: ProblemSchema, 412: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const userId = request.params.user_id;
+      const expectedVersion = ifMatchVersion(request.headers['if-match']);
+      const { position } = await updateUser(
+        deps.store,
+        { userId, ...request.body, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        commandMeta(request),
+      );
+      const row = (await waitForProjection(deps, position)) ? await findUser(deps.db, userId) : undefined;
+      if (!row) return reply.code(202).header('location', `/api/v1/users/${userId}`).send({ user_id: userId });
+      return reply.header('etag', etag(row.version)).send(userView(row));
+    },
+  );
+
+  app.delete(
+    '/users/:user_id',
+    {
+      schema: {
+        tags: ['users'],
+        summary: 'Delete a user with every client and mapping it has (cascades caused by UserDeleted); its username is free again',
+        params: userParams,
+        headers: IfMatchHeader,
+        response: {
+          204: z.null().describe('Deleted, and the read models no longer show it'),
+          202: z.object({ user_id: UserId }).describe('Deleted; the read models have not caught up yet'),
+          ...COMMON_PROBLEMS,
+          404: ProblemSchema,
+          412: ProblemSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      const userId = request.params.user_id;
+      const expectedVersion = ifMatchVersion(request.headers['if-match']);
+      const { position } = await deleteUserAndEverything(
+        deps.store,
+        { userId, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        commandMeta(request),
+      );
+      if (!(await waitForProjection(deps, position))) return reply.code(202).send({ user_id: userId });
+      return reply.code(204).send(null);
     },
   );
 };

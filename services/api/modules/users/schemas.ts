@@ -10,6 +10,10 @@ export const CreateUserBody = z.strictObject({
   tier: NamedTier.optional().describe("the user's quota tier (default: the server's --default-tier)"),
 });
 
+export const PatchUserBody = z
+  .strictObject({ username: Username.optional(), email: z.email().max(254).optional() })
+  .refine((b) => b.username !== undefined || b.email !== undefined, { message: 'name at least one of username, email' });
+
 const LimitIn = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).nullable();
 const LimitOut = z.number().int().nullable();
 
