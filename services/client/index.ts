@@ -19,7 +19,7 @@ export type { AgentMapping } from '../../shared/wire/messages.js';
 /** Reported to the edge in the handshake. */
 export const AGENT_VERSION = '0.1.0';
 /** What this agent understands beyond protocol version 1 (Handshake.features). */
-export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken, AgentFeature.EdgeEnd, AgentFeature.Drain];
+export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken, AgentFeature.EdgeEnd, AgentFeature.Drain, AgentFeature.TunnelKey];
 
 export interface AgentOptions {
   /**
@@ -345,6 +345,8 @@ class Agent {
         edgeHost: edge.host,
         edgePort: edge.port,
         clientId: resp.client_id,
+        // Tunnels through this edge are bound to this session (an older edge issues no key).
+        ...(resp.tunnel_key ? { session: { id: resp.session_id, tunnelKey: resp.tunnel_key } } : {}),
         clockOffsetMs,
         timeoutMs,
         attestEnd: (tunnelId, role) => this.attestEnd(link, tunnelId, role),

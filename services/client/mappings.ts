@@ -14,6 +14,8 @@ export interface TunnelContext {
   edgeHost: string;
   edgePort: number;
   clientId: number;
+  /** The session's id and tunnel key, when its edge issued one: tunnel opens are bound to them. */
+  session?: { id: string; tunnelKey: string };
   clockOffsetMs: number;
   timeoutMs: number;
   /** Sends TunnelEnd to this edge: this agent's half of a tunnel through it ended cleanly. */
@@ -122,7 +124,7 @@ export class MappingRuntime {
     }
     // The target service may speak first (SSH/MySQL banners): hold it until the tunnel is acked.
     local.pause();
-    const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId: req.tunnel_id, role: 'target' });
+    const dial = dialTunnel({ ...this.tunnelParams(tunnel, r.mapping), tunnelId: req.tunnel_id, role: 'target', ticket: req.ticket });
     this.bridge(r, local, dial, tunnel, 'target', ctx);
     return { ok: true };
   }
@@ -252,6 +254,7 @@ export class MappingRuntime {
       edgePort: t.edgePort,
       mappingId: m.mapping_id,
       secretKey: m.secret_key,
+      session: t.session,
       clientId: t.clientId,
       clockOffsetMs: t.clockOffsetMs,
       timeoutMs: t.timeoutMs,

@@ -4,13 +4,21 @@ import { TunnoxError } from '../../shared/platform/errors.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
 import { decodeMessage, encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
-import { computeProof, newNonce } from '../../shared/wire/proof.js';
+import { computeProof, computeSessionProof, newNonce } from '../../shared/wire/proof.js';
 
 export interface TunnelDialParams {
   edgeHost: string;
   edgePort: number;
   mappingId: number;
   secretKey: string;
+  /**
+   * The control session the tunnel belongs to and its tunnel key (HandshakeResp): the proof is
+   * bound to them. Without a key (an edge that issued none, a release before session-bound
+   * tunnels) the legacy proof of the mapping secret alone is sent.
+   */
+  session?: { id: string; tunnelKey: string } | undefined;
+  /** Target half: the one-time ticket of the tunnel.open it answers. */
+  ticket?: string | undefined;
   tunnelId: string;
   role: 'source' | 'target';
   clientId: number;
@@ -27,8 +35,8 @@ export interface TunnelDial {
 }
 
 /**
- * Opens a tunnel connection: TunnelOpen with a proof of the mapping secret (the secret itself never
- * travels), then waits for the ack. After that the socket carries raw bytes only.
+ * Opens a tunnel connection: TunnelOpen with a proof of the session's tunnel key and the mapping
+ * secret (neither travels), then waits for the ack. After that the socket carries raw bytes only.
  */
 export function dialTunnel(p: TunnelDialParams): TunnelDial {
   const socket = connect({ host: p.edgeHost, port: p.edgePort, allowHalfOpen: true, noDelay: true });
@@ -44,7 +52,13 @@ export function dialTunnel(p: TunnelDialParams): TunnelDial {
     ts: Math.round(Date.now() + p.clockOffsetMs),
     nonce: newNonce(),
   };
-  socket.write(encodeMessage(PacketType.TunnelOpen, { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(p.secretKey, fields) }));
+  const open = p.session
+    ? (() => {
+        const bound = { ...fields, session_id: p.session.id, ...(p.ticket !== undefined ? { ticket: p.ticket } : {}) };
+        return { protocol_version: PROTOCOL_VERSION, ...bound, proof: computeSessionProof(p.session.tunnelKey, p.secretKey, bound) };
+      })()
+    : { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(p.secretKey, fields) };
+  socket.write(encodeMessage(PacketType.TunnelOpen, open));
   const decoder = new FrameDecoder();
   const ready = readFirstFrame(socket, decoder, p.timeoutMs).then(
     (frame) => {

@@ -73,6 +73,16 @@ export async function authenticate(hs: Handshake, deps: AuthDeps): Promise<Hands
       logReason: `unsupported protocol version ${hs.protocol_version}`,
     };
   }
+  if (!hs.features?.includes(AgentFeature.TunnelKey)) {
+    // Before any credential check or registration: such an agent could hold a session but never
+    // open a tunnel (a mapping secret alone opens none), so it is told to upgrade, and stops.
+    return {
+      ok: false,
+      code: WireErrorCode.ProtocolVersion,
+      message: `this edge binds tunnels to the agent's session (feature ${AgentFeature.TunnelKey}); upgrade the agent`,
+      logReason: `agent without the ${AgentFeature.TunnelKey} feature (an older release)`,
+    };
+  }
   if (hs.session_token !== undefined) return tokenLogin(hs, hs.session_token, deps);
   if (hs.client_id === undefined && hs.auth_code === undefined) {
     const admission = deps.admitAnonymous();

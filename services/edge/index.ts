@@ -8,6 +8,7 @@ import { FrameDecoder } from '../../shared/wire/codec.js';
 import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import { decodeMessage, encodeMessage, type ControlMessage, type Handshake } from '../../shared/wire/messages.js';
 import { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
+import { newTunnelKey } from '../../shared/wire/proof.js';
 import { SessionFacts } from './facts.js';
 import { authenticate, decoy, usedFeatures } from './handshake.js';
 import { PublicListeners } from './public.js';
@@ -195,6 +196,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const facts = new SessionFacts(store, nodeId, log);
   const broker = new TunnelBroker({
     findMapping: (mappingId) => view.mapping(mappingId),
+    mappingSecret: (mapping) => mapping.secret_key,
+    findClient: (clientId) => view.client(clientId),
     logger: log,
     warnings,
     findSession: (clientId) => sessions.get(clientId),
@@ -287,6 +290,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     const sessionTokens = tokens && features.has(AgentFeature.SessionToken) ? tokens : undefined;
     // Authenticated: from here on the agent may send frames of the full size.
     decoder.setMaxFrameSize(maxFrameSize);
+    const tunnelKey = newTunnelKey();
     const session = new ControlSession({
       clientId,
       clientType,
@@ -294,6 +298,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       epoch,
       ...(sessionTokens ? { tokenRefresh: { everyMs: Math.floor(sessionTokens.ttlMs / 2), issue: () => sessionTokens.issue(clientId, epoch) } } : {}),
       sessionId: randomUUID(),
+      tunnelKey,
       remoteAddr,
       socket,
       decoder,
@@ -329,6 +334,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         // Every login gets a fresh token (rotation); the one presented, if any, is not reused.
         ...(sessionTokens ? { session_token: sessionTokens.issue(clientId, epoch) } : {}),
         ...usedFeatures(features),
+        // Every admitted agent declared AgentFeature.TunnelKey (authenticate refuses the others).
+        tunnel_key: tunnelKey.toString('hex'),
       }),
     );
     facts.connected(clientId, session.sessionId, remoteAddr);

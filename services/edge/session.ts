@@ -27,6 +27,11 @@ export interface ControlSessionOptions {
    */
   tokenRefresh?: { everyMs: number; issue: () => string };
   sessionId: string;
+  /**
+   * This session's tunnel key (HandshakeResp.tunnel_key): every TunnelOpen of the session is MACed
+   * with it, so tunnels open only while the session lives. Memory only; never logged.
+   */
+  tunnelKey: Buffer;
   remoteAddr: string;
   socket: Socket;
   decoder: FrameDecoder;
@@ -104,6 +109,7 @@ export class ControlSession {
   readonly features: ReadonlySet<string>;
   readonly epoch: number;
   readonly sessionId: string;
+  readonly tunnelKey: Buffer;
   readonly remoteAddr: string;
   private readonly log: Logger;
   private readonly channel: ControlChannel;
@@ -141,6 +147,7 @@ export class ControlSession {
     this.features = o.features ?? new Set();
     this.epoch = o.epoch ?? 0;
     this.sessionId = o.sessionId;
+    this.tunnelKey = o.tunnelKey;
     this.remoteAddr = o.remoteAddr;
     this.log = o.logger.child({ clientId: o.clientId, sessionId: o.sessionId });
     this.channel = new ControlChannel({

@@ -1,6 +1,6 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { MappingState as MappingRow } from './view/view.js';
+import type { ClientState as ClientRow, MappingState as MappingRow } from './view/view.js';
 import { closeAfterFlush } from '../../shared/net/frames.js';
 import { pipeSockets, resetStream as reset, type PipeOptions } from '../../shared/net/pipe.js';
 import { TunnoxError } from '../../shared/platform/errors.js';
@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/platform/logger.js';
 import { WireErrorCode } from '../../shared/wire/codes.js';
 import { encodeMessage, type TunnelEnd, type TunnelOpen } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
-import { ReplayGuard, verifyProof } from '../../shared/wire/proof.js';
+import { ReplayGuard, newTicket, sameHex, verifySessionProof } from '../../shared/wire/proof.js';
 import type { EdgeMetrics } from './metrics.js';
 import type { LogRationer } from './rate-limit.js';
 import type { ControlSession } from './session.js';
@@ -36,7 +36,10 @@ interface PendingTunnel {
   readonly mappingId: number;
   readonly targetClientId: number;
   readonly origin: Origin;
+  /** The target agent's session: the tunnel.open went there, and only its TunnelOpen pairs. */
   readonly session: ControlSession;
+  /** One-time: sent with the tunnel.open, presented by the target half, gone once paired. */
+  readonly ticket: string;
   readonly timer: NodeJS.Timeout;
   readonly onOriginClose: () => void;
 }
@@ -75,6 +78,10 @@ interface ActiveTunnel {
 export interface TunnelBrokerOptions {
   /** The mapping a TunnelOpen names, from the edge view (no database on this path). */
   findMapping: (mappingId: number) => MappingRow | undefined;
+  /** The mapping's secret, which agents got in their config (half of the tunnel-open proof's key). */
+  mappingSecret: (mapping: MappingRow) => string;
+  /** The client as the edge view has it now: a TunnelOpen is refused for one disabled, gone or revoked meanwhile. */
+  findClient: (clientId: number) => ClientRow | undefined;
   logger: Logger;
   /** The control session of a client connected to this edge, if any. */
   findSession: (clientId: number) => ControlSession | undefined;
@@ -185,18 +192,19 @@ export class TunnelBroker {
       this.refuse(socket, open.tunnel_id, WireErrorCode.EdgeInternal, 'edge could not load the mapping');
       return;
     }
-    const refusal = this.authorize(open, mapping);
-    if (refusal || !mapping) {
+    const verdict = this.authorize(open, mapping);
+    if (typeof verdict === 'string' || !mapping) {
       // One answer for every authorization failure; the reason goes to the log only.
-      this.warn(`tunnel refused: ${refusal ?? 'unknown mapping'}`, { ...ctx, remoteAddr: socket.remoteAddress });
-      this.refuse(socket, open.tunnel_id, WireErrorCode.TunnelRefused, 'tunnel refused');
+      const reason = typeof verdict === 'string' ? verdict : 'unknown mapping';
+      this.warn(`tunnel refused: ${reason}`, { ...ctx, remoteAddr: socket.remoteAddress });
+      this.refuse(socket, open.tunnel_id, WireErrorCode.TunnelRefused, verdict === NOT_BOUND ? NOT_BOUND_ANSWER : 'tunnel refused');
       return;
     }
     if (socket.destroyed || this.stopping) {
       socket.destroy();
       return;
     }
-    if (open.role === 'target') this.pairTarget(socket, early, open);
+    if (open.role === 'target') this.pairTarget(socket, early, open, verdict);
     else if (this.draining) this.refuse(socket, open.tunnel_id, WireErrorCode.EdgeDraining, 'edge draining: no new tunnels here');
     else this.start(open.tunnel_id, mapping, { kind: 'client', socket, early, clientId: open.client_id });
   }
@@ -278,18 +286,31 @@ export class TunnelBroker {
     }
   }
 
-  /** Returns why the open is not allowed, or null. Proof before replay check: junk never fills the guard. */
-  private authorize(open: TunnelOpen, mapping: MappingRow | undefined): string | null {
+  /**
+   * The live session of this edge the open belongs to, or why it is not allowed. A TunnelOpen is
+   * bound to a control session of its client that is open on this edge now: it names the session,
+   * and its proof is keyed by that session's tunnel key (and the mapping secret), so neither a
+   * mapping secret alone, nor a session that ended (kicked, disabled, deleted, replaced), opens a
+   * tunnel. Proof before replay check: junk never fills the guard.
+   */
+  private authorize(open: TunnelOpen, mapping: MappingRow | undefined): ControlSession | string {
     if (open.protocol_version !== PROTOCOL_VERSION) return `protocol version ${open.protocol_version} not supported`;
     if (!mapping) return 'unknown mapping';
     if (!mapping.enabled) return 'mapping disabled';
     const party = open.role === 'source' ? mapping.source_client_id : mapping.target_client_id;
     if (party !== open.client_id) return `client is not the mapping's ${open.role}`;
-    if (!verifyProof(mapping.secret_key, open, open.proof)) return 'bad proof';
+    if (open.session_id === undefined) return NOT_BOUND;
+    const session = this.o.findSession(open.client_id);
+    if (!session || session.closed || session.sessionId !== open.session_id) return 'no live session of this client with that session id on this edge';
+    if (!verifySessionProof(session.tunnelKey, this.o.mappingSecret(mapping), { ...open, session_id: open.session_id }, open.proof)) return 'bad proof';
     const replay = this.guard.check(open.ts, open.nonce);
     if (replay === 'stale') return 'timestamp outside the replay window (agent clock?)';
     if (replay === 'replayed') return 'replayed nonce';
-    return null;
+    // The session closes in the same tick its client's revocation reaches the view; this is the
+    // belt to those braces.
+    const client = this.o.findClient(open.client_id);
+    if (!client || !client.enabled || client.epoch !== session.epoch) return 'client disabled, deleted or revoked';
+    return session;
   }
 
   private start(tunnelId: string, mapping: MappingRow, origin: Origin, mayBridge = true): void {
@@ -316,6 +337,7 @@ export class TunnelBroker {
       targetClientId: mapping.target_client_id,
       origin,
       session,
+      ticket: newTicket(),
       timer: setTimeout(() => this.fail(p, WireErrorCode.TunnelTimeout, `target did not open within ${this.o.openTimeoutMs} ms`), this.o.openTimeoutMs),
       onOriginClose: () => {
         if (this.pending.get(tunnelId) !== p) return;
@@ -333,7 +355,7 @@ export class TunnelBroker {
       .configSettled()
       .then(() => {
         if (this.pending.get(tunnelId) !== p) return undefined; // failed or abandoned meanwhile
-        const request = { tunnel_id: tunnelId, mapping_id: mapping.mapping_id, target_host: mapping.target_host, target_port: mapping.target_port };
+        const request = { tunnel_id: tunnelId, mapping_id: mapping.mapping_id, target_host: mapping.target_host, target_port: mapping.target_port, ticket: p.ticket };
         return session.command('tunnel.open', request, this.o.openTimeoutMs);
       })
       .then((resp) => {
@@ -345,11 +367,22 @@ export class TunnelBroker {
       });
   }
 
-  private pairTarget(target: Socket, targetEarly: Buffer, open: TunnelOpen): void {
+  /**
+   * A target half: it pairs the pending tunnel of its id only if it comes from the session the
+   * tunnel.open went to and carries that request's ticket. The ticket is spent by pairing: a
+   * second TunnelOpen with it finds nothing. A wrong ticket leaves the pending tunnel alone, so a
+   * guess cannot take the real target half's place or cancel it.
+   */
+  private pairTarget(target: Socket, targetEarly: Buffer, open: TunnelOpen, session: ControlSession): void {
     const ctx = { mappingId: open.mapping_id, tunnelId: open.tunnel_id, clientId: open.client_id };
     const p = this.pending.get(open.tunnel_id);
     if (!p || p.mappingId !== open.mapping_id || p.targetClientId !== open.client_id) {
-      this.warn('tunnel refused: no pending tunnel with this id (expired or never requested)', ctx);
+      this.warn('tunnel refused: no pending tunnel with this id (expired, already paired or never requested)', ctx);
+      this.refuse(target, open.tunnel_id, WireErrorCode.TunnelRefused, 'tunnel refused');
+      return;
+    }
+    if (p.session !== session || open.ticket === undefined || !sameHex(p.ticket, open.ticket)) {
+      this.warn('tunnel refused: target half without the ticket its tunnel.open carried, or from another session', ctx);
       this.refuse(target, open.tunnel_id, WireErrorCode.TunnelRefused, 'tunnel refused');
       return;
     }
@@ -546,6 +579,11 @@ export class TunnelBroker {
 function noEnds(): Pick<ActiveTunnel, 'attested' | 'waits'> {
   return { attested: { source: false, target: false }, waits: { source: undefined, target: undefined } };
 }
+
+/** Why an older agent's TunnelOpen (no session id: the mapping secret alone) is refused. */
+const NOT_BOUND = 'TunnelOpen not bound to a session (an agent that predates session-bound tunnels)';
+/** Told to the agent, unlike the other reasons: it names nothing an attacker could learn from. */
+const NOT_BOUND_ANSWER = 'tunnel refused: this edge takes only session-bound tunnel opens; upgrade the agent';
 
 const WIRE_CODES: ReadonlySet<string> = new Set(Object.values(WireErrorCode));
 function isWireCode(code: string): code is WireErrorCode {

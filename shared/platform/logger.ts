@@ -9,6 +9,7 @@ export const REDACT_PATHS = [
   '*.authCode', '*.auth_code', '*.secret', '*.secretKey', '*.secret_key', '*.apiKey', '*.api_key', '*.proof',
   '*.*.auth_code', '*.*.secret_key', '*.*.authCode', '*.*.secretKey', 'mappings[*].secret_key', '*.mappings[*].secret_key',
   'session_token', 'sessionToken', '*.session_token', '*.sessionToken', 'payload.token', '*.payload.token',
+  'tunnel_key', 'tunnelKey', '*.tunnel_key', '*.tunnelKey', 'ticket', '*.ticket', 'payload.ticket', '*.payload.ticket',
 ];
 
 export interface LoggerConfig {

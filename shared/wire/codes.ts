@@ -66,5 +66,12 @@ export const AgentFeature = {
    * edge until its tunnels there have ended, and is told then.
    */
   Drain: 'drain',
+  /**
+   * The agent takes HandshakeResp.tunnel_key and binds every TunnelOpen to its live session with
+   * it (session_id plus a proof keyed by the session's tunnel key and the mapping secret), and
+   * presents the one-time ticket of a `tunnel.open` in its target half. Required: an edge refuses
+   * a handshake without it (a mapping secret alone opens no tunnel).
+   */
+  TunnelKey: 'tunnel_key',
 } as const;
 export type AgentFeature = (typeof AgentFeature)[keyof typeof AgentFeature];

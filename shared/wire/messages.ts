@@ -8,6 +8,11 @@ const ErrorBody = z.object({ code: z.string(), message: z.string() });
 /** Longest session token on the wire; it must fit the edge's pre-authentication frame cap. */
 export const MAX_SESSION_TOKEN_CHARS = 2048;
 const SessionToken = z.string().min(1).max(MAX_SESSION_TOKEN_CHARS);
+/** A session's tunnel key (32 random bytes), and a tunnel.open's one-time ticket (16), in hex. */
+const TunnelKey = z.string().regex(/^[0-9a-f]{64}$/);
+const Ticket = z.string().regex(/^[0-9a-f]{32}$/);
+/** Session ids are the edge's UUIDs; bounded and `|`-free, since they are MACed in the proof. */
+const SessionId = z.string().regex(/^[A-Za-z0-9-]{1,64}$/);
 
 /** Agent → edge, first frame of a control connection. No credentials = register anonymously. */
 export const Handshake = z.strictObject({
@@ -53,6 +58,12 @@ export const HandshakeResp = z.discriminatedUnion('ok', [
      * Absent = none (an older edge). session_token is confirmed by the token itself, not here.
      */
     features: z.array(z.string().max(32)).max(16).optional(),
+    /**
+     * Only to agents that declared AgentFeature.TunnelKey: this session's tunnel key. Every
+     * TunnelOpen of the session is MACed with it (shared/wire/proof.ts), so a tunnel opens only
+     * while the session lives. A credential: memory only, never logged.
+     */
+    tunnel_key: TunnelKey.optional(),
   }),
   z.strictObject({ ok: z.literal(false), error: ErrorBody }),
 ]);
@@ -91,6 +102,11 @@ export const TunnelRequest = z.strictObject({
   mapping_id: Id,
   target_host: z.string(),
   target_port: Port,
+  /**
+   * Only to agents that declared AgentFeature.TunnelKey: the one-time ticket the target half's
+   * TunnelOpen must carry. It pairs exactly this request, once.
+   */
+  ticket: Ticket.optional(),
 });
 
 /** Edge → agent commands; the agent answers each with a CommandResp carrying the same id. */
@@ -151,7 +167,12 @@ export const CommandResp = z.strictObject({
  */
 export const TunnelEnd = z.strictObject({ tunnel_id: z.string().min(1).max(64), role: z.enum(['source', 'target']) });
 
-/** First frame of a tunnel connection. proof = HMAC(mapping secret, canonical fields): see proof.ts. */
+/**
+ * First frame of a tunnel connection. With `session_id` (agents that declared
+ * AgentFeature.TunnelKey) the proof is keyed by that session's tunnel key and the mapping secret
+ * (proof.ts, computeSessionProof): the only kind an edge of this release accepts. Without it, the
+ * proof of older agents (the mapping secret alone), which such an edge refuses.
+ */
 export const TunnelOpen = z.strictObject({
   protocol_version: z.number().int().positive(),
   mapping_id: Id,
@@ -161,6 +182,10 @@ export const TunnelOpen = z.strictObject({
   ts: z.number().int(),
   nonce: z.string().regex(/^[0-9a-f]{32}$/),
   proof: z.string().regex(/^[0-9a-f]{64}$/),
+  /** The control session (HandshakeResp.session_id) this tunnel belongs to. */
+  session_id: SessionId.optional(),
+  /** Target half: the ticket of the `tunnel.open` it answers. */
+  ticket: Ticket.optional(),
 });
 
 export const TunnelOpenAck = z.discriminatedUnion('ok', [

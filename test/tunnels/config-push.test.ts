@@ -3,6 +3,7 @@ import { createServer } from 'node:net';
 import { mappingView } from '../../services/api/modules/mappings/schemas.js';
 import { findMapping } from '../../services/api/modules/mappings/queries.js';
 import { MAX_AGENT_ERROR_CHARS } from '../../shared/contracts/events.js';
+import { AgentFeature } from '../../shared/wire/codes.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import type { ControlMessage } from '../../shared/wire/messages.js';
 import { canConnect, createWorld, eventually, freePort, WirePeer, type World } from './world.js';
@@ -13,7 +14,7 @@ import { canConnect, createWorld, eventually, freePort, WirePeer, type World } f
  * read model (and so the API) as pending → active | error.
  */
 
-const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
+const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test', features: [AgentFeature.TunnelKey] };
 const FAST_RETRY = { minMs: 40, maxMs: 200 };
 
 async function login(w: World, clientId: number, authCode: string): Promise<WirePeer> {
@@ -219,7 +220,7 @@ t.test('after the first full config, changes go out as deltas on the acknowledge
   const m1 = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 22, publicPort: await freePort() });
   const m2 = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 23, publicPort: await freePort() });
   const peer = await WirePeer.connect(w.edge.controlPort);
-  peer.send(PacketType.Handshake, { ...HELLO, client_id: b.clientId, auth_code: b.authCode, features: ['config_delta'] });
+  peer.send(PacketType.Handshake, { ...HELLO, client_id: b.clientId, auth_code: b.authCode, features: [AgentFeature.TunnelKey, 'config_delta'] });
   t.match(await peer.next(), { type: PacketType.HandshakeResp, body: { ok: true } });
 
   const first = await nextCommand(peer);

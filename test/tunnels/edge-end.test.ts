@@ -353,7 +353,11 @@ async function rawAgent(w: World, c: { clientId: number; authCode: string }, fea
 async function answerTunnel(w: World, s: Session, clientId: number, secret: string) {
   const cmd = await s.peer.next();
   if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error(`expected tunnel.open, got ${JSON.stringify(cmd)}`);
-  const tun = await rawTunnel(w.edge.controlPort, { mapping_id: cmd.body.payload.mapping_id, tunnel_id: cmd.body.payload.tunnel_id, role: 'target', client_id: clientId }, secret);
+  const tun = await rawTunnel(
+    w.edge.controlPort,
+    { mapping_id: cmd.body.payload.mapping_id, tunnel_id: cmd.body.payload.tunnel_id, role: 'target', client_id: clientId },
+    { secret, session: s.peer.session, ticket: cmd.body.payload.ticket },
+  );
   s.peer.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
   return { tunnelId: cmd.body.payload.tunnel_id, ...tun };
 }
@@ -408,7 +412,7 @@ t.test('edge: TunnelEnd to the agent before a clean FIN, only for agents that de
     s.peer.close();
   });
 
-  await t.test('an older agent (no features): no HandshakeResp.features, no 0x12 frame, the FIN passed on as before', async (t) => {
+  await t.test('an agent without edge_end: no HandshakeResp.features, no 0x12 frame, the FIN passed on as before', async (t) => {
     const { w, user, b, port, secret } = await publicWorld(t);
     const s = await rawAgent(w, b);
     t.notOk('features' in s.resp, 'no field an older agent\'s strict schema would refuse');
@@ -433,7 +437,7 @@ t.test('edge: TunnelEnd to the agent before a clean FIN, only for agents that de
     const target = await rawAgent(w, b, [AgentFeature.EdgeEnd]);
     const source = await rawAgent(w, a, [AgentFeature.EdgeEnd]);
     const tunnelId = newNonce();
-    const src = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret);
+    const src = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, { secret, session: source.peer.session });
     const tgt = await answerTunnel(w, target, b.clientId, secret);
     const srcTun = await src;
     const atSource = outcome(srcTun.socket, srcTun.remainder);
@@ -444,7 +448,7 @@ t.test('edge: TunnelEnd to the agent before a clean FIN, only for agents that de
 
     // The vouched case on the same pair: the source agent hears of the target's clean end.
     const id2 = newNonce();
-    const src2 = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: id2, role: 'source', client_id: a.clientId }, secret);
+    const src2 = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: id2, role: 'source', client_id: a.clientId }, { secret, session: source.peer.session });
     const tgt2 = await answerTunnel(w, target, b.clientId, secret);
     const srcTun2 = await src2;
     const banner = randomBytes(30 * KiB);

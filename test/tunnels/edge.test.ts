@@ -6,9 +6,9 @@ import { verifySecret } from '../../shared/platform/secrets.js';
 import { createLogger } from '../../shared/platform/logger.js';
 import { encodeFrame } from '../../shared/wire/codec.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
-import { computeProof, newNonce } from '../../shared/wire/proof.js';
+import { newNonce } from '../../shared/wire/proof.js';
 import { createMemoryBus } from '../../shared/bus/memory.js';
-import { createWorld, eventually, freePort, canConnect, HELLO, login, outcome, rawTunnel, sha, WirePeer, type World } from './world.js';
+import { createWorld, eventually, freePort, canConnect, HELLO, login, outcome, rawTunnel, sha, tunnelOpenFrame, WirePeer, type PeerSession, type World } from './world.js';
 
 async function sessionEvents(w: World, clientId: number): Promise<{ type: string; session: string }[]> {
   const { events } = await w.store.readStream(`client-session.${clientId}`);
@@ -244,33 +244,39 @@ t.test('tunnel opens with a wrong secret, unknown mapping, wrong role, stale or 
   const b = await w.client(user);
   const m = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 9, localPort: await freePort() });
   const secret = await w.secretOf(m.mappingId);
+  const source = await login(w, a.clientId, a.authCode);
+  const targetPeer = await login(w, b.clientId, b.authCode);
 
-  const open = async (o: { mapping?: number; client?: number; role?: 'source' | 'target'; secret?: string; ts?: number; nonce?: string; frame?: Buffer }) => {
-    const fields = {
-      mapping_id: o.mapping ?? m.mappingId,
-      tunnel_id: newNonce(),
-      role: o.role ?? ('source' as const),
-      client_id: o.client ?? a.clientId,
-      ts: o.ts ?? Date.now(),
-      nonce: o.nonce ?? newNonce(),
-    };
+  const open = async (o: { mapping?: number; client?: number; role?: 'source' | 'target'; secret?: string; ts?: number; session?: PeerSession | null }) => {
+    const f = { mapping_id: o.mapping ?? m.mappingId, tunnel_id: newNonce(), role: o.role ?? ('source' as const), client_id: o.client ?? a.clientId };
+    const session = o.session === null ? undefined : (o.session ?? source.session);
+    const frame = tunnelOpenFrame(f, { secret: o.secret ?? secret, session }, o.ts);
     const peer = await WirePeer.connect(w.edge.controlPort);
-    const frame = { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(o.secret ?? secret, fields) };
     peer.send(PacketType.TunnelOpen, frame);
     const ack = await peer.next();
     await peer.closed;
     return { ack, frame };
   };
-  const refused = { type: PacketType.TunnelOpenAck, body: { ok: false, error: { code: 'TNX_TUNNEL_REFUSED' } } };
+  const refused = { type: PacketType.TunnelOpenAck, body: { ok: false, error: { code: 'TNX_TUNNEL_REFUSED', message: 'tunnel refused' } } };
 
   t.match((await open({ secret: 'x'.repeat(64) })).ack, refused, 'wrong secret');
   t.match((await open({ mapping: 999_999 })).ack, refused, 'unknown mapping');
   t.match((await open({ role: 'target' })).ack, refused, 'source client claiming the target role');
-  t.match((await open({ client: b.clientId })).ack, refused, 'target client claiming the source role');
+  t.match((await open({ client: b.clientId })).ack, refused, 'target client claiming the source role (with its own session, too)');
+  t.match((await open({ client: b.clientId, session: targetPeer.session })).ack, refused);
   t.match((await open({ ts: Date.now() - 3_600_000 })).ack, refused, 'stale timestamp');
-  t.match((await open({ role: 'target', client: b.clientId })).ack, refused, 'target half for a tunnel nobody requested');
+  t.match((await open({ role: 'target', client: b.clientId, session: targetPeer.session })).ack, refused, 'target half for a tunnel nobody requested');
+  t.match((await open({ session: targetPeer.session })).ack, refused, 'another client\'s session');
+  t.match(
+    (await open({ session: null })).ack,
+    { type: PacketType.TunnelOpenAck, body: { ok: false, error: { code: 'TNX_TUNNEL_REFUSED', message: /upgrade the agent/ } } },
+    'the mapping secret alone (an older agent\'s proof) opens nothing, and says why',
+  );
 
-  // A genuine open is authorized (the target is offline, so it fails for that reason only) ...
+  // A genuine open is authorized (the target has no mapping config acked here, so it fails for
+  // the target's reason only) ...
+  targetPeer.close();
+  await eventually(() => w.edge.stats().sessions === 1, 'target gone');
   const genuine = await open({});
   t.match(genuine.ack, { body: { ok: false, error: { code: 'TNX_TUNNEL_TARGET_OFFLINE' } } });
   // ... and the very same frame replayed is refused.
@@ -279,6 +285,7 @@ t.test('tunnel opens with a wrong secret, unknown mapping, wrong role, stale or 
   t.match(await peer.next(), refused, 'replayed TunnelOpen');
   await peer.closed;
   t.equal(w.edge.stats().tunnels, 0);
+  source.close();
 });
 
 t.test('public listener follows the mapping: opened on create, closed on delete', async (t) => {
@@ -326,21 +333,29 @@ async function pairedWorld(t: Test, edgeOpts: Parameters<typeof createWorld>[1] 
   const sync = await target.next();
   if (sync?.type !== PacketType.Command) throw new Error('expected config.sync');
   target.send(PacketType.CommandResp, { id: sync.body.id, ok: true }); // like an agent: tunnel requests wait for this
-  return { w, a, b, m, secret, target };
+  // The source agent's control session: its tunnel opens are bound to it, and it vouches for its ends.
+  const source = await login(w, a.clientId, a.authCode);
+  return { w, a, b, m, secret, target, source, srcAuth: { secret, session: source.session } };
+}
+
+/** The target half's auth for a tunnel.open it got on `target`. */
+function targetAuth(secret: string, target: WirePeer, request: { ticket?: string | undefined }) {
+  return { secret, session: target.session, ticket: request.ticket };
 }
 
 t.test('raw edge pairing: bytes sent right after TunnelOpen are delivered, in order, both ways', async (t) => {
-  const { w, a, b, m, secret, target } = await pairedWorld(t);
+  const { w, a, b, m, secret, target, source: sourceControl, srcAuth } = await pairedWorld(t);
   const early = randomBytes(3000);
   const later = randomBytes(200_000);
   const tunnelId = newNonce();
-  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret, early);
+  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, srcAuth, early);
 
   const cmd = await target.next();
   if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error(`expected tunnel.open, got ${JSON.stringify(cmd)}`);
-  t.same(cmd.body.payload, { tunnel_id: tunnelId, mapping_id: m.mappingId, target_host: '127.0.0.1', target_port: 5432 });
+  t.match(cmd.body.payload.ticket, /^[0-9a-f]{32}$/, 'the request carries a one-time ticket');
+  t.same(cmd.body.payload, { tunnel_id: tunnelId, mapping_id: m.mappingId, target_host: '127.0.0.1', target_port: 5432, ticket: cmd.body.payload.ticket });
   const banner = randomBytes(5000);
-  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, secret, banner);
+  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, targetAuth(secret, target, cmd.body.payload), banner);
   target.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
   const src = await source;
   t.same(src.ack.body, { ok: true, tunnel_id: tunnelId });
@@ -350,7 +365,6 @@ t.test('raw edge pairing: bytes sent right after TunnelOpen are delivered, in or
   const atTarget = readAll(tgt.socket, tgt.remainder);
   const atSource = readAll(src.socket, src.remainder);
   // Like an agent, each side vouches for its FIN with TunnelEnd on its control connection.
-  const sourceControl = await login(w, a.clientId, a.authCode);
   src.socket.end(later);
   sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' });
   t.equal(sha(await atTarget), sha(Buffer.concat([early, later])), 'target got the early bytes first, then the rest');
@@ -365,12 +379,12 @@ t.test('raw edge pairing: bytes sent right after TunnelOpen are delivered, in or
 /** Pairs a raw source tunnel with a raw target tunnel through the edge; returns both, acked. */
 async function rawPair(t: Test, edgeOpts: Parameters<typeof createWorld>[1] = {}) {
   const world = await pairedWorld(t, edgeOpts);
-  const { w, a, b, m, secret, target } = world;
+  const { w, a, b, m, secret, target, srcAuth } = world;
   const tunnelId = newNonce();
-  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret);
+  const source = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, srcAuth);
   const cmd = await target.next();
   if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error('expected tunnel.open');
-  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, secret);
+  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, targetAuth(secret, target, cmd.body.payload));
   target.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
   const src = await source;
   if (src.ack.type !== PacketType.TunnelOpenAck || !src.ack.body.ok || tgt.ack.type !== PacketType.TunnelOpenAck || !tgt.ack.body.ok) {
@@ -406,7 +420,7 @@ t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the o
     const { w, src, tgt, target } = await rawPair(t);
     const atSource = outcome(src.socket, src.remainder);
     target.close();
-    await eventually(() => w.edge.stats().sessions === 0, 'target session gone');
+    await eventually(() => w.edge.stats().sessions === 1, 'target session gone (the source\'s remains)');
     tgt.socket.end();
     t.equal((await atSource).how, 'reset');
   });
@@ -418,8 +432,7 @@ t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the o
     target.close();
   });
   await t.test('source FIN without TunnelEnd (a killed source agent): the upload reaches the target as a reset', async (t) => {
-    const { w, a, src, tgt, target } = await rawPair(t);
-    const sourceControl = await login(w, a.clientId, a.authCode);
+    const { src, tgt, target, source: sourceControl } = await rawPair(t);
     const atTarget = outcome(tgt.socket, tgt.remainder);
     src.socket.end(randomBytes(20_000));
     sourceControl.socket.end();
@@ -427,8 +440,7 @@ t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the o
     target.close();
   });
   await t.test('a TunnelEnd from another client, or for the other half, vouches for nothing', async (t) => {
-    const { w, a, tunnelId, src, tgt, target } = await rawPair(t, { endAttestTimeoutMs: 300 });
-    const sourceControl = await login(w, a.clientId, a.authCode);
+    const { tunnelId, src, tgt, target, source: sourceControl } = await rawPair(t, { endAttestTimeoutMs: 300 });
     const atSource = outcome(src.socket, src.remainder);
     sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }); // a is not the target
     target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' }); // b is not the source
@@ -438,8 +450,7 @@ t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the o
     target.close();
   });
   await t.test('vouched: a clean end, and the other direction still flows after it (half-close)', async (t) => {
-    const { w, a, tunnelId, src, tgt, target } = await rawPair(t);
-    const sourceControl = await login(w, a.clientId, a.authCode);
+    const { tunnelId, src, tgt, target, source: sourceControl } = await rawPair(t);
     const atSource = outcome(src.socket, src.remainder);
     const banner = randomBytes(70_000);
     tgt.socket.end(banner);
@@ -461,9 +472,9 @@ t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the o
 });
 
 t.test('a target that refuses or never answers fails the source with a reason', async (t) => {
-  const { w, a, m, secret, target } = await pairedWorld(t, { tunnelOpenTimeoutMs: 300 });
+  const { w, a, m, target, srcAuth } = await pairedWorld(t, { tunnelOpenTimeoutMs: 300 });
   const open = (tunnelId: string) =>
-    rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, secret);
+    rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, srcAuth);
 
   const refused = open(newNonce());
   const cmd = await target.next();
@@ -483,8 +494,8 @@ t.test('a target that refuses or never answers fails the source with a reason', 
 });
 
 t.test('pending tunnels fail when the target session is replaced', async (t) => {
-  const { w, a, b, m, secret, target } = await pairedWorld(t);
-  const pending = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: newNonce(), role: 'source', client_id: a.clientId }, secret);
+  const { w, a, b, m, target, srcAuth } = await pairedWorld(t);
+  const pending = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: newNonce(), role: 'source', client_id: a.clientId }, srcAuth);
   t.match(await target.next(), { body: { name: 'tunnel.open' } });
   const replacement = await login(w, b.clientId, b.authCode);
   const r = await pending;

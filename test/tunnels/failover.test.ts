@@ -9,7 +9,7 @@ import { startEdge, type RunningEdge } from '../../services/edge/index.js';
 import type { AgentFatalError, RunningAgent } from '../../services/client/index.js';
 import { dialTunnel } from '../../services/client/tunnel.js';
 import { createLogger } from '../../shared/platform/logger.js';
-import { WireErrorCode } from '../../shared/wire/codes.js';
+import { AgentFeature, WireErrorCode } from '../../shared/wire/codes.js';
 import { encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { heldTransfer, startTransferTarget } from '../e2e/harness.js';
@@ -283,11 +283,13 @@ t.test('drain with an agent that does not know it: a tunnel already requested st
   const publicPort = await freePort();
   const m = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort });
   const secretKey = await w.secretOf(m.mappingId);
-  // An agent of an older release: no features, so no drain notice while its tunnel runs.
+  // An agent of an older release: no drain feature (only what edges require), so no drain notice
+  // while its tunnel runs.
   const agent = await WirePeer.connect(w.edge.controlPort);
-  agent.send(PacketType.Handshake, { protocol_version: PROTOCOL_VERSION, client_version: 'old', client_id: b.clientId, auth_code: b.authCode });
+  agent.send(PacketType.Handshake, { protocol_version: PROTOCOL_VERSION, client_version: 'old', client_id: b.clientId, auth_code: b.authCode, features: [AgentFeature.TunnelKey] });
   const resp = await agent.next();
-  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error('login failed');
+  if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok || !resp.body.tunnel_key) throw new Error('login failed');
+  const session = { id: resp.body.session_id, tunnelKey: resp.body.tunnel_key };
   const sync = await agent.next();
   if (sync?.type !== PacketType.Command || sync.body.name !== 'config.sync') throw new Error('expected config.sync');
   agent.send(PacketType.CommandResp, { id: sync.body.id, ok: true, applied: { version: sync.body.payload.version, mappings: [{ mapping_id: m.mappingId, role: 'target', ok: true }] } });
@@ -308,12 +310,24 @@ t.test('drain with an agent that does not know it: a tunnel already requested st
 
   const drain = w.edge.drain(10_000);
   const late = await WirePeer.connect(w.edge.controlPort);
-  late.send(PacketType.Handshake, { protocol_version: PROTOCOL_VERSION, client_version: 'test', client_id: b.clientId, auth_code: b.authCode });
+  late.send(PacketType.Handshake, { protocol_version: PROTOCOL_VERSION, client_version: 'test', client_id: b.clientId, auth_code: b.authCode, features: [AgentFeature.TunnelKey] });
   t.match(await late.next(), { type: PacketType.HandshakeResp, body: { ok: false, error: { code: WireErrorCode.EdgeDraining } } }, 'a new session is refused with a retryable code');
   t.notOk(await canConnect(publicPort), 'no new visitors');
 
   // The requested half arrives after the drain began: it pairs, and the visitor gets its tunnel.
-  const half = dialTunnel({ edgeHost: '127.0.0.1', edgePort: w.edge.controlPort, mappingId: m.mappingId, secretKey, tunnelId, role: 'target', clientId: b.clientId, clockOffsetMs: 0, timeoutMs: 5_000 });
+  const half = dialTunnel({
+    edgeHost: '127.0.0.1',
+    edgePort: w.edge.controlPort,
+    mappingId: m.mappingId,
+    secretKey,
+    session,
+    ticket: request.body.payload.ticket,
+    tunnelId,
+    role: 'target',
+    clientId: b.clientId,
+    clockOffsetMs: 0,
+    timeoutMs: 5_000,
+  });
   const early = await half.ready;
   agent.send(PacketType.CommandResp, { id: request.body.id, ok: true });
   const atTarget = [early];

@@ -20,8 +20,8 @@ import { META, WirePeer, createWorld, eventually, type World } from './world.js'
 const SECRET = 'cluster-secret-for-tests-0123456789';
 const KEY = deriveSessionTokenKey(SECRET);
 const OTHER_KEY = deriveSessionTokenKey('another-cluster-secret-0123456789');
-const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
-const TAKES_TOKENS = { ...HELLO, features: [AgentFeature.SessionToken] };
+const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test', features: [AgentFeature.TunnelKey] };
+const TAKES_TOKENS = { ...HELLO, features: [AgentFeature.TunnelKey, AgentFeature.SessionToken] };
 const JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** base64url of {"alg":"HS256","typ":"JWT"}: the first characters of every token an edge issues. */
 const TOKEN_PREFIX = 'eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9';

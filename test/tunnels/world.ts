@@ -12,7 +12,8 @@ import { FrameDecoder } from '../../shared/wire/codec.js';
 import { decodeMessage, encodeMessage, type ControlMessage, type Handshake, type HandshakeResp, type MessageBody } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { readFirstFrame } from '../../shared/net/frames.js';
-import { computeProof, newNonce } from '../../shared/wire/proof.js';
+import { computeProof, computeSessionProof, newNonce } from '../../shared/wire/proof.js';
+import { AgentFeature } from '../../shared/wire/codes.js';
 import { startAgent, type AgentOptions, type RunningAgent } from '../../services/client/index.js';
 import { jetstreamManager } from '@nats-io/jetstream';
 import {
@@ -256,10 +257,18 @@ export function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** The control session a raw agent's tunnel opens are bound to (HandshakeResp.session_id, tunnel_key). */
+export interface PeerSession {
+  id: string;
+  tunnelKey: string;
+}
+
 /** A raw protocol peer, for driving the edge frame by frame. */
 export class WirePeer {
   readonly socket: Socket;
   readonly closed: Promise<void>;
+  /** Set by handshake() once logged in. */
+  session: PeerSession | undefined;
   private readonly queue: ControlMessage[] = [];
   private waiter: (() => void) | undefined;
   private failure: Error | undefined;
@@ -330,14 +339,17 @@ export class WirePeer {
   }
 }
 
-export const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test' };
+/** What every agent of this release declares at least: edges refuse a handshake without it. */
+export const HELLO = { protocol_version: PROTOCOL_VERSION, client_version: 'test', features: [AgentFeature.TunnelKey] };
 
-/** A raw agent's handshake: `extra` adds credentials and features to HELLO. */
+/** A raw agent's handshake: `extra` adds credentials and features to HELLO's. */
 export async function handshake(w: World, extra: Partial<Handshake>): Promise<{ peer: WirePeer; resp: Extract<HandshakeResp, { ok: true }> }> {
   const peer = await WirePeer.connect(w.edge.controlPort);
-  peer.send(PacketType.Handshake, { ...HELLO, ...extra });
+  peer.send(PacketType.Handshake, { ...HELLO, ...extra, features: [...new Set([...HELLO.features, ...(extra.features ?? [])])] });
   const resp = await peer.next();
   if (resp?.type !== PacketType.HandshakeResp || !resp.body.ok) throw new Error(`login failed: ${JSON.stringify(resp)}`);
+  if (!resp.body.tunnel_key) throw new Error('the edge issued no tunnel key');
+  peer.session = { id: resp.body.session_id, tunnelKey: resp.body.tunnel_key };
   return { peer, resp: resp.body };
 }
 
@@ -345,17 +357,35 @@ export async function login(w: World, clientId: number, authCode: string): Promi
   return (await handshake(w, { client_id: clientId, auth_code: authCode })).peer;
 }
 
+/**
+ * What a raw tunnel half proves: the mapping secret and the control session it belongs to, plus,
+ * for a target half, the ticket of the tunnel.open it answers. Without a session: the legacy proof
+ * of the mapping secret alone (older agents), which edges refuse.
+ */
+export interface TunnelAuth {
+  secret: string;
+  session?: PeerSession | undefined;
+  ticket?: string | undefined;
+}
+
+/** The TunnelOpen frame a raw agent sends (fresh ts and nonce). */
+export function tunnelOpenFrame(f: { mapping_id: number; tunnel_id: string; role: 'source' | 'target'; client_id: number }, auth: TunnelAuth, ts = Date.now()) {
+  const fields = { ...f, ts, nonce: newNonce() };
+  if (!auth.session) return { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(auth.secret, fields) };
+  const bound = { ...fields, session_id: auth.session.id, ...(auth.ticket !== undefined ? { ticket: auth.ticket } : {}) };
+  return { protocol_version: PROTOCOL_VERSION, ...bound, proof: computeSessionProof(auth.session.tunnelKey, auth.secret, bound) };
+}
+
 /** Opens a raw tunnel connection; `early` is written in the same chunk as the TunnelOpen frame. */
 export async function rawTunnel(
   port: number,
   f: { mapping_id: number; tunnel_id: string; role: 'source' | 'target'; client_id: number },
-  secret: string,
+  auth: TunnelAuth,
   early: Buffer = Buffer.alloc(0),
 ): Promise<{ socket: Socket; ack: ControlMessage; remainder: Buffer }> {
   const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
   socket.on('error', () => undefined);
-  const fields = { ...f, ts: Date.now(), nonce: newNonce() };
-  socket.write(Buffer.concat([encodeMessage(PacketType.TunnelOpen, { protocol_version: PROTOCOL_VERSION, ...fields, proof: computeProof(secret, fields) }), early]));
+  socket.write(Buffer.concat([encodeMessage(PacketType.TunnelOpen, tunnelOpenFrame(f, auth)), early]));
   const decoder = new FrameDecoder();
   const ack = decodeMessage(await readFirstFrame(socket, decoder, 10_000));
   return { socket, ack, remainder: decoder.takeRemainder() };
