@@ -344,8 +344,10 @@ type Session = Awaited<ReturnType<typeof handshake>>;
 async function rawAgent(w: World, c: { clientId: number; authCode: string }, features?: string[]): Promise<Session> {
   const s = await handshake(w, { client_id: c.clientId, auth_code: c.authCode, ...(features ? { features } : {}) });
   const sync = await s.peer.next();
-  if (sync?.type !== PacketType.Command) throw new Error('expected config.sync');
-  s.peer.send(PacketType.CommandResp, { id: sync.body.id, ok: true });
+  if (sync?.type !== PacketType.Command || sync.body.name !== 'config.sync') throw new Error('expected config.sync');
+  // Acknowledged with outcomes, so no retry of this push lands between the frames a test awaits.
+  const { version, mappings } = sync.body.payload;
+  s.peer.send(PacketType.CommandResp, { id: sync.body.id, ok: true, applied: { version, mappings: mappings.map((m) => ({ mapping_id: m.mapping_id, role: m.role, ok: true })) } });
   return s;
 }
 
