@@ -28,6 +28,8 @@ import { VERSION } from './version.js';
 export interface ClusterNames {
   streamName: string;
   subjectPrefix: string;
+  /** JetStream replicas of the streams and KV buckets this process creates; default 1. */
+  streamReplicas?: number;
 }
 
 /** A URL fit for a log line or an error message: any password replaced by `***`. */
@@ -77,7 +79,7 @@ export async function openEventLog(
   lifecycle: Lifecycle,
   metrics?: TunnoxMetrics,
 ): Promise<{ store: EventStore; bus: ChangeBus }> {
-  const opened = await openJetStreamEventStore({ nc, streamName: names.streamName, subjectPrefix: names.subjectPrefix, logger });
+  const opened = await openJetStreamEventStore({ nc, streamName: names.streamName, subjectPrefix: names.subjectPrefix, logger, replicas: names.streamReplicas ?? 1 });
   const store = metrics ? metrics.instrumentEventStore(opened) : opened;
   lifecycle.add('event-store', () => store.close());
   const bus = createNatsBus(nc, names.subjectPrefix);
@@ -90,8 +92,8 @@ export function nodeBucketName(subjectPrefix: string): string {
 }
 
 /** The live nodes, as the Management API lists them. */
-export async function openNodeDirectory(nc: NatsConnection, subjectPrefix: string): Promise<NodeDirectory> {
-  return kvNodeDirectory(await openNodeBucket(nc, nodeBucketName(subjectPrefix), DEFAULT_ROUTE_TTL_MS));
+export async function openNodeDirectory(nc: NatsConnection, subjectPrefix: string, replicas = 1): Promise<NodeDirectory> {
+  return kvNodeDirectory(await openNodeBucket(nc, nodeBucketName(subjectPrefix), DEFAULT_ROUTE_TTL_MS, replicas));
 }
 
 /** `host:port`, bracketing an IPv6 host. */
@@ -190,7 +192,8 @@ export async function startClusterEdge(opts: {
   const controlAddress = hostPort(advertiseHost, controlPort);
   const startedAt = new Date().toISOString();
   const bucket = nodeBucketName(config.subjectPrefix);
-  const nodes = kvNodeDirectory(await openNodeBucket(nc, bucket, DEFAULT_ROUTE_TTL_MS));
+  const replicas = config.streamReplicas ?? 1;
+  const nodes = kvNodeDirectory(await openNodeBucket(nc, bucket, DEFAULT_ROUTE_TTL_MS, replicas));
   // Set once the edge runs; the heartbeat reads the counts through it.
   let edgeStats: (() => NodeStats) | undefined;
   let nodeId = config.nodeId;
@@ -200,6 +203,7 @@ export async function startClusterEdge(opts: {
       bucket,
       // Routes and node entries age out together (shared/cluster/routes.ts).
       ttlMs: DEFAULT_ROUTE_TTL_MS,
+      replicas,
       logger,
       info: {
         control_address: controlAddress,
@@ -214,12 +218,12 @@ export async function startClusterEdge(opts: {
     nodeId = registration.nodeId;
     lifecycle.add('node-registration', () => registration.release());
   }
-  const routes = await ClientRoutes.open({ nc, bucket: `${config.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger });
+  const routes = await ClientRoutes.open({ nc, bucket: `${config.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, replicas, logger });
   lifecycle.add('client-routes', () => routes.close());
   const log = logger.child({ nodeId });
   await opts.beforeEdge?.(nodeId, log);
 
-  const opened = await openJetStreamEdgeView({ nc, eventsStream: config.streamName, subjectPrefix: config.subjectPrefix, logger: log });
+  const opened = await openJetStreamEdgeView({ nc, eventsStream: config.streamName, subjectPrefix: config.subjectPrefix, logger: log, replicas });
   lifecycle.add('edge-view', () => opened.feed.stop());
   const secret = config.clusterSecret;
   const tokenKey = config.sessionTokenKey ?? (secret ? deriveSessionTokenKey(secret) : undefined);
@@ -276,6 +280,7 @@ export async function startClusterPresenceSweeper(opts: {
   db: Db;
   store: EventStore;
   subjectPrefix: string;
+  streamReplicas?: number;
   leaderBucket: string;
   self: string;
   actorId: string;
@@ -285,11 +290,12 @@ export async function startClusterPresenceSweeper(opts: {
   /** The routes watch of an edge in this process, if there is one (else the sweeper opens its own). */
   routes?: ClientRoutes;
 }): Promise<ReturnType<typeof startPresenceSweeper>> {
-  const nodesKv = await openNodeBucket(opts.nc, nodeBucketName(opts.subjectPrefix), DEFAULT_ROUTE_TTL_MS);
-  const leaderKv = opts.leaderBucket === nodeBucketName(opts.subjectPrefix) ? nodesKv : await openNodeBucket(opts.nc, opts.leaderBucket, DEFAULT_ROUTE_TTL_MS);
+  const replicas = opts.streamReplicas ?? 1;
+  const nodesKv = await openNodeBucket(opts.nc, nodeBucketName(opts.subjectPrefix), DEFAULT_ROUTE_TTL_MS, replicas);
+  const leaderKv = opts.leaderBucket === nodeBucketName(opts.subjectPrefix) ? nodesKv : await openNodeBucket(opts.nc, opts.leaderBucket, DEFAULT_ROUTE_TTL_MS, replicas);
   let routes = opts.routes;
   if (!routes) {
-    const own = await ClientRoutes.open({ nc: opts.nc, bucket: `${opts.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, logger: opts.logger });
+    const own = await ClientRoutes.open({ nc: opts.nc, bucket: `${opts.subjectPrefix}_routes`, ttlMs: DEFAULT_ROUTE_TTL_MS, replicas, logger: opts.logger });
     opts.lifecycle.add('presence-routes', () => own.close());
     routes = own;
   }

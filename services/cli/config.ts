@@ -28,6 +28,8 @@ export const ServerConfigSchema = z.strictObject({
   anonymousPerMinutePerIp: z.number().int().min(0),
   streamName: z.string().regex(/^[A-Za-z0-9_-]+$/),
   subjectPrefix: z.string().regex(/^[a-z0-9_-]+$/),
+  /** JetStream replicas of the streams and KV buckets this process creates (existing ones keep theirs). */
+  streamReplicas: z.number().int().min(1).max(5),
   /** JetStream mode: the node-to-node bridge (0 = any free port); served only with a cluster secret. */
   bridgePort: Port,
   /** The address other servers reach this one's bridge at; default: the control host, or 127.0.0.1 for a wildcard. */
@@ -53,6 +55,7 @@ const ClusterFields = {
   natsUrl: NatsUrl,
   streamName: ServerConfigSchema.shape.streamName,
   subjectPrefix: ServerConfigSchema.shape.subjectPrefix,
+  streamReplicas: ServerConfigSchema.shape.streamReplicas,
   ...MetricsFields,
   logLevel: LogLevel,
 };

@@ -75,6 +75,7 @@ metricsOptions(
   .option('--node-id <id>', 'fixed node id (default: node-001 standalone, won from the NATS node registry otherwise)')
   .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
   .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
+  .option('--stream-replicas <n>', 'JetStream mode: replicas of the streams and KV buckets this server creates (3 on a 3-server NATS cluster; existing ones keep theirs)', intArg('--stream-replicas', 1, 5), 1)
   .option('--bridge-port <port>', 'JetStream mode: node-to-node bridge port (0 = any free port)', intArg('--bridge-port', 0, 65535), 50052)
   .option('--advertise <host>', 'JetStream mode: the address other servers reach this bridge at (default: the control host, or 127.0.0.1)')
   .option('--cluster-secret <secret>', 'JetStream mode: secret shared by every server, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross servers)')
@@ -102,6 +103,7 @@ metricsOptions(
           anonymousPerMinutePerIp: o.anonymousRate,
           streamName: o.stream,
           subjectPrefix: o.subjectPrefix,
+          streamReplicas: o.streamReplicas,
           bridgePort: o.bridgePort,
           advertiseHost: o.advertise,
           clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
@@ -179,6 +181,7 @@ function clusterOptions(cmd: Command): Command {
     .option('--nats <url>', 'NATS JetStream URL (default: $TUNNOX_NATS_URL)')
     .option('--stream <name>', 'JetStream stream for domain events (the same on every process of a cluster)', 'TUNNOX_EVENTS')
     .option('--subject-prefix <prefix>', 'NATS subject prefix (the same on every process of a cluster)', 'tunnox')
+    .option('--stream-replicas <n>', 'replicas of the JetStream streams and KV buckets this process creates (3 on a 3-server NATS cluster; existing ones keep theirs)', intArg('--stream-replicas', 1, 5), 1)
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'));
 }
 
@@ -187,6 +190,7 @@ function clusterValues(o: Flags): Record<string, unknown> {
     natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
     streamName: o.stream,
     subjectPrefix: o.subjectPrefix,
+    streamReplicas: o.streamReplicas,
     ...metricsValues(o),
     logLevel: o.logLevel,
   };

@@ -51,7 +51,7 @@ export async function runApi(config: ApiRoleConfig, logger: Logger, lifecycle: L
   const { store, bus } = await openEventLog(nc, config, logger, lifecycle, m?.metrics);
   const waiter = createProjectionWaiter({ db, bus });
   lifecycle.add('projection-waiter', () => waiter.close());
-  const nodes = await openNodeDirectory(nc, config.subjectPrefix);
+  const nodes = await openNodeDirectory(nc, config.subjectPrefix, config.streamReplicas);
   const app = await buildApp({
     store,
     db,
@@ -89,10 +89,11 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
   const { db } = await openDatabase(config.databaseUrl, logger, lifecycle);
   const nc = await connectNats(config.natsUrl, 'tunnox-projector', lifecycle);
   const { store, bus } = await openEventLog(nc, config, logger, lifecycle, m?.metrics);
-  const statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
+  const statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix, replicas: config.streamReplicas });
   const registration = await claimNodeId({
     nc,
     bucket: projectorBucketName(config),
+    replicas: config.streamReplicas,
     ttlMs: DEFAULT_ROUTE_TTL_MS,
     logger,
     // The registry entry shape is the edges'; a projector serves no agents, so it has no control address.
@@ -123,6 +124,7 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
     db,
     store,
     subjectPrefix: config.subjectPrefix,
+    streamReplicas: config.streamReplicas,
     leaderBucket: projectorBucketName(config),
     self: registration.nodeId,
     actorId: `projector-${instance}`,
@@ -162,6 +164,7 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
     config: {
       streamName: config.streamName,
       subjectPrefix: config.subjectPrefix,
+      streamReplicas: config.streamReplicas,
       ...edgeSettings(config),
       controlHost: config.listenHost,
       publicHost: config.listenHost,

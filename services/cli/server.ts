@@ -136,10 +136,10 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
   let log: Logger;
   if (config.natsUrl) {
     const nc = await connectNats(config.natsUrl, 'tunnox-server', lifecycle);
-    const names = { streamName: config.streamName, subjectPrefix: config.subjectPrefix };
+    const names = { streamName: config.streamName, subjectPrefix: config.subjectPrefix, streamReplicas: config.streamReplicas };
     const log0 = await openEventLog(nc, names, logger, lifecycle, metrics);
     store = log0.store;
-    const statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix });
+    const statePublisher = await createStatePublisher({ nc, stream: stateStreamName(config.streamName), prefix: config.subjectPrefix, replicas: config.streamReplicas });
     const cluster = await startClusterEdge({
       nc,
       store,
@@ -166,6 +166,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       db,
       store,
       subjectPrefix: config.subjectPrefix,
+      streamReplicas: config.streamReplicas,
       leaderBucket: nodeBucketName(config.subjectPrefix),
       self: nodeId,
       actorId: nodeId,

@@ -125,7 +125,7 @@ export function updateMsgId(u: Pick<EntityUpdate, 'kind' | 'id' | 'version'>): s
  * Creates the state stream if missing: only the last message per subject is kept (the current
  * state), tombstones included so a late stale update cannot resurrect a deleted entity.
  */
-export async function ensureStateStream(jsm: JetStreamManager, name: string, prefix: string, duplicateWindowMs = 120_000): Promise<void> {
+export async function ensureStateStream(jsm: JetStreamManager, name: string, prefix: string, duplicateWindowMs = 120_000, replicas = 1): Promise<void> {
   const subject = stateFilter(prefix);
   const existing = await jsm.streams.info(name).catch((err: unknown) => {
     if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return null;
@@ -141,6 +141,7 @@ export async function ensureStateStream(jsm: JetStreamManager, name: string, pre
     .add({
       name,
       subjects: [subject],
+      num_replicas: replicas,
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       max_msgs_per_subject: 1,
@@ -166,10 +167,10 @@ export interface StatePublisher {
  * an older-or-equal version is dropped, a race is retried. The Nats-Msg-Id (entity + version) makes
  * a retried publish after a lost ack a no-op.
  */
-export async function createStatePublisher(opts: { nc: NatsConnection; stream: string; prefix: string }): Promise<StatePublisher> {
+export async function createStatePublisher(opts: { nc: NatsConnection; stream: string; prefix: string; replicas?: number }): Promise<StatePublisher> {
   const jsm = await jetstreamManager(opts.nc);
   const js = jetstream(opts.nc);
-  await ensureStateStream(jsm, opts.stream, opts.prefix);
+  await ensureStateStream(jsm, opts.stream, opts.prefix, undefined, opts.replicas);
   return {
     async messages() {
       return (await jsm.streams.info(opts.stream)).state.messages;

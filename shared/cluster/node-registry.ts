@@ -50,6 +50,8 @@ export interface ClaimNodeIdOptions {
   bucket: string;
   /** Bucket-level TTL (NATS 2.9 has no per-key TTL): an entry not refreshed within it disappears. */
   ttlMs: number;
+  /** JetStream replicas if the bucket is created here. Default 1. */
+  replicas?: number;
   info: NodeStaticInfo;
   /**
    * Read at every heartbeat; undefined (or throwing) keeps the previous counts. A function because
@@ -72,8 +74,9 @@ export function isRevisionConflict(err: unknown): boolean {
   return code === 10071 || code === 10164 || /wrong last sequence/i.test(errorMessage(err));
 }
 
-export async function openNodeBucket(nc: NatsConnection, bucket: string, ttlMs: number): Promise<KV> {
-  return new Kvm(nc).create(bucket, { ttl: ttlMs, history: 1 });
+/** `replicas`: JetStream replicas if the bucket is created here (an existing one keeps its own). */
+export async function openNodeBucket(nc: NatsConnection, bucket: string, ttlMs: number, replicas = 1): Promise<KV> {
+  return new Kvm(nc).create(bucket, { ttl: ttlMs, history: 1, replicas });
 }
 
 /**
@@ -82,7 +85,7 @@ export async function openNodeBucket(nc: NatsConnection, bucket: string, ttlMs: 
  * within the TTL and two live nodes can never hold the same id.
  */
 export async function claimNodeId(opts: ClaimNodeIdOptions): Promise<NodeRegistration> {
-  const kv = await openNodeBucket(opts.nc, opts.bucket, opts.ttlMs);
+  const kv = await openNodeBucket(opts.nc, opts.bucket, opts.ttlMs, opts.replicas);
   const maxNodes = opts.maxNodes ?? 1000;
   for (let n = 1; n <= maxNodes; n++) {
     const nodeId = nodeIdFor(n);

@@ -39,9 +39,10 @@ export interface ClientRouteChange {
  */
 export const DEFAULT_ROUTE_TTL_MS = 15_000;
 
-export async function openRouteBucket(nc: NatsConnection, bucket: string, ttlMs: number): Promise<KV> {
+/** `replicas`: JetStream replicas if the bucket is created here (an existing one keeps its own). */
+export async function openRouteBucket(nc: NatsConnection, bucket: string, ttlMs: number, replicas = 1): Promise<KV> {
   // history 1: only the current route matters; max_age is what ages out a dead edge's routes.
-  return new Kvm(nc).create(bucket, { ttl: ttlMs, history: 1 });
+  return new Kvm(nc).create(bucket, { ttl: ttlMs, history: 1, replicas });
 }
 
 function keyOf(clientId: number): string {
@@ -72,6 +73,8 @@ export interface ClientRoutesOptions {
   bucket: string;
   /** Bucket-level TTL (NATS 2.9 has no per-key TTL): a route not re-put within it disappears. */
   ttlMs?: number;
+  /** JetStream replicas if the bucket is created here. Default 1. */
+  replicas?: number;
   logger: Logger;
 }
 
@@ -101,7 +104,7 @@ export class ClientRoutes {
     const ttlMs = opts.ttlMs ?? DEFAULT_ROUTE_TTL_MS;
     let kv: KV;
     try {
-      kv = await openRouteBucket(opts.nc, opts.bucket, ttlMs);
+      kv = await openRouteBucket(opts.nc, opts.bucket, ttlMs, opts.replicas);
     } catch (err) {
       throw new InfrastructureError('TNX_CLUSTER_ROUTE_FAILED', `could not open the routes bucket ${opts.bucket}: ${errorMessage(err)}`, { cause: err });
     }

@@ -43,6 +43,8 @@ export interface JetStreamEventStoreOptions {
   logger?: Logger;
   /** Dedup window for envelope ids when the stream is created. Default 2 minutes. */
   duplicateWindowMs?: number;
+  /** JetStream replicas when the stream is created (3 on a 3-server cluster). Default 1. */
+  replicas?: number;
 }
 
 // An 'any' append re-reads and retries when another append slipped in between (see VERSION_HEADER).
@@ -55,11 +57,11 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
   const prefix = opts.subjectPrefix ?? 'tunnox';
   const logger = (opts.logger ?? silentLogger()).child({ component: 'eventstore', store: 'jetstream', stream: streamName });
   const jsm = await call('connect to JetStream', () => jetstreamManager(opts.nc));
-  await ensureStream(jsm, streamName, `${prefix}.evt.>`, opts.duplicateWindowMs ?? 120_000, logger);
+  await ensureStream(jsm, streamName, `${prefix}.evt.>`, opts.duplicateWindowMs ?? 120_000, opts.replicas ?? 1, logger);
   return new JetStreamEventStore(jsm, streamName, prefix, logger);
 }
 
-async function ensureStream(jsm: JetStreamManager, name: string, subject: string, duplicateWindowMs: number, logger: Logger): Promise<void> {
+async function ensureStream(jsm: JetStreamManager, name: string, subject: string, duplicateWindowMs: number, replicas: number, logger: Logger): Promise<void> {
   const check = (config: StreamConfig): void => {
     // Positions are stream sequences, so the stream must hold nothing but events.
     if (config.subjects?.length !== 1 || config.subjects[0] !== subject) {
@@ -74,12 +76,14 @@ async function ensureStream(jsm: JetStreamManager, name: string, subject: string
   });
   if (existing) {
     check(existing.config);
+    warnFewerReplicas(logger, name, existing.config.num_replicas, replicas);
     return;
   }
   try {
     await jsm.streams.add({
       name,
       subjects: [subject],
+      num_replicas: replicas,
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
       duplicate_window: nanos(duplicateWindowMs),
@@ -93,6 +97,16 @@ async function ensureStream(jsm: JetStreamManager, name: string, subject: string
     const raced = await call(`look up stream ${name}`, () => jsm.streams.info(name)).catch(() => null);
     if (!raced) throw translateNatsError(err, `create stream ${name}`);
     check(raced.config);
+  }
+}
+
+/**
+ * A stream made earlier keeps its replicas (JetStream can change them, `nats stream edit`, but a
+ * process starting up should not): say so when it has fewer than this process was asked for.
+ */
+export function warnFewerReplicas(logger: Logger, name: string, has: number | undefined, wanted: number): void {
+  if ((has ?? 1) < wanted) {
+    logger.warn({ stream: name, replicas: has ?? 1, wanted }, `JetStream stream ${name} has fewer replicas than --stream-replicas asks for; it keeps them (nats stream edit ${name} --replicas ${wanted} changes them)`);
   }
 }
 

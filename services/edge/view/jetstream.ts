@@ -23,10 +23,12 @@ export async function startJetStreamViewFeed(opts: {
   subjectPrefix: string;
   view: MemoryEdgeView;
   logger: Logger;
+  /** JetStream replicas if the state stream has to be created here. Default 1. */
+  replicas?: number;
 }): Promise<JetStreamViewFeed> {
   const log = opts.logger.child({ component: 'view-feed', feed: 'jetstream', stream: opts.stream });
   const jsm = await jetstreamManager(opts.nc);
-  await ensureStateStream(jsm, opts.stream, opts.subjectPrefix);
+  await ensureStateStream(jsm, opts.stream, opts.subjectPrefix, undefined, opts.replicas);
   const lastAtStart = (await jsm.streams.info(opts.stream)).state.last_seq;
   const consumer = await jetstream(opts.nc).consumers.get(opts.stream, {
     filter_subjects: stateFilter(opts.subjectPrefix),
@@ -86,8 +88,16 @@ export async function openJetStreamEdgeView(opts: {
   eventsStream: string;
   subjectPrefix: string;
   logger: Logger;
+  replicas?: number;
 }): Promise<{ view: MemoryEdgeView; feed: JetStreamViewFeed }> {
   const view = new MemoryEdgeView();
-  const feed = await startJetStreamViewFeed({ nc: opts.nc, stream: stateStreamName(opts.eventsStream), subjectPrefix: opts.subjectPrefix, view, logger: opts.logger });
+  const feed = await startJetStreamViewFeed({
+    nc: opts.nc,
+    stream: stateStreamName(opts.eventsStream),
+    subjectPrefix: opts.subjectPrefix,
+    view,
+    logger: opts.logger,
+    ...(opts.replicas ? { replicas: opts.replicas } : {}),
+  });
   return { view, feed };
 }
