@@ -139,9 +139,12 @@ async function snapshotPair(dir: string, sockets: Socket[], of: [Inspector, stri
 interface Measured {
   label: string;
   n: number;
-  /** Per connection / tunnel, bytes. */
+  /** Per connection / tunnel, bytes: RSS, V8 heap in use, V8 heap committed, memory outside the V8 heap that V8 knows of (Buffers, TLS). */
   rss: number;
   heap: number;
+  heapTotal: number;
+  external: number;
+  /** Open fds with the N connections (a check that they are really held). */
   fds: number;
 }
 
@@ -154,7 +157,8 @@ interface Row {
 }
 
 function perTunnel(label: string, n: number, before: MemoryUsage, after: MemoryUsage, fds: number): Measured {
-  return { label, n, rss: (after.rss - before.rss) / n, heap: (after.heapUsed - before.heapUsed) / n, fds };
+  const d = (k: keyof MemoryUsage): number => (after[k] - before[k]) / n;
+  return { label, n, rss: d('rss'), heap: d('heapUsed'), heapTotal: d('heapTotal'), external: d('external'), fds };
 }
 
 async function measureRelay(echoPort: number, n: number, batch: number, warmup: number, snapshots: string | undefined): Promise<Row> {
@@ -250,16 +254,17 @@ async function main(): Promise<void> {
     echo.stop();
   }
 
-  process.stdout.write(`\n${'N'.padStart(6)}  ${'path'.padEnd(12)} ${'RSS/tunnel'.padStart(11)} ${'heap'.padStart(7)} ${'fds'.padStart(6)}   ${'agent RSS'.padStart(9)} ${'heap'.padStart(7)} ${'fds'.padStart(6)}   / relay (edge, agent)   alive\n`);
+  process.stdout.write(`\n${'N'.padStart(6)}  ${'process'.padEnd(12)} ${'RSS'.padStart(7)} ${'heap'.padStart(7)} ${'heapTot'.padStart(7)} ${'extern'.padStart(7)}   ${'/ relay'.padStart(7)}   ${'fds'.padStart(6)}   alive   (KiB per tunnel; heap = V8 heap in use, heapTot = committed)\n`);
   for (const n of ns) {
     const relay = rows.find((r) => r.n === n && r.transport === 'relay')!;
     for (const r of rows.filter((x) => x.n === n)) {
-      const a = r.agent;
-      process.stdout.write(
-        `${String(n).padStart(6)}  ${(r.transport === 'relay' ? 'node relay' : `edge ${r.transport}`).padEnd(12)} ${kib(r.edge.rss).padStart(11)} ${kib(r.edge.heap)} ${String(r.edge.fds).padStart(6)}   ` +
-          (a ? `${kib(a.rss).padStart(9)} ${kib(a.heap)} ${String(a.fds).padStart(6)}   ${(r.edge.rss / relay.edge.rss).toFixed(2).padStart(5)}x, ${(a.rss / relay.edge.rss).toFixed(2).padStart(5)}x` : `${''.padStart(9)} ${''.padStart(7)} ${''.padStart(6)}   ${''.padStart(14)}`) +
-          `   ${String(r.alive).padStart(5)}/${n}\n`,
-      );
+      const line = (label: string, m: Measured): void => {
+        process.stdout.write(
+          `${String(n).padStart(6)}  ${label.padEnd(12)} ${kib(m.rss)} ${kib(m.heap)} ${kib(m.heapTotal)} ${kib(m.external)}   ${(m.rss / relay.edge.rss).toFixed(2).padStart(6)}x   ${String(m.fds).padStart(6)}   ${r.alive}/${n}\n`,
+        );
+      };
+      line(r.transport === 'relay' ? 'node relay' : `edge ${r.transport}`, r.edge);
+      if (r.agent) line(`agent ${r.transport}`, r.agent);
       if (r.alive !== n) process.exitCode = 1;
     }
   }
