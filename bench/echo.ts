@@ -172,7 +172,7 @@ async function main(): Promise<void> {
       }
     }
     for (const conns of connCounts) {
-      process.stdout.write(`\n${conns} connection${conns === 1 ? '' : 's'}:${' '.repeat(28)}round trips/s    p50 ms   p99 ms   / relay chain\n`);
+      process.stdout.write(`\n${`${conns} connection${conns === 1 ? '' : 's'}:`.padEnd(40)} ${'trips/s'.padStart(10)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}   / relay chain\n`);
       const base = median(results.get(key(paths[0]!, conns))!.rates);
       for (const p of paths) {
         const acc = results.get(key(p, conns))!;
@@ -186,7 +186,7 @@ async function main(): Promise<void> {
       if (tls) process.stdout.write(`  ratio tls / relay chain, ${conns} conn: ${(median(tls.rates) / base).toFixed(2)}x   (goal >= 0.7x)\n`);
     }
 
-    process.stdout.write(`\ntunnel open, connect -> first echoed byte, ${opens} opens per path, in turn (ms):   p50      p99\n`);
+    process.stdout.write(`\n${`tunnel open, connect -> first echoed byte, ${opens} opens per path, in turn:`.padEnd(54)} ${'p50 ms'.padStart(8)} ${'p99 ms'.padStart(8)}\n`);
     for (const p of paths) await openLatency(p.port);
     const lat = new Map(paths.map((p) => [p.label, [] as number[]]));
     for (let i = 0; i < opens; i++) for (const p of paths) lat.get(p.label)!.push(await openLatency(p.port));
