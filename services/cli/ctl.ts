@@ -144,6 +144,8 @@ export interface Opened {
   /** The read models; null when the command needs only the log and none was given (--nats alone). */
   db: Db | null;
   mode: string;
+  /** Cluster mode: the NATS connection the log is read through. */
+  nats: { nc: import('@nats-io/nats-core').NatsConnection; streamName: string; subjectPrefix: string } | null;
   close(): Promise<void>;
 }
 
@@ -182,6 +184,7 @@ export async function openTarget(target: CtlTarget, logger: Logger, opts: { read
       pool = p;
     }
     let store: EventStore;
+    let nats: Opened['nats'] = null;
     if (target.nats) {
       const [{ connect }, { JetStreamApiCodes, JetStreamApiError, jetstreamManager }, { openJetStreamEventStore }] = await Promise.all([
         import('@nats-io/transport-node'),
@@ -199,13 +202,14 @@ export async function openTarget(target: CtlTarget, logger: Logger, opts: { read
         throw err;
       });
       store = await openJetStreamEventStore({ nc, streamName: target.stream, subjectPrefix: target.subjectPrefix, logger });
+      nats = { nc, streamName: target.stream, subjectPrefix: target.subjectPrefix };
     } else {
       const { PostgresEventStore } = await import('../../shared/eventstore/postgres.js');
       if (!db || !pool) throw new Error('standalone without a database');
       store = new PostgresEventStore({ db, pool, logger });
     }
     closers.push(() => store.close());
-    return { store, db, mode, close };
+    return { store, db, mode, nats, close };
   } catch (err) {
     await close();
     throw err;
@@ -428,6 +432,37 @@ export function ctlCommand(): Command {
       const { parsePoint, stateAt } = await import('./ctl-state.js');
       const result = await stateAt(opened.store, kind, id, o.at === undefined ? undefined : parsePoint(o.at));
       process.stdout.write(JSON.stringify(result, null, 2) + '\n');
+    });
+  });
+
+  const projections = ctl.command('projections').description('the read models the projector folds from the log');
+  withTarget(
+    projections
+      .command('rebuild')
+      .description(
+        'replay every event from the start into shadow tables and compare them row by row with the live read models ' +
+          '(--verify: print the differences; exit 0 identical, 1 different, 2 could not verify), or also replace the differing live rows ' +
+          'in one transaction that keeps the projector checkpoint consistent (--swap; exit 0 once swapped). Safe next to a running projector (docs/events.md)',
+      )
+      .option('--verify', 'compare only')
+      .option('--swap', 'compare, then make the live tables equal to the rebuilt ones')
+      .option('--max-diffs <n>', 'list at most this many differing rows', countArg(1_000_000), 100)
+      .option('--json', 'print the report as one JSON object'),
+  ).action(async (o: CtlTarget & { verify?: boolean; swap?: boolean; maxDiffs: number; json?: boolean }) => {
+    await runCtl(o, { readModels: true, failCode: 2 }, async (opened) => {
+      if (!o.verify && !o.swap) throw new CtlError('TNX_CTL_BAD_ARGUMENT', 'say --verify (compare only) or --swap (compare and replace)');
+      const { ctlRebuild, formatReport } = await import('./ctl-rebuild.js');
+      const { createLogger } = await import('../../shared/platform/logger.js');
+      const report = await ctlRebuild({
+        store: opened.store,
+        db: needDb(opened),
+        logger: createLogger({ level: 'warn', name: 'tunnox-ctl' }, process.stderr),
+        swap: o.swap === true,
+        maxDifferences: o.maxDiffs,
+        ...(opened.nats ? { cluster: opened.nats } : {}),
+      });
+      process.stdout.write(o.json ? JSON.stringify(report) + '\n' : formatReport(report).join('\n') + '\n');
+      return report.identical || report.swapped ? 0 : 1;
     });
   });
 

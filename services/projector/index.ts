@@ -13,6 +13,7 @@ export { createStateOutbox, type CommitHook } from './state-feed.js';
 export { READ_MODEL_PROJECTION } from './readModels.js';
 export type { ProjectionWaiter } from './waiter.js';
 export { BadEventError, ProjectionHaltedError } from './errors.js';
+export { rebuildAndCompare, RebuildError, SHADOW_SCHEMA, type RebuildReport, type RowDifference } from './shadow.js';
 
 export interface ProjectorOptions {
   store: EventStore;

@@ -14,12 +14,19 @@ import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import { silentLogger } from '../../shared/platform/logger.js';
 import { TEST_NATS_URL, createTestNats } from '../../shared/testkit/nats.js';
 import { startEmbeddedPostgres } from '../../services/cli/embedded-postgres.js';
+import { READ_MODEL_PROJECTION, startProjector } from '../../services/projector/index.js';
+import { checkpointOf, eventually } from '../../services/projector/test/fixtures.js';
+import { createMemoryBus } from '../../shared/bus/memory.js';
 
 /**
  * The real `tunnox ctl` process: events tail (readable, --json, --aggregate, --follow), state --at
  * and ports release on a standalone --data-dir, with its server's PostgreSQL up and down; and on a
  * cluster's JetStream log with --nats alone.
  */
+
+// Two embedded PostgreSQL starts and a dozen CLI processes: minutes on a loaded machine.
+t.setTimeout(400_000);
+t.comment('timeout=400000');
 
 const MAIN = fileURLToPath(new URL('../../services/cli/main.js', import.meta.url));
 const META = { actor: { kind: 'api_key' as const, id: 'ctl-cli-test' } };
@@ -127,6 +134,32 @@ t.test('standalone --data-dir: tail, follow, state and ports release through the
     actor: { kind: 'operator', id: 'dave' },
     data: { port: leftover, mapping_id: 7777, reason: 'crashed create' },
   }, 'the audited release is in the log');
+
+  // projections rebuild on the running server's database, with its projector running.
+  const bus = createMemoryBus();
+  const projector = await startProjector({ store: again.store, db: again.db, bus, logger: silentLogger() });
+  t.teardown(async () => {
+    await projector.stop();
+    await bus.close();
+  });
+  const head = await again.store.headPosition();
+  t.ok(await eventually(async () => ((await checkpointOf(again.db, READ_MODEL_PROJECTION)) ?? 0) >= head, 30_000), 'projected');
+  const clean = await ctl(['projections', 'rebuild', '--verify', ...dir]);
+  t.equal(clean.code, 0, clean.stderr);
+  t.match(clean.stdout, new RegExp(`replayed ${head} events into shadow tables; compared with the live read models at checkpoint ${head}\n`));
+  t.match(clean.stdout, /\nmappings: 0 live, 0 rebuilt, identical\nclients: 1 live, 1 rebuilt, identical\nusers: 1 live, 1 rebuilt, identical\nidentical\n$/);
+  await again.db.updateTable('users').set({ email: 'mallory@example.test' }).where('user_id', '=', userId).execute();
+  const dirty = await ctl(['projections', 'rebuild', '--verify', ...dir]);
+  t.equal(dirty.code, 1, 'differences: exit 1');
+  t.match(dirty.stdout, `\n  users user_id=${userId}: email: live "mallory@example.test", rebuilt "cli@example.test"\n1 differing row\n`);
+  const swap = await ctl(['projections', 'rebuild', '--swap', '--json', ...dir]);
+  t.equal(swap.code, 0, swap.stderr);
+  t.match(JSON.parse(swap.stdout), { identical: false, swapped: { deleted: 1, inserted: 1, tables: ['users'] }, position: head });
+  t.equal((await again.db.selectFrom('users').select('email').where('user_id', '=', userId).executeTakeFirstOrThrow()).email, 'cli@example.test');
+  t.equal((await ctl(['projections', 'rebuild', '--verify', ...dir])).code, 0, 'identical after the swap');
+  const neither = await ctl(['projections', 'rebuild', ...dir]);
+  t.equal(neither.code, 2, 'no mode: exit 2');
+  t.match(neither.stderr, /--verify .* or --swap/);
 });
 
 t.test('cluster: tail and state from JetStream with --nats alone', async (t) => {
