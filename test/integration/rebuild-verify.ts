@@ -12,10 +12,14 @@ import {
   recordClientConnected,
   recordClientDisconnected,
   registerAnonymousClient,
+  renameClient,
   rotateClientAuthCode,
 } from '../../shared/domain/client/client.commands.js';
+import { TIERS } from '../../shared/domain/account/account.decider.js';
+import { setQuota } from '../../shared/domain/account/account.commands.js';
+import { deleteUserAndEverything } from '../../shared/domain/cascades.js';
 import { createMapping, deleteMapping, recordMappingAgentStatus } from '../../shared/domain/mapping/mapping.commands.js';
-import { createUser } from '../../shared/domain/user/user.commands.js';
+import { createUser, updateUser } from '../../shared/domain/user/user.commands.js';
 import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
@@ -132,6 +136,24 @@ async function randomCommands(store: EventStore, count: number, seed: number): P
     [3, () => { const c = pick(clients); return c === undefined ? undefined : kickClient(store, { clientId: c }, meta); }],
     [2, () => { const c = pick(clients); return c === undefined ? undefined : deleteClient(store, { clientId: c }, meta); }],
     [1, () => { const c = pick(clients); return c === undefined ? undefined : rotateClientAuthCode(store, { clientId: c }, meta); }],
+    [2, () => { const c = pick(clients); return c === undefined ? undefined : renameClient(store, { clientId: c, clientName: `r${n}` }, meta); }],
+    [2, () => {
+      const userId = pick(users);
+      if (userId === undefined) return undefined;
+      return updateUser(store, { userId, ...(rnd() < 0.5 ? { username: `n${seed}-${n}` } : { email: `e${n}@example.test` }) }, meta);
+    }],
+    [1, () => {
+      const userId = pick(users);
+      if (userId === undefined) return undefined;
+      const tier = pick(['free', 'pro', 'unlimited'] as const)!;
+      return setQuota(store, { userId, quota: TIERS[tier] }, meta);
+    }],
+    [1, () => {
+      // Rare: a whole user with its clients and mappings, as cascades.
+      if (rnd() < 0.5) return undefined;
+      const userId = pick(users);
+      return userId === undefined ? undefined : deleteUserAndEverything(store, { userId }, meta);
+    }],
     [18, () => {
       const c = pick(clients);
       if (c === undefined) return undefined;
