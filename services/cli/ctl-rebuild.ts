@@ -75,6 +75,9 @@ function keyText(d: RowDifference): string {
 /** The readable report: one line per table, one per differing row, then the verdict. */
 export function formatReport(r: RebuildReport & { published?: number | null }): string[] {
   const lines = [`replayed ${r.events} events into shadow tables; compared with the live read models at checkpoint ${r.position}${r.skipped.length ? ` (operator-skipped: ${r.skipped.join(', ')})` : ''}`];
+  if (r.head > r.position) {
+    lines.push(`note: the log goes on to position ${r.head}; the read models have not projected its last ${r.head - r.position} position(s) yet (a running projector will; a halted one says why in its log)`);
+  }
   for (const t of r.tables) {
     lines.push(`${t.table}: ${t.live_rows} live, ${t.rebuilt_rows} rebuilt, ${t.differing_rows === 0 ? 'identical' : `${t.differing_rows} differing`}`);
   }

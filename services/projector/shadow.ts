@@ -53,6 +53,8 @@ export interface TableReport {
 export interface RebuildReport {
   /** The checkpoint both sides were compared at (the read-model projection's). */
   position: number;
+  /** The log's head when they were compared: above `position` when the projector is behind (or halted). */
+  head: number;
   /** Events replayed into the shadow tables. */
   events: number;
   /** Operator-skipped positions the replay passed. */
@@ -214,6 +216,7 @@ async function run(db: Db, opts: RebuildOptions, tables: readonly TableInfo[], l
       const position = await lockCheckpoint(tx, READ_MODEL_PROJECTION);
       if (position < start) throw new RebuildError('TNX_REBUILD_CHECKPOINT_MOVED_BACK', `the checkpoint moved back from ${start} to ${position} during the rebuild; run it again`);
       const caught = await replay(tx, start, position);
+      const head = await store.headPosition();
       const { reports, differences, truncated, differing } = await compare(tx, tables, opts.maxDifferences ?? 100);
       const identical = reports.every((r) => r.differing_rows === 0);
       const changed = { clients: differing.get('clients') ?? [], mappings: differing.get('mappings') ?? [] };
@@ -231,6 +234,7 @@ async function run(db: Db, opts: RebuildOptions, tables: readonly TableInfo[], l
       }
       return {
         position,
+        head,
         events: bulk + caught,
         skipped: [...skipped.keys()].sort((a, b) => a - b),
         identical,
