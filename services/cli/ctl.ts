@@ -313,7 +313,7 @@ function withTarget(cmd: Command): Command {
 async function runCtl(
   target: CtlTarget,
   opts: { readModels: boolean; failCode?: number },
-  body: (opened: Opened, signal: AbortSignal) => Promise<number | void>,
+  body: (opened: Opened, signal: AbortSignal, logger: Logger) => Promise<number | void>,
 ): Promise<void> {
   const { createLogger } = await import('../../shared/platform/logger.js');
   const logger = createLogger({ level: 'warn', name: 'tunnox-ctl' }, process.stderr);
@@ -324,7 +324,7 @@ async function runCtl(
   let opened: Opened | undefined;
   try {
     opened = await openTarget(target, logger, { readModels: opts.readModels });
-    const code = await body(opened, abort.signal);
+    const code = await body(opened, abort.signal, logger);
     if (typeof code === 'number') process.exitCode = code;
   } catch (err) {
     process.stderr.write(`tunnox: ${errorMessage(err)}\n`);
@@ -449,14 +449,13 @@ export function ctlCommand(): Command {
       .option('--max-diffs <n>', 'list at most this many differing rows', countArg(1_000_000), 100)
       .option('--json', 'print the report as one JSON object'),
   ).action(async (o: CtlTarget & { verify?: boolean; swap?: boolean; maxDiffs: number; json?: boolean }) => {
-    await runCtl(o, { readModels: true, failCode: 2 }, async (opened) => {
+    await runCtl(o, { readModels: true, failCode: 2 }, async (opened, _signal, logger) => {
       if (!o.verify && !o.swap) throw new CtlError('TNX_CTL_BAD_ARGUMENT', 'say --verify (compare only) or --swap (compare and replace)');
       const { ctlRebuild, formatReport } = await import('./ctl-rebuild.js');
-      const { createLogger } = await import('../../shared/platform/logger.js');
       const report = await ctlRebuild({
         store: opened.store,
         db: needDb(opened),
-        logger: createLogger({ level: 'warn', name: 'tunnox-ctl' }, process.stderr),
+        logger,
         swap: o.swap === true,
         maxDifferences: o.maxDiffs,
         ...(opened.nats ? { cluster: opened.nats } : {}),
