@@ -77,6 +77,16 @@ export class EdgeEnds {
     t.wait?.(true);
   }
 
+  /** TunnelEnd {reset: true} from the edge: it reset our half; so do we, whatever the socket reported. */
+  abort(end: TunnelEnd): void {
+    const t = this.tunnels.get(end.tunnel_id);
+    if (!t || t.role !== end.role) return;
+    this.tunnels.delete(end.tunnel_id);
+    t.wait?.(false);
+    for (const s of t.sockets) resetStream(s);
+    this.log.debug({ tunnelId: end.tunnel_id, role: end.role }, 'the edge reset this tunnel');
+  }
+
   /** The control session ended: nothing not yet vouched for can be anymore. */
   lose(): void {
     if (this.lost) return;

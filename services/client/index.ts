@@ -19,7 +19,14 @@ export type { AgentMapping } from '../../shared/wire/messages.js';
 /** Reported to the edge in the handshake. */
 export const AGENT_VERSION = '0.1.0';
 /** What this agent understands beyond protocol version 1 (Handshake.features). */
-export const AGENT_FEATURES: readonly string[] = [AgentFeature.ConfigDelta, AgentFeature.SessionToken, AgentFeature.EdgeEnd, AgentFeature.Drain, AgentFeature.TunnelKey];
+export const AGENT_FEATURES: readonly string[] = [
+  AgentFeature.ConfigDelta,
+  AgentFeature.SessionToken,
+  AgentFeature.EdgeEnd,
+  AgentFeature.Drain,
+  AgentFeature.TunnelKey,
+  AgentFeature.EdgeReset,
+];
 
 export interface AgentOptions {
   /**
@@ -359,7 +366,10 @@ class Agent {
         heartbeatIntervalMs: Math.min(this.o.heartbeatIntervalMs ?? resp.heartbeat_interval_ms, resp.heartbeat_interval_ms),
         silenceTimeoutMs: resp.heartbeat_interval_ms * 3,
         onMessage: (m) => {
-          if (m.type === PacketType.TunnelEnd) ends?.attest(m.body);
+          if (m.type === PacketType.TunnelEnd) {
+            if (m.body.reset) ends?.abort(m.body);
+            else ends?.attest(m.body);
+          }
           if (m.type !== PacketType.Command) return;
           if (m.body.name !== 'session.close') {
             this.onCommand(link, m.body, log);

@@ -398,6 +398,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       if (before?.enabled && !after?.enabled) broker.closeMapping(mappingId);
     }
     if (publicChanged) void publicListeners.reconcile();
+    // Before the sessions close: tunnels of a revoked client end now, whichever session opened them.
+    if (change.clients.size > 0) broker.revokeClients(change.clients);
     for (const clientId of change.clients) {
       const session = sessions.get(clientId);
       if (!session) continue;

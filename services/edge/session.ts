@@ -377,6 +377,15 @@ export class ControlSession {
     return this.channel.send(PacketType.TunnelEnd, end);
   }
 
+  /**
+   * Edge → agent TunnelEnd {reset: true}: the agent's half in `end.role` was reset here. Only to
+   * agents that declared AgentFeature.EdgeReset (and EdgeEnd, which makes them take TunnelEnd).
+   */
+  noticeReset(end: Omit<TunnelEnd, 'reset'>): void {
+    if (!this.vouchesEnds || !this.features.has(AgentFeature.EdgeReset)) return;
+    this.channel.send(PacketType.TunnelEnd, { ...end, reset: true });
+  }
+
   /** Tells the agent why (when `notify` is given), flushes, and closes. Idempotent. */
   close(reason: string, notify?: SessionCloseReason): void {
     if (this.closed) return;

@@ -31,10 +31,24 @@ export interface RemoteTargets {
   open(target: { tunnelId: string; mappingId: number; targetClientId: number }): Promise<Duplex> | null;
 }
 
+/**
+ * Whose access a tunnel runs on: the mapping's clients and their auth epochs when it started. A
+ * tunnel lives only as long as both stay enabled at that epoch: disabling, kicking or deleting
+ * either client (its epoch moves) ends it, on every edge the tunnel crosses, since each edge
+ * checks its own view (revokeClients). One record per tunnel, shared by its pending and active forms.
+ */
+interface Grant {
+  readonly source: number | null;
+  readonly sourceEpoch: number;
+  readonly target: number;
+  readonly targetEpoch: number;
+}
+
 interface PendingTunnel {
   readonly tunnelId: string;
   readonly mappingId: number;
   readonly targetClientId: number;
+  readonly grant: Grant;
   readonly origin: Origin;
   /** The target agent's session: the tunnel.open went there, and only its TunnelOpen pairs. */
   readonly session: ControlSession;
@@ -55,6 +69,7 @@ interface EndWait {
 interface ActiveTunnel {
   readonly tunnelId: string;
   readonly mappingId: number;
+  readonly grant: Grant;
   readonly kind: Origin['kind'];
   readonly a: Duplex;
   readonly b: Duplex;
@@ -122,8 +137,8 @@ export interface TunnelStats {
 export class TunnelBroker {
   private readonly pending = new Map<string, PendingTunnel>();
   private readonly active = new Map<string, ActiveTunnel>();
-  /** Origins waiting for a bridge stream (reset if the edge stops meanwhile). */
-  private readonly remotePending = new Set<Duplex>();
+  /** Origins waiting for a bridge stream (reset if the edge stops or their grant is revoked meanwhile). */
+  private readonly remotePending = new Map<Duplex, Grant>();
   private readonly guard: ReplayGuard;
   private readonly log: Logger;
   private stopping = false;
@@ -253,6 +268,10 @@ export class TunnelBroker {
 
   /** TunnelEnd from `clientId`: its half of the tunnel ended cleanly. */
   attestEnd(clientId: number, end: TunnelEnd): void {
+    if (end.reset) {
+      this.log.debug({ clientId, tunnelId: end.tunnel_id }, 'agent TunnelEnd with reset: not a vouch, ignored');
+      return;
+    }
     const t = this.active.get(end.tunnel_id);
     if (!t || t.agents[end.role] !== clientId) {
       this.log.debug({ clientId, tunnelId: end.tunnel_id, role: end.role }, 'TunnelEnd for no tunnel half of this agent (already closed?)');
@@ -276,10 +295,56 @@ export class TunnelBroker {
     }
   }
 
+  /**
+   * Some clients changed in the view: every tunnel, waiting or running, that one of them takes part
+   * in and whose grant no longer holds (a client disabled, deleted, or its epoch moved by a kick or
+   * an auth code rotation) is torn down now, with resets. Running tunnels are not bound to the
+   * session they were opened in (they survive a reconnect), so ending the session is not enough.
+   */
+  revokeClients(changed: ReadonlySet<number>): void {
+    const revoked = (g: Grant): boolean => (changed.has(g.target) || (g.source !== null && changed.has(g.source))) && !this.holds(g);
+    let ended = 0;
+    for (const p of this.pending.values()) {
+      if (!revoked(p.grant)) continue;
+      ended++;
+      this.fail(p, WireErrorCode.TunnelRefused, 'client disabled, deleted or revoked');
+    }
+    for (const [origin, grant] of this.remotePending) {
+      if (!revoked(grant)) continue;
+      // The bridge stream, when it comes, finds the origin gone and is reset (startRemote).
+      ended++;
+      reset(origin);
+    }
+    for (const t of this.active.values()) {
+      if (!revoked(t.grant)) continue;
+      ended++;
+      reset(t.a);
+      reset(t.b);
+    }
+    if (ended > 0) this.log.info({ tunnels: ended, clients: [...changed] }, 'tunnels of a disabled, deleted or revoked client reset');
+  }
+
+  /** Whether the clients a tunnel runs on are still enabled at the epochs it started with. */
+  private holds(g: Grant): boolean {
+    const granted = (clientId: number, epoch: number): boolean => {
+      const c = this.o.findClient(clientId);
+      return c !== undefined && c.enabled && c.epoch === epoch;
+    };
+    return granted(g.target, g.targetEpoch) && (g.source === null || granted(g.source, g.sourceEpoch));
+  }
+
+  /** The grant for a tunnel of `mapping` starting now, or undefined when one of its clients is disabled or gone. */
+  private grantFor(mapping: MappingRow): Grant | undefined {
+    const target = this.o.findClient(mapping.target_client_id);
+    const source = mapping.source_client_id === null ? undefined : this.o.findClient(mapping.source_client_id);
+    if (!target?.enabled || (mapping.source_client_id !== null && !source?.enabled)) return undefined;
+    return { source: mapping.source_client_id, sourceEpoch: source?.epoch ?? 0, target: mapping.target_client_id, targetEpoch: target.epoch };
+  }
+
   stop(): void {
     this.stopping = true;
     for (const p of this.pending.values()) this.fail(p, WireErrorCode.TunnelTargetOffline, 'edge shutting down');
-    for (const origin of this.remotePending) reset(origin);
+    for (const origin of this.remotePending.keys()) reset(origin);
     for (const t of this.active.values()) {
       reset(t.a);
       reset(t.b);
@@ -320,11 +385,17 @@ export class TunnelBroker {
       this.failOrigin(origin, tunnelId, WireErrorCode.TunnelRefused, 'duplicate tunnel id');
       return;
     }
+    const grant = this.grantFor(mapping);
+    if (!grant) {
+      this.warn('tunnel refused: a client of the mapping is disabled or gone', ctx);
+      this.failOrigin(origin, tunnelId, WireErrorCode.TunnelRefused, 'tunnel refused');
+      return;
+    }
     const session = this.o.findSession(mapping.target_client_id);
     if (!session || session.closed) {
       const remote = mayBridge ? this.o.remote?.open({ tunnelId, mappingId: mapping.mapping_id, targetClientId: mapping.target_client_id }) : null;
       if (remote) {
-        this.startRemote(tunnelId, mapping, origin, remote);
+        this.startRemote(tunnelId, mapping, grant, origin, remote);
         return;
       }
       this.log.info({ ...ctx, targetClientId: mapping.target_client_id }, 'tunnel failed: target agent not connected to this edge or any other');
@@ -335,6 +406,7 @@ export class TunnelBroker {
       tunnelId,
       mappingId: mapping.mapping_id,
       targetClientId: mapping.target_client_id,
+      grant,
       origin,
       session,
       ticket: newTicket(),
@@ -413,6 +485,7 @@ export class TunnelBroker {
     const tunnel: ActiveTunnel = {
       tunnelId: p.tunnelId,
       mappingId: p.mappingId,
+      grant: p.grant,
       kind: origin.kind,
       a: origin.socket,
       b: target,
@@ -427,6 +500,7 @@ export class TunnelBroker {
     // handler and the context of start()) must not live as long as the tunnel.
     void pipeSockets(origin.socket, target, this.endChecks(tunnel, source, 'target', ctx)).then((r) => {
       for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
+      this.noticeIfReset(tunnel);
       this.active.delete(tunnel.tunnelId);
       this.o.metrics?.tunnelClosed(tunnel.kind, r.bytesAtoB + earlyToTarget, r.bytesBtoA + earlyToVisitor);
       this.settled();
@@ -492,6 +566,17 @@ export class TunnelBroker {
     });
   }
 
+  /**
+   * A tunnel that did not end cleanly both ways was reset: its agents hear so on their control
+   * sessions (AgentFeature.EdgeReset). Their kernel may report the RST as a FIN (when it meets
+   * unread bytes), which they would otherwise hold for the TunnelEnd grace period.
+   */
+  private noticeIfReset(t: ActiveTunnel): void {
+    const clean = (s: Duplex): boolean => s.readableEnded && s.writableFinished;
+    if (clean(t.a) && clean(t.b)) return;
+    for (const role of ['source', 'target'] as const) t.vouchees[role]?.noticeReset({ tunnel_id: t.tunnelId, role });
+  }
+
   private warn(reason: string, fields: Record<string, unknown>): void {
     if (this.o.warnings) this.o.warnings.warn(reason, fields, reason);
     else this.log.warn(fields, reason);
@@ -520,9 +605,9 @@ export class TunnelBroker {
    * like a public visitor's: the target's edge only sends it for a FIN its agent vouched for, and
    * any other end arrives as a reset. A client origin's FIN still needs its agent's TunnelEnd.
    */
-  private startRemote(tunnelId: string, mapping: MappingRow, origin: Origin, remote: Promise<Duplex>): void {
+  private startRemote(tunnelId: string, mapping: MappingRow, grant: Grant, origin: Origin, remote: Promise<Duplex>): void {
     const ctx = { mappingId: mapping.mapping_id, tunnelId, targetClientId: mapping.target_client_id };
-    this.remotePending.add(origin.socket);
+    this.remotePending.set(origin.socket, grant);
     remote.then(
       (stream) => {
         this.remotePending.delete(origin.socket);
@@ -539,6 +624,7 @@ export class TunnelBroker {
         const tunnel: ActiveTunnel = {
           tunnelId,
           mappingId: mapping.mapping_id,
+          grant,
           kind: origin.kind,
           a: origin.socket,
           b: stream,
@@ -552,6 +638,7 @@ export class TunnelBroker {
         this.log.debug(ctx, 'tunnel open across the bridge');
         void pipeSockets(origin.socket, stream, this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx)).then((r) => {
           for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
+          this.noticeIfReset(tunnel);
           this.active.delete(tunnelId);
           this.o.metrics?.tunnelClosed(tunnel.kind, r.bytesAtoB + earlyToTarget, r.bytesBtoA);
           this.settled();

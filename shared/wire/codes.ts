@@ -73,5 +73,12 @@ export const AgentFeature = {
    * a handshake without it (a mapping secret alone opens no tunnel).
    */
   TunnelKey: 'tunnel_key',
+  /**
+   * With edge_end: the edge also tells the agent (TunnelEnd {reset: true}) when the agent's half of
+   * a tunnel was reset at the edge (revocation, a reset from the far end). A reset that the agent's
+   * kernel reports as a FIN (it does when the RST meets unread bytes) is then reset at once instead
+   * of waiting out the TunnelEnd grace period.
+   */
+  EdgeReset: 'edge_reset',
 } as const;
 export type AgentFeature = (typeof AgentFeature)[keyof typeof AgentFeature];

@@ -165,7 +165,16 @@ export const CommandResp = z.strictObject({
  *   The agent ends its local socket on that FIN only if this arrives before it or within a grace
  *   period after it (the two travel on different connections), and resets it otherwise.
  */
-export const TunnelEnd = z.strictObject({ tunnel_id: z.string().min(1).max(64), role: z.enum(['source', 'target']) });
+export const TunnelEnd = z.strictObject({
+  tunnel_id: z.string().min(1).max(64),
+  role: z.enum(['source', 'target']),
+  /**
+   * Edge → agent only, to agents that declared AgentFeature.EdgeReset: the edge reset the agent's
+   * half; the agent resets its local socket now, whatever its tunnel connection reports. Never a
+   * vouch: an edge ignores an agent's TunnelEnd that carries it.
+   */
+  reset: z.literal(true).optional(),
+});
 
 /**
  * First frame of a tunnel connection. With `session_id` (agents that declared

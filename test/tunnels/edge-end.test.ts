@@ -465,3 +465,38 @@ t.test('edge: TunnelEnd to the agent before a clean FIN, only for agents that de
     source.peer.close();
   });
 });
+
+t.test('edge: a reset tunnel half is told to agents that declared edge_reset (TunnelEnd {reset: true}), to no other', async (t) => {
+  for (const withReset of [true, false]) {
+    const { w, user, b, port, secret } = await publicWorld(t);
+    const s = await rawAgent(w, b, withReset ? [AgentFeature.EdgeEnd, AgentFeature.EdgeReset] : [AgentFeature.EdgeEnd]);
+    const visitor = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    visitor.on('error', () => undefined);
+    visitor.write(randomBytes(10 * KiB));
+    const tun = await answerTunnel(w, s, b.clientId, secret);
+    const atTarget = outcome(tun.socket, tun.remainder);
+    await eventually(() => w.edge.stats().tunnels === 1, 'tunnel up');
+    visitor.resetAndDestroy();
+    t.equal((await atTarget).how, 'reset', 'the target half is reset');
+    const before = await framesBeforeNextPush(w, s, user, b.clientId);
+    const notices = before.filter((m) => m.type === PacketType.TunnelEnd);
+    if (withReset) t.same(notices, [{ type: PacketType.TunnelEnd, body: { tunnel_id: tun.tunnelId, role: 'target', reset: true } }], 'edge_reset: told, on its control session');
+    else t.same(notices, [], 'without edge_reset: no such frame (its strict schema would refuse the field)');
+    s.peer.close();
+  }
+});
+
+t.test('agent: TunnelEnd {reset: true} resets the local socket at once, even when the tunnel connection reports a FIN', async (t) => {
+  const edge = await FakeEdge.start(t, true);
+  const service = await localService(t);
+  await agentOn(t, edge, service.port, { graceMs: 60_000 });
+  t.ok(edge.handshakes[0]!.features?.includes(AgentFeature.EdgeReset), 'the agent declares edge_reset');
+  const tun = await targetTunnel(edge, service);
+  const atLocal = streamEnd(tun.local);
+  // A FIN on the tunnel connection, and the notice: without it the agent would wait the (long) grace.
+  tun.edgeSide.end();
+  edge.control!.send(PacketType.TunnelEnd, { tunnel_id: tun.tunnelId, role: 'target', reset: true });
+  const started = Date.now();
+  t.match(await atLocal, { how: 'reset' }, 'the target service sees a reset');
+  t.ok(Date.now() - started < 5_000, 'not after the grace period');
+});

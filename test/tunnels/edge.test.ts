@@ -439,11 +439,12 @@ t.test('an agent FIN that its agent does not vouch for (TunnelEnd) reaches the o
     t.equal((await atTarget).how, 'reset');
     target.close();
   });
-  await t.test('a TunnelEnd from another client, or for the other half, vouches for nothing', async (t) => {
+  await t.test('a TunnelEnd from another client, for the other half, or carrying reset, vouches for nothing', async (t) => {
     const { tunnelId, src, tgt, target, source: sourceControl } = await rawPair(t, { endAttestTimeoutMs: 300 });
     const atSource = outcome(src.socket, src.remainder);
     sourceControl.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }); // a is not the target
     target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'source' }); // b is not the source
+    target.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target', reset: true }); // the edge's notice, never an agent's vouch
     tgt.socket.end();
     t.equal((await atSource).how, 'reset');
     sourceControl.close();
