@@ -1,17 +1,9 @@
 import t, { type Test } from 'tap';
-import type { FastifyInstance } from 'fastify';
-import { createMemoryBus } from '../../shared/bus/memory.js';
 import type { EventEnvelope } from '../../shared/contracts/envelope.js';
-import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
-import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import type { AppendOptions, AppendResult, EventStore } from '../../shared/eventstore/types.js';
 import { InfrastructureError } from '../../shared/platform/errors.js';
-import { silentLogger } from '../../shared/platform/logger.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
-import { createTestNats } from '../../shared/testkit/nats.js';
-import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
-import { buildApp } from '../../services/api/index.js';
-import { createProjectionWaiter, startProjector } from '../../services/projector/index.js';
+import { openJetStream, openPostgres, startApiHarness, type ApiHarness, type OpenStore } from './api-harness.js';
 
 const KEY_A = 'key-a-0123456789abcdef0123';
 const KEY_B = 'key-b-0123456789abcdef0123';
@@ -55,65 +47,27 @@ class FaultyStore implements EventStore {
   close: EventStore['close'] = () => this.inner.close();
 }
 
-interface Reply {
-  status: number;
-  json: any;
-  headers: Record<string, unknown>;
-}
-
-interface Harness {
-  app: FastifyInstance;
-  tdb: TestDatabase;
-  store: FaultyStore;
-  send(method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, body?: unknown, headers?: Record<string, string>): Promise<Reply>;
+interface Harness extends ApiHarness<FaultyStore> {
   /** Events of `type` in the whole log. */
   count(type: string): Promise<number>;
 }
 
-type Open = (t: Test, tdb: TestDatabase) => Promise<EventStore>;
-
-const openPostgres: Open = async (_t, tdb) => new PostgresEventStore({ db: tdb.db, pool: tdb.pool });
-const openJetStream: Open = async (t, _tdb) => {
-  const nats = await createTestNats();
-  t.teardown(() => nats.cleanup());
-  return openJetStreamEventStore({ nc: nats.nc, streamName: nats.streamName, subjectPrefix: nats.subjectPrefix });
-};
-
-async function harness(t: Test, open: Open, leaseMs = 60_000): Promise<Harness> {
-  const tdb = await createTestDatabase('tnx_idem');
-  const store = new FaultyStore(await open(t, tdb));
-  const bus = createMemoryBus();
-  const logger = silentLogger();
-  const waiter = createProjectionWaiter({ db: tdb.db, bus });
-  const app = await buildApp({
-    store,
-    db: tdb.db,
-    waiter,
-    logger,
+async function harness(t: Test, open: OpenStore, leaseMs = 60_000): Promise<Harness> {
+  const h = await startApiHarness(t, {
+    open,
     apiKeys: [KEY_A, KEY_B],
+    dbPrefix: 'tnx_idem',
     publicPortRange: { min: 31000, max: 31009 },
-    idempotency: { leaseMs },
+    wrap: (inner) => new FaultyStore(inner),
+    deps: { idempotency: { leaseMs } },
   });
-  const projector = await startProjector({ store, db: tdb.db, bus, logger });
-  t.teardown(async () => {
-    store.release();
-    await app.close();
-    waiter.close();
-    await projector.stop();
-    await store.close();
-    await bus.close();
-    await tdb.drop();
-  });
+  // Runs before the harness's own teardown (tap runs teardowns last-in first-out): a hung append
+  // must be let go before the app closes.
+  t.teardown(() => h.store.release());
   return {
-    app,
-    tdb,
-    store,
-    async send(method, url, body, headers = auth()) {
-      const res = await app.inject({ method, url, headers, ...(body === undefined ? {} : { payload: body as object }) });
-      return { status: res.statusCode, json: res.payload ? JSON.parse(res.payload) : undefined, headers: res.headers as Record<string, unknown> };
-    },
+    ...h,
     async count(type) {
-      const events = await store.readAll(0, 100_000);
+      const events = await h.store.readAll(0, 100_000);
       return events.filter((e) => e.type === type).length;
     },
   };
@@ -121,7 +75,7 @@ async function harness(t: Test, open: Open, leaseMs = 60_000): Promise<Harness> 
 
 const withKey = (key: string, apiKey = KEY_A) => ({ ...auth(apiKey), 'idempotency-key': key });
 
-function suite(name: string, open: Open): void {
+function suite(name: string, open: OpenStore): void {
   t.test(name, async (t) => {
     t.test('the same key and body answer the original response once more, without a second event', async (t) => {
       const h = await harness(t, open);

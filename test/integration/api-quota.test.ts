@@ -1,69 +1,18 @@
 import t, { type Test } from 'tap';
-import type { FastifyInstance } from 'fastify';
-import { createMemoryBus } from '../../shared/bus/memory.js';
-import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
-import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
 import type { EventStore } from '../../shared/eventstore/types.js';
-import { silentLogger } from '../../shared/platform/logger.js';
-import { createTestNats } from '../../shared/testkit/nats.js';
-import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
-import { buildApp } from '../../services/api/index.js';
-import { createProjectionWaiter, startProjector } from '../../services/projector/index.js';
+import { openJetStream, openPostgres, startApiHarness, type ApiHarness, type OpenStore, type Reply } from './api-harness.js';
 
 const API_KEY = 'quota-test-key-0123456789';
 const AUTH = { authorization: `Bearer ${API_KEY}` };
 
-interface Reply {
-  status: number;
-  json: any;
-  headers: Record<string, unknown>;
-}
-interface Harness {
-  app: FastifyInstance;
-  store: EventStore;
-  send(method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown): Promise<Reply>;
-}
-
-type Open = (t: Test, tdb: TestDatabase) => Promise<EventStore>;
-const openPostgres: Open = async (_t, tdb) => new PostgresEventStore({ db: tdb.db, pool: tdb.pool });
-const openJetStream: Open = async (t) => {
-  const nats = await createTestNats();
-  t.teardown(() => nats.cleanup());
-  return openJetStreamEventStore({ nc: nats.nc, streamName: nats.streamName, subjectPrefix: nats.subjectPrefix });
-};
-
-async function harness(t: Test, open: Open, defaultTier?: 'unlimited' | 'free' | 'pro' | 'enterprise'): Promise<Harness> {
-  const tdb = await createTestDatabase('tnx_quota');
-  const store = await open(t, tdb);
-  const bus = createMemoryBus();
-  const logger = silentLogger();
-  const waiter = createProjectionWaiter({ db: tdb.db, bus });
-  const app = await buildApp({
-    store,
-    db: tdb.db,
-    waiter,
-    logger,
+async function harness(t: Test, open: OpenStore, defaultTier?: 'unlimited' | 'free' | 'pro' | 'enterprise'): Promise<ApiHarness<EventStore>> {
+  return startApiHarness(t, {
+    open,
     apiKeys: [API_KEY],
+    dbPrefix: 'tnx_quota',
     publicPortRange: { min: 33000, max: 33049 },
-    ...(defaultTier ? { defaultTier } : {}),
+    ...(defaultTier ? { deps: { defaultTier } } : {}),
   });
-  const projector = await startProjector({ store, db: tdb.db, bus, logger });
-  t.teardown(async () => {
-    await app.close();
-    waiter.close();
-    await projector.stop();
-    await store.close();
-    await bus.close();
-    await tdb.drop();
-  });
-  return {
-    app,
-    store,
-    async send(method, url, body) {
-      const res = await app.inject({ method, url, headers: AUTH, ...(body === undefined ? {} : { payload: body as object }) });
-      return { status: res.statusCode, json: res.payload ? JSON.parse(res.payload) : undefined, headers: res.headers as Record<string, unknown> };
-    },
-  };
 }
 
 function tally(replies: Reply[]): Record<string, number> {
@@ -75,7 +24,7 @@ function tally(replies: Reply[]): Record<string, number> {
   return out;
 }
 
-function suite(name: string, open: Open): void {
+function suite(name: string, open: OpenStore): void {
   t.test(name, async (t) => {
     t.test('20 parallel mapping creates against max_mappings 5: exactly 5 created, 15 refused', async (t) => {
       const h = await harness(t, open);

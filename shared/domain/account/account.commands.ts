@@ -21,13 +21,16 @@ export async function loadAccount(store: EventStore, userId: number): Promise<Ac
   return { ...state, version };
 }
 
-/** The quota a user gets: a named tier, or a tier with some limits overridden (then `custom`). */
-export function resolveQuota(tier: Exclude<QuotaTier, 'custom'> | undefined, overrides: Partial<Omit<Quota, 'tier'>>, base: Quota): Quota {
-  const start = tier === undefined ? base : TIERS[tier];
-  const changed = Object.entries(overrides).some(([k, v]) => v !== undefined && start[k as keyof Quota] !== v);
-  const merged = { ...start } as Record<string, unknown>;
-  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) merged[k] = v;
-  return { ...(merged as Quota), tier: changed ? 'custom' : start.tier };
+/** The quota a user gets: a named tier, with any limits overridden (then `custom`). */
+export function resolveQuota(tier: Exclude<QuotaTier, 'custom'>, overrides: Partial<Omit<Quota, 'tier'>>): Quota {
+  const quota: Quota = { ...TIERS[tier] };
+  let changed = false;
+  for (const [k, v] of Object.entries(overrides) as [Exclude<keyof Quota, 'tier'>, number | null | undefined][]) {
+    if (v === undefined || quota[k] === v) continue;
+    quota[k] = v;
+    changed = true;
+  }
+  return changed ? { ...quota, tier: 'custom' } : quota;
 }
 
 export async function setQuota(store: EventStore, input: { userId: number; quota: Quota }, meta: CommandMetadata): Promise<{ position: number; version: number }> {

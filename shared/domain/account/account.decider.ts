@@ -81,6 +81,11 @@ function held(state: AccountState, kind: SlotKind): readonly number[] {
   return kind === 'client' ? state.clients : state.mappings;
 }
 
+/** The held ids of both kinds, with `kind`'s replaced by `next` (fresh arrays: events own theirs). */
+function holdings(state: AccountState, kind: SlotKind, next: number[]): { clients: number[]; mappings: number[] } {
+  return { clients: kind === 'client' ? next : [...state.clients], mappings: kind === 'mapping' ? next : [...state.mappings] };
+}
+
 function limitOf(quota: Quota, kind: SlotKind): number | null {
   return kind === 'client' ? quota.max_clients : quota.max_mappings;
 }
@@ -127,39 +132,14 @@ export const accountDecider: Decider<AccountState, AccountCommand> = {
             details: { field: `max_${kind}s` },
           });
         }
-        const next = [...ids, id];
-        return [
-          {
-            type: 'AccountSlotTaken',
-            data: {
-              user_id,
-              quota,
-              clients: kind === 'client' ? next : [...state.clients],
-              mappings: kind === 'mapping' ? next : [...state.mappings],
-              kind,
-              id,
-            },
-          },
-        ];
+        return [{ type: 'AccountSlotTaken', data: { user_id, quota, ...holdings(state, kind, [...ids, id]), kind, id } }];
       }
       case 'FreeSlot': {
         const { kind, id } = command.data;
         // Freeing a slot nobody holds is a retried free (a cascade may run twice).
         if (!held(state, kind).includes(id)) return [];
         const next = held(state, kind).filter((x) => x !== id);
-        return [
-          {
-            type: 'AccountSlotFreed',
-            data: {
-              user_id,
-              quota: state.quota,
-              clients: kind === 'client' ? next : [...state.clients],
-              mappings: kind === 'mapping' ? next : [...state.mappings],
-              kind,
-              id,
-            },
-          },
-        ];
+        return [{ type: 'AccountSlotFreed', data: { user_id, quota: state.quota, ...holdings(state, kind, next), kind, id } }];
       }
     }
   },

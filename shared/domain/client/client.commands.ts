@@ -116,7 +116,7 @@ async function onClient(
   meta: CommandMetadata,
   expectedVersion?: number,
 ): Promise<ClientCommandResult> {
-  const res = await handleCommand(store, clientStream(command.data.client_id), clientDecider, command, meta, expectedVersion === undefined ? {} : { expectedVersion });
+  const res = await handleCommand(store, clientStream(command.data.client_id), clientDecider, command, meta, { expectedVersion });
   return { changed: res.event !== null, position: res.position };
 }
 
@@ -143,7 +143,7 @@ export async function deleteClient(store: EventStore, input: ClientCommandInput,
   let res;
   try {
     res = await handleCommand(store, clientStream(input.clientId), clientDecider, { type: 'DeleteClient', data: { client_id: input.clientId } }, meta, {
-      ...(input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion }),
+      expectedVersion: input.expectedVersion,
     });
   } catch (err) {
     if (err instanceof NotFoundError) {

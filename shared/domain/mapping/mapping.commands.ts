@@ -198,7 +198,7 @@ export async function deleteMapping(
       mappingDecider,
       { type: 'DeleteMapping', data: { mapping_id: input.mappingId } },
       meta,
-      input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion },
+      { expectedVersion: input.expectedVersion },
     );
   } catch (err) {
     if ((err as { code?: unknown }).code === DOMAIN_ERRORS.mappingNotFound) await finishInterruptedDelete(store, input.mappingId, meta);

@@ -51,12 +51,11 @@ async function claimUsername(store: EventStore, username: string, userId: number
     // A create in flight has claimed but not yet recorded its user: only an old claim is vacant.
     const old = event !== null && Date.now() - Date.parse(event.occurred_at) > VACANT_CLAIM_AFTER_MS;
     if (holder === null || !old || (await loadUser(store, holder)).exists) throw err;
-    const state = { heldBy: holder };
     await handleCommand(
       store,
       stream,
       usernameDecider,
-      { type: 'ClaimUsername', data: { username, user_id: userId, vacantHolder: state.heldBy } },
+      { type: 'ClaimUsername', data: { username, user_id: userId, vacantHolder: holder } },
       meta,
       { lastEventOnly: true },
     );
@@ -123,7 +122,7 @@ export async function updateUser(
       data: { user_id: input.userId, ...(input.username === undefined ? {} : { username: input.username }), ...(input.email === undefined ? {} : { email: input.email }) },
     },
     meta,
-    input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion },
+    { expectedVersion: input.expectedVersion },
   );
   let position = res.position;
   if (renamed) {
@@ -145,7 +144,7 @@ export async function deleteUserRecord(
     userDecider,
     { type: 'DeleteUser', data: { user_id: input.userId } },
     meta,
-    input.expectedVersion === undefined ? {} : { expectedVersion: input.expectedVersion },
+    { expectedVersion: input.expectedVersion },
   );
   const state = res.state;
   const username = !state.exists && state.deleted ? state.username : undefined;

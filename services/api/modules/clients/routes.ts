@@ -89,20 +89,18 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     },
     async (request, reply) => {
       const clientId = request.params.client_id;
-      const expectedVersion = ifMatchVersion(request.headers['if-match']);
       const { enabled, client_name } = request.body;
       const meta = commandMeta(request);
       // If-Match guards the request's first change; a second one follows it in the same request.
-      let guard = expectedVersion === undefined ? {} : { expectedVersion };
+      let expectedVersion = ifMatchVersion(request.headers['if-match']);
       let position = 0;
       if (client_name !== undefined) {
-        const res = await renameClient(deps.store, { clientId, clientName: client_name, ...guard }, meta);
-        position = res.position;
-        guard = {};
+        position = (await renameClient(deps.store, { clientId, clientName: client_name, expectedVersion }, meta)).position;
+        expectedVersion = undefined;
       }
       if (enabled !== undefined) {
         const command = enabled ? enableClient : disableClient;
-        position = Math.max(position, (await command(deps.store, { clientId, ...guard }, meta)).position);
+        position = Math.max(position, (await command(deps.store, { clientId, expectedVersion }, meta)).position);
       }
       return answer(reply, clientId, position);
     },
@@ -127,10 +125,9 @@ export const clientsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (ap
     },
     async (request, reply) => {
       const clientId = request.params.client_id;
-      const expectedVersion = ifMatchVersion(request.headers['if-match']);
       const { position } = await deleteClientAndItsMappings(
         deps.store,
-        { clientId, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        { clientId, expectedVersion: ifMatchVersion(request.headers['if-match']) },
         commandMeta(request),
       );
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ client_id: clientId });

@@ -89,10 +89,9 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
     },
     async (request, reply) => {
       const mappingId = request.params.mapping_id;
-      const expectedVersion = ifMatchVersion(request.headers['if-match']);
       const { position } = await deleteMapping(
         deps.store,
-        { mappingId, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        { mappingId, expectedVersion: ifMatchVersion(request.headers['if-match']) },
         commandMeta(request),
       );
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ mapping_id: mappingId });

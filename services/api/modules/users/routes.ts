@@ -112,7 +112,7 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
       const userId = request.params.user_id;
       if (!(await loadUser(deps.store, userId)).exists) return sendProblem(reply, problem(404, DOMAIN_ERRORS.userNotFound, `user ${userId} not found`));
       const { tier, ...limits } = request.body;
-      const quota = resolveQuota(tier ?? 'unlimited', limits, TIERS.unlimited);
+      const quota = resolveQuota(tier ?? 'unlimited', limits);
       await setQuota(deps.store, { userId, quota }, commandMeta(request));
       const account = await loadAccount(deps.store, userId);
       return reply.header('etag', etag(account.version)).send(quotaView(userId, account));
@@ -133,10 +133,9 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
     },
     async (request, reply) => {
       const userId = request.params.user_id;
-      const expectedVersion = ifMatchVersion(request.headers['if-match']);
       const { position } = await updateUser(
         deps.store,
-        { userId, ...request.body, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        { userId, ...request.body, expectedVersion: ifMatchVersion(request.headers['if-match']) },
         commandMeta(request),
       );
       const row = (await waitForProjection(deps, position)) ? await findUser(deps.db, userId) : undefined;
@@ -164,10 +163,9 @@ export const usersRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app,
     },
     async (request, reply) => {
       const userId = request.params.user_id;
-      const expectedVersion = ifMatchVersion(request.headers['if-match']);
       const { position } = await deleteUserAndEverything(
         deps.store,
-        { userId, ...(expectedVersion === undefined ? {} : { expectedVersion }) },
+        { userId, expectedVersion: ifMatchVersion(request.headers['if-match']) },
         commandMeta(request),
       );
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ user_id: userId });
