@@ -48,7 +48,7 @@ t.test('bytes cross byte-exact both ways and are counted', async (t) => {
   t.equal(sha(await gotB), sha(ab));
   t.equal(sha(await gotA), sha(ba));
   const res = await done;
-  t.same(res, { bytesAtoB: ab.length, bytesBtoA: ba.length, error: undefined });
+  t.same(res, { bytesAtoB: ab.length, bytesBtoA: ba.length, error: undefined, idle: false });
 });
 
 t.test('half-close: one side ends, the other keeps sending, then ends', async (t) => {
@@ -188,3 +188,46 @@ t.test('a socket already closed before the hand-off settles the pump', async (t)
   outerA.destroy();
 });
 
+
+t.test('idle timeout: a tunnel without a byte either way for idleTimeoutMs is reset on both sides', async (t) => {
+  const [outerA, a] = await socketPair(t);
+  const [b, outerB] = await socketPair(t);
+  const fates = [fate(outerA), fate(outerB)];
+  const started = Date.now();
+  const res = await pipeSockets(a, b, { idleTimeoutMs: 300 });
+  t.ok(res.idle, 'the pump says it idled out');
+  t.ok(Date.now() - started >= 250, 'not before the timeout');
+  t.same(await Promise.all(fates), ['reset', 'reset'], 'both peers see a reset, not a FIN');
+});
+
+t.test('idle timeout: bytes in either direction keep a tunnel open', async (t) => {
+  const [xA, xa] = await socketPair(t);
+  const [xb, xB] = await socketPair(t);
+  const done = pipeSockets(xa, xb, { idleTimeoutMs: 300 });
+  let got = 0;
+  xA.on('data', (c: Buffer) => (got += c.length));
+  xB.on('data', (c: Buffer) => (got += c.length));
+  // 12 writes 100 ms apart, alternating directions: each side alone is quiet longer than 300 ms
+  // one way, but never both ways.
+  for (let i = 0; i < 12; i++) {
+    (i % 2 === 0 ? xA : xB).write('x');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.notOk(xa.destroyed || xb.destroyed, 'still open after 1.2 s of traffic with a 300 ms idle timeout');
+  t.equal(got, 12);
+  const res = await done; // now silent: it idles out
+  t.ok(res.idle);
+  t.equal(res.bytesAtoB + res.bytesBtoA, 12);
+});
+
+t.test('idle timeout on two byte Duplexes that are not sockets', async (t) => {
+  const { Duplex } = await import('node:stream');
+  const mk = (): InstanceType<typeof Duplex> => new Duplex({ allowHalfOpen: true, read() {}, write(_c, _e, cb) { cb(); } });
+  const a = mk();
+  const b = mk();
+  const alive = setInterval(() => undefined, 1000); // the pump's timer is unref'd, like a socket's
+  const res = await pipeSockets(a, b, { idleTimeoutMs: 200 });
+  clearInterval(alive);
+  t.ok(res.idle);
+  t.ok(a.destroyed && b.destroyed);
+});

@@ -6,6 +6,8 @@ export interface PipeResult {
   readonly bytesBtoA: number;
   /** The first error seen on either side, if the pipe ended abnormally. */
   readonly error: Error | undefined;
+  /** The pump reset both sides because no byte moved either way for `idleTimeoutMs`. */
+  readonly idle: boolean;
 }
 
 export interface PipeOptions {
@@ -17,6 +19,13 @@ export interface PipeOptions {
   confirmEndOfA?: () => Promise<boolean>;
   /** The same for `b`'s FIN, passed on to `a`. */
   confirmEndOfB?: () => Promise<boolean>;
+  /**
+   * Resets both sides once no byte was read or written on either for this long (ms; absent or 0:
+   * never). A reset, not a FIN: an idle close is not a complete stream. Bytes count as activity
+   * when they move through a socket, so a direction stalled by backpressure for that long (its
+   * reader not reading) counts as idle too.
+   */
+  idleTimeoutMs?: number;
 }
 
 /**
@@ -60,6 +69,7 @@ export function pipeSockets(a: Duplex, b: Duplex, o?: PipeOptions): Promise<Pipe
   let closed = 0;
   let askedA = false;
   let askedB = false;
+  let idle = false;
 
   // The data path: what pipe() does for one source and one destination, by hand. pipe() costs
   // every direction nine closures and their context (its unpipe machinery, which a pump that owns
@@ -90,7 +100,7 @@ export function pipeSockets(a: Duplex, b: Duplex, o?: PipeOptions): Promise<Pipe
     // were already handed over and the peer will close by itself once they are flushed.
     // Anything else (reset, destroy, error) leaves the peer with nobody to talk to.
     if (!(socket.readableEnded && socket.writableFinished)) abort();
-    if (++closed === 2) settle({ bytesAtoB, bytesBtoA, error });
+    if (++closed === 2) settle({ bytesAtoB, bytesBtoA, error, idle });
   };
   const closeA = (): void => onClose(a);
   const closeB = (): void => onClose(b);
@@ -135,6 +145,30 @@ export function pipeSockets(a: Duplex, b: Duplex, o?: PipeOptions): Promise<Pipe
   else a.on('close', closeA);
   if (b.closed) queueMicrotask(closeB);
   else b.on('close', closeB);
+  const idleMs = o?.idleTimeoutMs;
+  if (idleMs !== undefined && idleMs > 0) {
+    // Every byte of the tunnel is read from or written to each side, so one side's inactivity
+    // timer sees both directions. A TCP socket has that timer built in (refreshed by its reads
+    // and writes: no per-chunk cost here); two other Duplexes get a timer over the byte counts.
+    const onIdle = (): void => {
+      idle = true;
+      abort();
+    };
+    const timed = a instanceof Socket ? a : b instanceof Socket ? b : undefined;
+    if (timed) {
+      timed.setTimeout(idleMs);
+      timed.on('timeout', onIdle);
+    } else {
+      let seen = -1;
+      const timer = setInterval(() => {
+        const moved = bytesAtoB + bytesBtoA;
+        if (moved === seen) onIdle();
+        seen = moved;
+      }, idleMs);
+      timer.unref();
+      void done.then(() => clearInterval(timer));
+    }
+  }
   // Start reading (sockets may come paused, e.g. pauseOnConnect), unless the peer is already
   // full: then its 'drain' starts it. Adding a 'data' listener does not resume a paused stream.
   if (b.writableNeedDrain) a.pause();
