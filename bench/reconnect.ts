@@ -5,6 +5,7 @@
 // ratio. Usage: node dist/bench/reconnect.js [--agents 500] [--database postgres://…/postgres]
 // The bench creates its own PostgreSQL database (event log + read models, standalone mode) on that
 // server and drops it afterwards. The lead's reconnect-storm bench extends this to kill -9.
+import { generateMappingMasterKey } from '../shared/platform/mapping-secrets.js';
 import { randomBytes } from 'node:crypto';
 import { startAgent, type RunningAgent } from '../services/client/index.js';
 import { MemoryEdgeView, generateSessionTokenKey, startEdge, startReadModelViewFeed, type RunningEdge } from '../services/edge/index.js';
@@ -55,6 +56,7 @@ async function main(): Promise<void> {
     if (!(await waiter.waitFor(last, 60_000))) throw new Error('projection did not catch up with the registrations');
 
     const key = generateSessionTokenKey();
+    const mappingKey = generateMappingMasterKey();
     const readyOn = new Map<string, Set<number>>();
     let controlPort = 0;
     /** A new edge process in all but name: a fresh view loaded from the read models. */
@@ -73,6 +75,7 @@ async function main(): Promise<void> {
         nodeId,
         controlHost: '127.0.0.1',
         controlPort,
+        mappingKey,
         ...(tokens ? { sessionTokens: { key } } : {}),
       });
       edge = started;

@@ -4,6 +4,7 @@ import * as m0002 from './0002_mapping_agent_status.js';
 import * as m0003 from './0003_state_outbox.js';
 import * as m0004 from './0004_client_credentials.js';
 import * as m0005 from './0005_api_idempotency.js';
+import * as m0006 from './0006_derived_mapping_secrets.js';
 
 /** All migrations, in order. Names are permanent once released. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0003_state_outbox': m0003,
   '0004_client_credentials': m0004,
   '0005_api_idempotency': m0005,
+  '0006_derived_mapping_secrets': m0006,
 };

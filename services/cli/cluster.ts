@@ -1,3 +1,4 @@
+import { deriveMappingMasterKey, generateMappingMasterKey } from '../../shared/platform/mapping-secrets.js';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { deriveSessionTokenKey, openJetStreamEdgeView, startEdge, type RunningEdge } from '../edge/index.js';
 import { EdgeRoutes } from '../edge/routes.js';
@@ -124,6 +125,12 @@ export interface ClusterEdgeConfig extends ClusterNames {
    * edge accepts every other's tokens (none without a secret).
    */
   sessionTokenKey?: Buffer;
+  /**
+   * Mapping secrets are derived from it (shared/platform/mapping-secrets.ts); default: derived from
+   * the cluster secret, so every edge derives the same secrets (without one: a random key of this
+   * process, see startClusterEdge).
+   */
+  mappingKey?: Buffer;
   /** Set: on shutdown (SIGTERM) the edge drains this long (RunningEdge.drain); unset: it stops at once. */
   drainTimeoutMs?: number;
 }
@@ -227,6 +234,10 @@ export async function startClusterEdge(opts: {
   lifecycle.add('edge-view', () => opened.feed.stop());
   const secret = config.clusterSecret;
   const tokenKey = config.sessionTokenKey ?? (secret ? deriveSessionTokenKey(secret) : undefined);
+  // An edge without a cluster secret (and no data dir: `tunnox edge`) derives secrets from a key of
+  // its own run: they change when it restarts, and its agents get the new ones in their config push
+  // (a tunnel is only ever checked by the edge that pushed its agent's config).
+  const mappingKey = config.mappingKey ?? (secret ? deriveMappingMasterKey(secret) : generateMappingMasterKey());
   const pool = bridgePort !== undefined && secret ? new BridgePool({ nodeId, secret, log }) : undefined;
   if (pool) lifecycle.add('bridge-pool', () => pool.close());
   if (pool) opts.metrics?.watchBridgePool(pool);
@@ -241,6 +252,7 @@ export async function startClusterEdge(opts: {
     allowAnonymous: config.allowAnonymous,
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
     ...(tokenKey ? { sessionTokens: { key: tokenKey } } : {}),
+    mappingKey,
     routes: new EdgeRoutes({ routes, nodeId, logger: log }),
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
     ...(pool && secret && bridgePort !== undefined

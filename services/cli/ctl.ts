@@ -418,6 +418,44 @@ export function ctlCommand(): Command {
   });
 
   withTarget(
+    events
+      .command('copy')
+      .description(
+        'cluster: copy the JetStream event log to a new stream on a new subject prefix, every mapping secret an earlier release ' +
+          'stored (MappingCreated v1) removed, positions and versions kept; with every tunnox process stopped, then restart them on ' +
+          'the copy (docs/operations.md). Resumes an interrupted copy. A standalone (PostgreSQL) log is rewritten by the server at start instead',
+      )
+      .requiredOption('--to-stream <name>', 'the new stream')
+      .requiredOption('--to-subject-prefix <prefix>', 'its subject prefix (must differ from --subject-prefix)')
+      .option('--replicas <n>', "replicas of the new stream (default: the source's)", countArg(5))
+      .option('--delete-source', 'after a complete copy, delete the source stream and its state stream (<stream>_CFG)'),
+  ).action(async (o: CtlTarget & { toStream: string; toSubjectPrefix: string; replicas?: number; deleteSource?: boolean }) => {
+    await runCtl(o, { readModels: false }, async (opened, signal, logger) => {
+      if (!opened.nats) {
+        throw new CtlError('TNX_CTL_BAD_ARGUMENT', 'events copy works on a JetStream log (--nats); a standalone server rewrites its PostgreSQL log itself when it starts (migration 0006)');
+      }
+      if (!/^[A-Za-z0-9_-]+$/.test(o.toStream)) throw new CtlError('TNX_CTL_BAD_ARGUMENT', '--to-stream: letters, digits, _ and - only');
+      if (!/^[a-z0-9_-]+$/.test(o.toSubjectPrefix)) throw new CtlError('TNX_CTL_BAD_ARGUMENT', '--to-subject-prefix: lower-case letters, digits, _ and - only');
+      const { copyEventStream } = await import('./ctl-copy.js');
+      const report = await copyEventStream({
+        nc: opened.nats.nc,
+        from: { stream: opened.nats.streamName, subjectPrefix: opened.nats.subjectPrefix },
+        to: { stream: o.toStream, subjectPrefix: o.toSubjectPrefix },
+        ...(o.replicas !== undefined && o.replicas > 0 ? { replicas: o.replicas } : {}),
+        deleteSource: o.deleteSource === true,
+        logger,
+        signal,
+      });
+      process.stdout.write(JSON.stringify(report) + '\n');
+      process.stderr.write(
+        `tunnox: copied ${report.copied} events (${report.rewritten} rewritten without their mapping secret) from ${report.from} to ${report.to}, ` +
+          `positions 1-${report.last_position} kept; start every process with --stream ${report.to} --subject-prefix ${o.toSubjectPrefix}` +
+          (report.deleted_source.length > 0 ? `; deleted ${report.deleted_source.join(', ')}\n` : `; then delete ${report.from} and ${report.from}_CFG (nats stream rm), which still hold the secrets\n`),
+      );
+    });
+  });
+
+  withTarget(
     ctl
       .command('state')
       .description(

@@ -14,6 +14,7 @@ import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { InfrastructureError } from '../../shared/platform/errors.js';
 import { randomToken } from '../../shared/platform/secrets.js';
+import { MAPPING_MASTER_KEY_BYTES, deriveMappingMasterKey, generateMappingMasterKey } from '../../shared/platform/mapping-secrets.js';
 import { connectNats, edgeSettings, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
 import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
@@ -69,6 +70,25 @@ async function sessionTokenKey(config: ServerConfig): Promise<Buffer> {
     throw new InfrastructureError('TNX_SESSION_TOKEN_KEY_INVALID', `${file} does not hold a session token key; delete it to generate a new one`);
   }
   const key = generateSessionTokenKey();
+  await writeFile(file, key.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
+  return key;
+}
+
+/**
+ * The master key mapping secrets are derived from (shared/platform/mapping-secrets.ts): derived
+ * from the cluster secret (every server derives the same secrets), else generated once and kept
+ * (0600) in the data dir as `mapping-master-key`, so agents' mapping secrets survive a restart.
+ * Losing the file changes every mapping's secret; agents get the new ones in their next config push.
+ */
+export async function mappingMasterKey(config: Pick<ServerConfig, 'clusterSecret' | 'dataDir'>): Promise<Buffer> {
+  if (config.clusterSecret) return deriveMappingMasterKey(config.clusterSecret);
+  const file = join(resolve(config.dataDir), 'mapping-master-key');
+  if (existsSync(file)) {
+    const key = Buffer.from((await readFile(file, 'utf8')).trim(), 'base64url');
+    if (key.length >= MAPPING_MASTER_KEY_BYTES) return key;
+    throw new InfrastructureError('TNX_MAPPING_MASTER_KEY_INVALID', `${file} does not hold a mapping master key; delete it to generate a new one (every mapping secret changes)`);
+  }
+  const key = generateMappingMasterKey();
   await writeFile(file, key.toString('base64url') + '\n', { mode: 0o600, flag: 'wx' });
   return key;
 }
@@ -149,6 +169,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
         controlHost: config.controlHost,
         publicHost: config.publicHost,
         sessionTokenKey: await sessionTokenKey(config),
+        mappingKey: await mappingMasterKey(config),
       },
       logger,
       lifecycle,
@@ -199,6 +220,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       allowAnonymous: config.allowAnonymous,
       anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
       sessionTokens: { key: await sessionTokenKey(config) },
+      mappingKey: await mappingMasterKey(config),
       ...(metrics ? { metrics } : {}),
     });
     metrics?.watchEdge(edge);

@@ -6,7 +6,7 @@ import { errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
 import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
-import { decodeMessage, encodeMessage, type ControlMessage, type Handshake } from '../../shared/wire/messages.js';
+import { decodeMessage, encodeMessage, type ConfigSync, type ControlMessage, type Handshake } from '../../shared/wire/messages.js';
 import { DEFAULT_MAX_FRAME_SIZE, PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { newTunnelKey } from '../../shared/wire/proof.js';
 import { SessionFacts } from './facts.js';
@@ -19,7 +19,8 @@ import type { EdgeRoutes } from './routes.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { listen } from '../../shared/net/listen.js';
-import type { EdgeView, ViewChange } from './view/view.js';
+import type { ClientConfig, EdgeView, ViewChange } from './view/view.js';
+import { MappingSecrets } from '../../shared/platform/mapping-secrets.js';
 import { BridgeServer } from './bridge/index.js';
 import type { RemoteTargets } from './tunnels.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -124,6 +125,13 @@ export interface EdgeOptions {
    * (deriveSessionTokenKey(cluster secret)). Without it tokens are neither issued nor accepted.
    */
   sessionTokens?: SessionTokenOptions;
+  /**
+   * The master key mapping secrets are derived from (shared/platform/mapping-secrets.ts): what
+   * agents get in config.sync and what TunnelOpen proofs are checked against. Every edge of a
+   * cluster should have the same one (deriveMappingMasterKey(cluster secret)); an agent that moves
+   * to an edge with another key gets that edge's secrets in its config push.
+   */
+  mappingKey: Buffer;
   /** Tunnel counts, bytes and config push latency for the process's metrics (services/edge/metrics.ts). */
   metrics?: EdgeMetrics;
 }
@@ -189,6 +197,12 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const tunnelOpenTimeoutMs = opts.tunnelOpenTimeoutMs ?? 10_000;
   const tokens = opts.sessionTokens ? new SessionTokens({ ...opts.sessionTokens, nodeId }) : undefined;
   const counters = { credentialChecks: 0, tokenLogins: 0, tokensRejected: 0 };
+  // Mapping secrets are derived here, for the config push and the TunnelOpen check, never stored.
+  const secrets = new MappingSecrets(opts.mappingKey);
+  const agentConfig = (config: ClientConfig): ConfigSync => ({
+    version: config.version,
+    mappings: config.mappings.map(({ secret_generation, ...m }) => ({ ...m, secret_key: secrets.secretOf({ mapping_id: m.mapping_id, secret_generation }) })),
+  });
 
   const sessions = new Map<number, ControlSession>();
   /** Connections still deciding what they are (before the first frame is handled). */
@@ -196,7 +210,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   const facts = new SessionFacts(store, nodeId, log);
   const broker = new TunnelBroker({
     findMapping: (mappingId) => view.mapping(mappingId),
-    mappingSecret: (mapping) => mapping.secret_key,
+    mappingSecret: (mapping) => secrets.secretOf(mapping),
     findClient: (clientId) => view.client(clientId),
     logger: log,
     warnings,
@@ -302,7 +316,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       remoteAddr,
       socket,
       decoder,
-      loadConfig: () => view.clientConfig(clientId),
+      loadConfig: () => agentConfig(view.clientConfig(clientId)),
       logger: log,
       heartbeatIntervalMs,
       commandTimeoutMs: tunnelOpenTimeoutMs,

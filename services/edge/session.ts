@@ -3,10 +3,12 @@ import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
 import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
-import type { AgentMapping, Command, CommandResp, ConfigApplied, ConfigDelta, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
+import type { AgentMapping, Command, ConfigSync, CommandResp, ConfigApplied, ConfigDelta, ControlMessage, TunnelEnd } from '../../shared/wire/messages.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import type { EdgeMetrics } from './metrics.js';
-import type { ClientConfig } from './view/view.js';
+
+/** A client's config as pushed (config.sync): the view's, with each mapping's derived secret. */
+type ClientConfig = ConfigSync;
 
 /** What an agent may send on its control connection once the handshake is done. */
 const FROM_AGENT: ReadonlySet<number> = new Set([PacketType.Heartbeat, PacketType.CommandResp, PacketType.TunnelEnd]);

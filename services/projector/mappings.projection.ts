@@ -63,7 +63,8 @@ async function storeDerivedStatus(tx: DbTx, row: MappingStatusInputs & { mapping
 export const mappingsProjection: Projection = {
   name: 'mappings',
   // 2: status is pending/active/error from agent reports (was active/disabled).
-  version: 2,
+  // 3: secret_generation instead of the secret itself (migration 0006).
+  version: 3,
   handlers: {
     async MappingCreated(tx, event, ctx) {
       const d = event.data;
@@ -80,7 +81,7 @@ export const mappingsProjection: Projection = {
           local_host: d.local_host,
           local_port: d.local_port,
           public_port: d.public_port,
-          secret_key: d.secret_key,
+          secret_generation: d.secret_generation,
           enabled: d.enabled,
           // No agent has reported on a new mapping yet.
           status: d.enabled ? 'pending' : 'disabled',

@@ -63,7 +63,12 @@ export const MappingStateSchema = z.object({
   local_host: z.string().nullable(),
   local_port: Port.nullable(),
   public_port: Port.nullable(),
-  secret_key: z.string().min(1),
+  /**
+   * The generation the edge derives the mapping's secret from (shared/platform/mapping-secrets.ts);
+   * never the secret. Absent in messages from before derived secrets (they carried `secret_key`,
+   * which is stripped on parse): generation 1, as their upcast MappingCreated.
+   */
+  secret_generation: z.number().int().min(1).default(1),
   enabled: z.boolean(),
 });
 export type MappingState = z.infer<typeof MappingStateSchema>;
@@ -91,7 +96,7 @@ export const MAPPING_STATE_COLUMNS = [
   'local_host',
   'local_port',
   'public_port',
-  'secret_key',
+  'secret_generation',
   'enabled',
 ] as const;
 

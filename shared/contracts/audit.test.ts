@@ -11,7 +11,7 @@ t.test('the redaction rule: secret-like field names', async (t) => {
   ];
   const plain = [
     'mapping_id', 'public_port', 'client_name', 'user_id', 'auth_epoch', 'code', 'authority', 'monkey', 'keyboard', 'hashtag_count',
-    'status', 'email', 'reason', 'event_id', 'position', 'auth', 'code_auth',
+    'status', 'email', 'reason', 'event_id', 'position', 'auth', 'code_auth', 'secret_generation', 'secretGeneration',
   ];
   for (const name of secret) t.ok(isSecretField(name), `${name} is secret-like`);
   for (const name of plain) t.notOk(isSecretField(name), `${name} is not`);

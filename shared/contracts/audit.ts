@@ -17,7 +17,8 @@ export const REDACTED = '[redacted]';
  * - or a word is key, hash or salt, plural included (`auth_code_hash`, `api_key`, `APIKey`, `keys`);
  * - or the words auth and code follow each other (`auth_code`: a plain auth code no event holds).
  * `mapping_id`, `public_port`, `client_name` are not; `key_count` is (the rule errs on the side of
- * hiding). By name rather than a list per event type, so it also covers event types and fields this
+ * hiding). One exception: a name whose last word is `generation` (`secret_generation`, the
+ * counter a mapping's secret is derived from) numbers a secret and is never one itself. By name rather than a list per event type, so it also covers event types and fields this
  * build does not know (written by a newer build during a rolling upgrade).
  */
 const SECRET_PARTS = ['secret', 'password', 'passwd', 'passphrase', 'token', 'credential', 'private', 'signature'];
@@ -39,6 +40,7 @@ function isSecretWord(w: string): boolean {
 
 export function isSecretField(name: string): boolean {
   const words = wordsOf(name);
+  if (words.length > 1 && words[words.length - 1] === 'generation') return false;
   return words.some((w, i) => isSecretWord(w) || (w === 'auth' && words[i + 1] === 'code'));
 }
 

@@ -64,7 +64,7 @@ export const ClientDisconnected = z.object({
   reason: z.string(),
 });
 
-export const MappingCreated = z.object({
+const MappingFields = {
   mapping_id: Id,
   user_id: Id,
   protocol: z.literal('tcp'),
@@ -76,14 +76,27 @@ export const MappingCreated = z.object({
   local_host: z.string().min(1).nullable(),
   local_port: Port.nullable(),
   public_port: Port.nullable(),
-  /**
-   * HMAC key proving tunnel opens for this mapping: a TunnelOpen carries a proof, never the key.
-   * The key itself reaches the mapping's two agents in config.sync over the control connection
-   * (plain TCP until the TLS transport lands; see docs/protocol.md).
-   */
-  secret_key: z.string().min(32),
   enabled: z.boolean(),
-});
+};
+
+/** A mapping's secret generation: 1 at creation, one more at each rotation. */
+export const SecretGeneration = z.number().int().min(1);
+
+/**
+ * Schema version 2. No secret: the mapping's secret (the HMAC key half agents prove tunnel opens
+ * with) is derived where it is needed, HKDF-SHA256(master key, mapping id, `secret_generation`)
+ * (shared/platform/mapping-secrets.ts), and reaches the mapping's two agents in config.sync over
+ * their control connection only.
+ */
+export const MappingCreated = z.object({ ...MappingFields, secret_generation: SecretGeneration });
+
+/**
+ * Schema version 1 (before derived secrets): carried the random secret itself in `secret_key`.
+ * Still read (upcast to version 2 at generation 1, the secret dropped) so old logs replay; the
+ * stored secret is never used again. docs/operations.md describes the one-off rewrite that removes
+ * them from a log.
+ */
+export const MappingCreatedV1 = z.object({ ...MappingFields, secret_key: z.string().min(32) });
 
 export const MappingDeleted = z.object({ mapping_id: Id });
 
@@ -191,7 +204,7 @@ export const EVENT_SCHEMAS = {
   ClientRenamed: { version: 1, schema: ClientRenamed },
   ClientConnected: { version: 1, schema: ClientConnected },
   ClientDisconnected: { version: 1, schema: ClientDisconnected },
-  MappingCreated: { version: 1, schema: MappingCreated },
+  MappingCreated: { version: 2, schema: MappingCreated },
   MappingDeleted: { version: 1, schema: MappingDeleted },
   PublicPortReserved: { version: 1, schema: PublicPortReserved },
   PublicPortReleased: { version: 1, schema: PublicPortReleased },
@@ -219,14 +232,57 @@ export function isEventType(type: string): type is EventType {
   return Object.prototype.hasOwnProperty.call(EVENT_SCHEMAS, type);
 }
 
-/** Validates a stored event's payload against its schema; throws on unknown type or bad payload. */
+/**
+ * Older schema versions this build still reads, each with its upcast to the current version.
+ * Writers only ever append the current version (EVENT_SCHEMAS); these exist so logs written by
+ * earlier releases replay.
+ */
+export const LEGACY_EVENT_SCHEMAS: {
+  readonly [T in EventType]?: Readonly<Record<number, { readonly schema: z.ZodType; readonly upcast: (data: never) => EventData<T> }>>;
+} = {
+  MappingCreated: {
+    1: {
+      schema: MappingCreatedV1,
+      upcast: ({ secret_key: _dropped, ...rest }: z.infer<typeof MappingCreatedV1>): EventData<'MappingCreated'> => ({ ...rest, secret_generation: 1 }),
+    },
+  },
+};
+
+/**
+ * The one-off rewrite of a stored envelope that holds a mapping secret (a MappingCreated of schema
+ * version 1): version 2, `secret_key` dropped, `secret_generation` 1, everything else as stored.
+ * Returns null for any other envelope (left exactly as it is). `tunnox ctl events copy` applies it
+ * to a JetStream log; migration 0006 runs the same transformation in SQL on the PostgreSQL log.
+ */
+export function withoutStoredSecret(envelope: Record<string, unknown>): Record<string, unknown> | null {
+  if (envelope['type'] !== 'MappingCreated' || envelope['schema_version'] !== 1) return null;
+  const data = envelope['data'];
+  const { secret_key: _dropped, ...rest } = typeof data === 'object' && data !== null && !Array.isArray(data) ? (data as Record<string, unknown>) : {};
+  return { ...envelope, schema_version: EVENT_SCHEMAS.MappingCreated.version, data: { ...rest, secret_generation: 1 } };
+}
+
+/** The current-version payload of a legacy envelope's data (LEGACY_EVENT_SCHEMAS), or null if it is not one. */
+export function upcastLegacyData(type: string, schemaVersion: unknown, data: unknown): { schema_version: number; data: unknown } | null {
+  if (!isEventType(type) || typeof schemaVersion !== 'number') return null;
+  const legacy = LEGACY_EVENT_SCHEMAS[type]?.[schemaVersion];
+  if (!legacy) return null;
+  return { schema_version: EVENT_SCHEMAS[type].version, data: legacy.upcast(legacy.schema.parse(data) as never) };
+}
+
+/**
+ * Validates a stored event's payload against its schema; throws on unknown type or bad payload.
+ * A legacy schema version (LEGACY_EVENT_SCHEMAS) is parsed with its own schema and upcast: the
+ * result carries the current schema_version and payload.
+ */
 export function parseStoredEvent(event: StoredEvent): TypedStoredEvent {
   if (!isEventType(event.type)) {
     throw new Error(`unknown event type ${event.type} at position ${event.position}`);
   }
   const spec = EVENT_SCHEMAS[event.type];
   if (event.schema_version !== spec.version) {
-    throw new Error(`unsupported schema version ${event.schema_version} for ${event.type} at position ${event.position}`);
+    const up = upcastLegacyData(event.type, event.schema_version, event.data);
+    if (!up) throw new Error(`unsupported schema version ${event.schema_version} for ${event.type} at position ${event.position}`);
+    return { ...event, schema_version: up.schema_version, data: up.data } as TypedStoredEvent;
   }
   const data = spec.schema.parse(event.data);
   return { ...event, data } as TypedStoredEvent;

@@ -68,7 +68,8 @@ export interface MappingsTable {
   local_host: string | null;
   local_port: number | null;
   public_port: number | null;
-  secret_key: string;
+  /** What the mapping's secret is derived from (shared/platform/mapping-secrets.ts); no secret is stored. */
+  secret_generation: number;
   enabled: boolean;
   /** Derived from enabled and the two sides' reports (see mappings.projection.ts). */
   status: MappingStatus;

@@ -187,7 +187,7 @@ function suite(name: string, open: (t: Test) => Promise<EventStore>): void {
           type: 'MappingCreated',
           data: {
             mapping_id: 1001, user_id: userId, protocol: 'tcp', source_client_id: null, target_client_id: a, target_host: 'h', target_port: 1,
-            local_host: null, local_port: null, public_port: 31999, secret_key: 'f'.repeat(64), enabled: true,
+            local_host: null, local_port: null, public_port: 31999, secret_generation: 1, enabled: true,
           },
         },
         meta,
@@ -210,7 +210,7 @@ function suite(name: string, open: (t: Test) => Promise<EventStore>): void {
           type: 'MappingCreated',
           data: {
             mapping_id: 1001, user_id: userId, protocol: 'tcp', source_client_id: b, target_client_id: a, target_host: 'h', target_port: 1,
-            local_host: null, local_port: 2000, public_port: null, secret_key: 'f'.repeat(64), enabled: true,
+            local_host: null, local_port: 2000, public_port: null, secret_generation: 1, enabled: true,
           },
         },
         meta,

@@ -14,7 +14,7 @@ import { encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { heldTransfer, startTransferTarget } from '../e2e/harness.js';
 import { bridgedEdges } from './cluster.js';
-import { canConnect, createWorld, eventually, freePort, sha, startTargetService, visit, WirePeer, type World } from './world.js';
+import { canConnect, createWorld, eventually, freePort, sha, startTargetService, TEST_MAPPING_KEY, visit, WirePeer, type World } from './world.js';
 
 /**
  * Failover and drain with real agents and two in-process edges on one event log and one view
@@ -29,7 +29,7 @@ const NO_BACKOFF_WITHIN_TEST = { reconnectMinMs: 120_000, reconnectMaxMs: 240_00
 
 async function twoEdges(t: Test): Promise<{ w: World; b: RunningEdge; servers: string[] }> {
   const w = await createWorld(t);
-  const b = await startEdge({ store: w.store, view: w.view, logger: w.logger, nodeId: 'node-002', controlHost: '127.0.0.1', controlPort: 0, publicHost: '127.0.0.2' });
+  const b = await startEdge({ store: w.store, view: w.view, logger: w.logger, nodeId: 'node-002', controlHost: '127.0.0.1', controlPort: 0, publicHost: '127.0.0.2', mappingKey: TEST_MAPPING_KEY });
   t.teardown(() => b.stop());
   return { w, b, servers: [w.edgeAddress, `127.0.0.1:${b.controlPort}`] };
 }

@@ -1,3 +1,4 @@
+import { deriveMappingMasterKey, deriveMappingSecret } from '../../shared/platform/mapping-secrets.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Test } from 'tap';
@@ -6,6 +7,8 @@ import type { ChangeBus } from '../../shared/contracts/notices.js';
 import { createManagedClient, createMapping, createUser, deleteMapping } from '../../shared/domain/index.js';
 import type { CommandMetadata } from '../../shared/eventstore/command.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
+import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
+import type { EventStore } from '../../shared/eventstore/types.js';
 import { silentLogger, type Logger } from '../../shared/platform/logger.js';
 import { createTestDatabase, type TestDatabase } from '../../shared/testkit/pg.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
@@ -40,6 +43,11 @@ import { createTestNats, type TestNats } from '../../shared/testkit/nats.js';
  */
 export interface WorldOptions {
   feed?: 'read-models' | 'jetstream';
+  /**
+   * The event log: the PostgreSQL store (default) or a JetStream stream (cluster mode's; implies
+   * the JetStream feed). The read models are in the world's database either way.
+   */
+  store?: 'postgres' | 'jetstream';
   /** The bus the read-model feed listens on (default: the world's bus). */
   feedBus?: ChangeBus;
   /** The read-model feed's safety-net refresh interval. */
@@ -48,7 +56,8 @@ export interface WorldOptions {
 
 export interface World {
   tdb: TestDatabase;
-  store: PostgresEventStore;
+  store: EventStore;
+  storeKind: 'postgres' | 'jetstream';
   bus: ChangeBus;
   feed: 'read-models' | 'jetstream';
   /** Set with the JetStream feed. */
@@ -84,14 +93,21 @@ export interface World {
   agent(opts: Partial<AgentOptions>): RunningAgent;
 }
 
+/** The edges' mapping master key in these tests (every edge of a world shares it, as a cluster's do). */
+export const TEST_MAPPING_KEY = deriveMappingMasterKey('tunnel-tests-cluster-secret-0123456789');
+
 export const META: CommandMetadata = { actor: { kind: 'system', id: 'edge-test' } };
 
 export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, worldOpts: WorldOptions = {}): Promise<World> {
   const logger = silentLogger();
-  const feedKind = worldOpts.feed ?? (process.env.TUNNOX_TEST_EDGE_FEED === 'jetstream' ? 'jetstream' : 'read-models');
+  const storeKind = worldOpts.store ?? 'postgres';
+  const feedKind = storeKind === 'jetstream' ? 'jetstream' : worldOpts.feed ?? (process.env.TUNNOX_TEST_EDGE_FEED === 'jetstream' ? 'jetstream' : 'read-models');
   const tdb = await createTestDatabase('tnx_edge');
   const nats = feedKind === 'jetstream' ? await createTestNats() : undefined;
-  const store = new PostgresEventStore({ db: tdb.db, pool: tdb.pool, pollIntervalMs: 50 });
+  const store: EventStore =
+    storeKind === 'jetstream' && nats
+      ? await openJetStreamEventStore({ nc: nats.nc, streamName: nats.streamName, subjectPrefix: nats.subjectPrefix })
+      : new PostgresEventStore({ db: tdb.db, pool: tdb.pool, pollIntervalMs: 50 });
   const bus = createMemoryBus();
   const stateStream = nats ? stateStreamName(nats.streamName) : '';
   const statePublisher = nats ? await createStatePublisher({ nc: nats.nc, stream: stateStream, prefix: nats.subjectPrefix }) : undefined;
@@ -126,7 +142,7 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
   let view = new MemoryEdgeView();
   let feed = await startFeed(view);
   const launch = (nodeId: string, controlPort: number): Promise<RunningEdge> =>
-    startEdge({ store, view, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', ...edgeOpts });
+    startEdge({ store, view, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', mappingKey: TEST_MAPPING_KEY, ...edgeOpts });
   const edge = await launch('node-001', 0);
   const agents: RunningAgent[] = [];
   t.teardown(async () => {
@@ -152,6 +168,7 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
   const world: World = {
     tdb,
     store,
+    storeKind,
     bus,
     feed: feedKind,
     nats,
@@ -216,14 +233,16 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
         controlHost: '127.0.0.1',
         controlPort: 0,
         publicHost: '127.0.0.1',
+        mappingKey: TEST_MAPPING_KEY,
         ...opts,
       });
       t.teardown(() => edge.stop());
       return edge;
     },
     async secretOf(mappingId) {
-      const row = await tdb.db.selectFrom('mappings').select('secret_key').where('mapping_id', '=', mappingId).executeTakeFirstOrThrow();
-      return row.secret_key;
+      // Derived, as the edge does: the read model holds only the generation.
+      const row = await tdb.db.selectFrom('mappings').select('secret_generation').where('mapping_id', '=', mappingId).executeTakeFirstOrThrow();
+      return deriveMappingSecret(TEST_MAPPING_KEY, mappingId, row.secret_generation);
     },
     agent(opts) {
       const agent = startAgent({ server: world.edgeAddress, logger, reconnectMinMs: 50, reconnectMaxMs: 500, ...opts });

@@ -22,7 +22,7 @@ const mapping = (id: number, extra: Partial<MappingState> = {}): MappingState =>
   local_host: '127.0.0.1',
   local_port: 13306,
   public_port: null,
-  secret_key: `key-${id}`,
+  secret_generation: id === 11 ? 3 : 1,
   enabled: true,
   ...extra,
 });
@@ -38,13 +38,13 @@ t.test('applies clients and mappings and derives each client side of its config'
   t.same(view.publicMappings().map((x) => x.mapping_id), [11]);
   t.same(view.clientConfig(1), {
     version: 5,
-    mappings: [{ mapping_id: 10, protocol: 'tcp', role: 'source', local_host: '127.0.0.1', local_port: 13306, secret_key: 'key-10' }],
+    mappings: [{ mapping_id: 10, protocol: 'tcp', role: 'source', local_host: '127.0.0.1', local_port: 13306, secret_generation: 1 }],
   });
   t.same(view.clientConfig(2), {
     version: 6,
     mappings: [
-      { mapping_id: 10, protocol: 'tcp', role: 'target', target_host: '127.0.0.1', target_port: 3306, secret_key: 'key-10' },
-      { mapping_id: 11, protocol: 'tcp', role: 'target', target_host: '127.0.0.1', target_port: 3306, secret_key: 'key-11' },
+      { mapping_id: 10, protocol: 'tcp', role: 'target', target_host: '127.0.0.1', target_port: 3306, secret_generation: 1 },
+      { mapping_id: 11, protocol: 'tcp', role: 'target', target_host: '127.0.0.1', target_port: 3306, secret_generation: 3 },
     ],
   });
   t.same(view.clientConfig(99), { version: 0, mappings: [] }, 'an unknown client has an empty config');

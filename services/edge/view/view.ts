@@ -3,9 +3,16 @@ import type { AgentMapping } from '../../../shared/wire/messages.js';
 
 export type { ClientState, EntityUpdate, MappingState } from '../../../shared/bus/state.js';
 
+/**
+ * A client's side of a mapping as the view knows it: what config.sync carries, but with the
+ * secret's generation instead of the secret. The edge derives the secret when it pushes
+ * (shared/platform/mapping-secrets.ts); the view never holds one.
+ */
+export type ViewAgentMapping = Omit<AgentMapping, 'secret_key'> & { secret_generation: number };
+
 export interface ClientConfig {
   version: number;
-  mappings: AgentMapping[];
+  mappings: ViewAgentMapping[];
 }
 
 /** What one applied batch changed, for the edge to act on (pushes, listeners, tunnel teardown). */
@@ -148,7 +155,7 @@ export class MemoryEdgeView implements EdgeView {
   /** Same shape and order as the read-model query it replaces (loadClientConfig). */
   clientConfig(clientId: number): ClientConfig {
     const ids = [...(this.byClient.get(clientId) ?? [])].sort((a, b) => a - b);
-    const mappings: AgentMapping[] = [];
+    const mappings: ViewAgentMapping[] = [];
     for (const id of ids) {
       const row = this.mapping(id);
       if (!row || !row.enabled) continue;
@@ -159,7 +166,7 @@ export class MemoryEdgeView implements EdgeView {
           role: 'source',
           local_host: row.local_host ?? '127.0.0.1',
           local_port: row.local_port,
-          secret_key: row.secret_key,
+          secret_generation: row.secret_generation,
         });
       }
       if (row.target_client_id === clientId) {
@@ -169,7 +176,7 @@ export class MemoryEdgeView implements EdgeView {
           role: 'target',
           target_host: row.target_host,
           target_port: row.target_port,
-          secret_key: row.secret_key,
+          secret_generation: row.secret_generation,
         });
       }
     }

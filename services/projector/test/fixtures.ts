@@ -56,7 +56,7 @@ export function mappingCreated(mappingId: number, overrides: Partial<Extract<Dom
       local_host: '127.0.0.1',
       local_port: 2222,
       public_port: null,
-      secret_key: SECRET,
+      secret_generation: 1,
       enabled: true,
       ...overrides,
     },

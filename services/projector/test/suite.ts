@@ -126,7 +126,7 @@ async function assertScenarioRows(t: Same, db: Db, s: Scenario): Promise<void> {
   t.same(mappings, [{
     mapping_id: PUBLIC_MAPPING, user_id: USER, protocol: 'tcp', source_client_id: null, target_client_id: CLIENT_B,
     target_host: '127.0.0.1', target_port: 8080, local_host: null, local_port: null, public_port: PUBLIC_PORT,
-    secret_key: SECRET, enabled: false, status: 'disabled', error: null, ...NO_REPORTS, version: 1, created_at: at(8), updated_at: at(8),
+    secret_generation: 1, enabled: false, status: 'disabled', error: null, ...NO_REPORTS, version: 1, created_at: at(8), updated_at: at(8),
   }], 'mappings: the deleted one is gone, the disabled public one remains');
 }
 
@@ -262,7 +262,7 @@ export function projectorSuite(tap: TAP, makeHarness: HarnessFactory, opts: Suit
     await h.db.deleteFrom('users').execute();
     await h.db.insertInto('mappings').values({
       mapping_id: 999_999, user_id: USER, protocol: 'tcp', source_client_id: null, target_client_id: CLIENT_A, target_host: 'x',
-      target_port: 1, local_host: null, local_port: null, public_port: null, secret_key: SECRET, enabled: true, status: 'active',
+      target_port: 1, local_host: null, local_port: null, public_port: null, secret_generation: 1, enabled: true, status: 'active',
       version: 1, created_at: at(0), updated_at: at(0),
     }).execute();
     const rebuilt = await rebuildReadModels({ store: h.store, db: h.db, logger: silentLogger() });

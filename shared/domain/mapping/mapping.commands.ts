@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { streamName } from '../../contracts/envelope.js';
 import { AGGREGATES } from '../../contracts/events.js';
 import { SEQUENCES } from '../../contracts/ids.js';
@@ -54,11 +53,6 @@ export interface CreateMappingResult {
   position: number;
 }
 
-/** 32 random bytes, hex: the HMAC key agents use to prove tunnel opens for this mapping. */
-function newSecretKey(): string {
-  return randomBytes(32).toString('hex');
-}
-
 async function checkClient(store: EventStore, clientId: number, userId: number, field: string): Promise<void> {
   const client = await loadClient(store, clientId);
   if (!client.exists) {
@@ -105,7 +99,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
   const isPublic = sourceClientId === null;
   const range = input.publicPortRange;
   const explicitPort = input.publicPort ?? null;
-  const draft = (mappingId: number, publicPort: number | null, secretKey: string): CreateMapping['data'] => ({
+  const draft = (mappingId: number, publicPort: number | null): CreateMapping['data'] => ({
     mapping_id: mappingId,
     user_id: input.userId,
     protocol: input.protocol,
@@ -116,13 +110,12 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
     local_host: input.localHost ?? null,
     local_port: input.localPort ?? null,
     public_port: publicPort,
-    secret_key: secretKey,
   });
 
   // Reject bad shapes before anything is allocated. A placeholder port stands in for one that
   // will be allocated, so the check sees a complete public mapping.
   const placeholderPort = isPublic && explicitPort === null ? range.min : explicitPort;
-  validateMappingShape(draft(1, placeholderPort, newSecretKey()));
+  validateMappingShape(draft(1, placeholderPort));
   if (isPublic && explicitPort !== null && (explicitPort < range.min || explicitPort > range.max)) {
     throw new RuleViolationError(DOMAIN_ERRORS.portOutOfRange, `public_port must be within ${range.min}-${range.max}`, 'public_port');
   }
@@ -163,7 +156,7 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
       store,
       mappingStream(mappingId),
       mappingDecider,
-      { type: 'CreateMapping', data: draft(mappingId, publicPort, newSecretKey()) },
+      { type: 'CreateMapping', data: draft(mappingId, publicPort) },
       meta,
     );
     return { mappingId, publicPort, position: res.position };

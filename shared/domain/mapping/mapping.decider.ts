@@ -8,8 +8,11 @@ export type MappingSpec = EventData<'MappingCreated'>;
 
 export type CreateMapping = {
   readonly type: 'CreateMapping';
-  /** `enabled` is decided here (a new mapping starts enabled), everything else comes from the caller. */
-  readonly data: Omit<MappingSpec, 'enabled' | 'protocol'> & { readonly protocol: string };
+  /**
+   * `enabled` and `secret_generation` are decided here (a new mapping starts enabled, at secret
+   * generation 1), everything else comes from the caller. No secret: it is derived (shared/platform/mapping-secrets.ts).
+   */
+  readonly data: Omit<MappingSpec, 'enabled' | 'protocol' | 'secret_generation'> & { readonly protocol: string };
 };
 export type DeleteMapping = { readonly type: 'DeleteMapping'; readonly data: { readonly mapping_id: number } };
 export type MappingCommand = CreateMapping | DeleteMapping;
@@ -40,7 +43,6 @@ export function validateMappingShape(d: CreateMapping['data']): void {
   }
   if (d.target_host.length === 0) invalid('target_host must not be empty', 'target_host');
   if (!isPort(d.target_port)) invalid('target_port must be 1-65535', 'target_port');
-  if (d.secret_key.length < 32) invalid('secret_key must be at least 32 characters', 'secret_key');
   if (d.source_client_id !== null) {
     if (d.source_client_id === d.target_client_id) invalid('source and target client must differ', 'target_client_id');
     if (d.local_port === null) invalid('a client-to-client mapping needs local_port', 'local_port');
@@ -75,7 +77,7 @@ export const mappingDecider: Decider<MappingState, MappingCommand> = {
           throw new DomainError(DOMAIN_ERRORS.mappingAlreadyExists, `mapping ${command.data.mapping_id} already exists`);
         }
         validateMappingShape(command.data);
-        return [{ type: 'MappingCreated', data: { ...command.data, protocol: 'tcp', enabled: true } }];
+        return [{ type: 'MappingCreated', data: { ...command.data, protocol: 'tcp', enabled: true, secret_generation: 1 } }];
       }
       case 'DeleteMapping': {
         if (state.status !== 'active') {
