@@ -116,6 +116,21 @@ export const mappingsProjection: Projection = {
       if (row.public_port !== null) ctx.notify({ kind: 'public-mappings', version: event.position });
     },
 
+    async MappingSecretRotated(tx, event, ctx) {
+      const row = await tx
+        .updateTable('mappings')
+        .set({ secret_generation: event.data.secret_generation, version: event.version, updated_at: event.occurred_at })
+        .where('mapping_id', '=', event.data.mapping_id)
+        .returning(['source_client_id', 'target_client_id'])
+        .executeTakeFirst();
+      if (!row) {
+        ctx.logger.warn({ mappingId: event.data.mapping_id, position: event.position }, 'MappingSecretRotated for an unknown mapping; ignored');
+        return;
+      }
+      // Both agents get the new secret in their next config push.
+      await touchClientConfigs(tx, ctx, event.position, [row.source_client_id, row.target_client_id]);
+    },
+
     async MappingAgentStatusReported(tx, event, ctx) {
       const d = event.data;
       const side =

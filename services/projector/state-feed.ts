@@ -40,7 +40,8 @@ async function touchedBy(tx: DbTx, event: TypedStoredEvent): Promise<{ clients: 
       clients.add(event.data.target_client_id);
       if (event.data.source_client_id !== null) clients.add(event.data.source_client_id);
       break;
-    case 'MappingDeleted': {
+    case 'MappingDeleted':
+    case 'MappingSecretRotated': {
       mappings.add(event.data.mapping_id);
       const row = await tx
         .selectFrom('mappings')

@@ -99,6 +99,12 @@ export const MappingCreated = z.object({ ...MappingFields, secret_generation: Se
 export const MappingCreatedV1 = z.object({ ...MappingFields, secret_key: z.string().min(32) });
 
 export const MappingDeleted = z.object({ mapping_id: Id });
+/**
+ * The mapping's secret is replaced: `secret_generation` is the next one (the secret itself is
+ * derived from it and never recorded). Its agents are pushed the new secret with their next config
+ * push, after which the old one opens nothing; tunnels already open go on.
+ */
+export const MappingSecretRotated = z.object({ mapping_id: Id, secret_generation: SecretGeneration });
 
 export const PublicPortReserved = z.object({ port: Port, mapping_id: Id });
 /**
@@ -206,6 +212,7 @@ export const EVENT_SCHEMAS = {
   ClientDisconnected: { version: 1, schema: ClientDisconnected },
   MappingCreated: { version: 2, schema: MappingCreated },
   MappingDeleted: { version: 1, schema: MappingDeleted },
+  MappingSecretRotated: { version: 1, schema: MappingSecretRotated },
   PublicPortReserved: { version: 1, schema: PublicPortReserved },
   PublicPortReleased: { version: 1, schema: PublicPortReleased },
   EventSkipped: { version: 1, schema: EventSkipped },

@@ -192,6 +192,12 @@ t.test('users, clients and mappings through the Management API', async (t) => {
   const secretRow = await h.tdb.db.selectFrom('mappings').selectAll().where('mapping_id', '=', 1001).executeTakeFirstOrThrow();
   t.equal(secretRow.secret_generation, 1, 'the read model holds the secret generation (1 at creation)');
   t.notOk('secret_key' in secretRow, 'and no secret: it is derived where it is needed');
+  const rotated = await h.post('/api/v1/mappings/1001/rotate-secret', undefined);
+  t.equal(rotated.status, 200, rotated.raw);
+  t.same(rotated.json, { mapping_id: 1001, secret_generation: 2 }, 'rotation answers the new generation, never a secret');
+  t.equal((await h.tdb.db.selectFrom('mappings').select('secret_generation').where('mapping_id', '=', 1001).executeTakeFirstOrThrow()).secret_generation, 2);
+  t.equal((await h.get('/api/v1/mappings/1001')).headers['etag'], 'W/"2"', 'the mapping version moved');
+  t.match(await h.post('/api/v1/mappings/999999/rotate-secret', undefined), { status: 404, json: { code: 'TNX_MAPPING_NOT_FOUND' } });
 
   // Two creates racing for the same explicit port: exactly one wins.
   const explicit = { user_id: 100000001, target_client_id: 600000001, protocol: 'tcp', target_host: '127.0.0.1', target_port: 8080, public_port: 30005 };

@@ -98,8 +98,10 @@ t.test('a legacy MappingCreated v1 replays, its stored secret opens nothing, and
 
   const pushed: AgentMapping[][] = [];
   const agentA = w.agent({ clientId: a.clientId, authCode: a.authCode, onConfig: (m) => pushed.push(m) });
-  w.agent({ clientId: b.clientId, authCode: b.authCode });
+  const targetConfigs: AgentMapping[][] = [];
+  w.agent({ clientId: b.clientId, authCode: b.authCode, onConfig: (m) => targetConfigs.push(m) });
   await eventually(() => agentA.listeningPorts().get(MAPPING) === localPort, 'source listener');
+  await eventually(() => targetConfigs.some((c) => c.some((m) => m.mapping_id === MAPPING)), 'target config');
   t.equal(pushed.at(-1)?.find((m) => m.mapping_id === MAPPING)?.secret_key, derived, 'the agent is pushed the derived secret');
   const payload = randomBytes(256 * 1024 + 3);
   const got = await visit(localPort, payload);

@@ -19,7 +19,10 @@ import { createTestDatabase } from '../../shared/testkit/pg.js';
 import { rawAppend } from '../../shared/testkit/raw-append.js';
 import { startAgent, type AgentMapping } from '../../services/client/index.js';
 import { spawnTunnox } from '../e2e/harness.js';
-import { createWorld, eventually, freePort, META, sha, startTargetService, visit, type World } from './world.js';
+import { createWorld, eventually, freePort, login, META, sha, startTargetService, TEST_MAPPING_KEY, tunnelOpenFrame, visit, WirePeer, type World } from './world.js';
+import { rotateMappingSecret } from '../../shared/domain/mapping/mapping.commands.js';
+import { PacketType } from '../../shared/wire/packets.js';
+import { newNonce } from '../../shared/wire/proof.js';
 
 /**
  * Mapping secrets never enter the event log or a read model (issue 7): in both event stores, every
@@ -103,7 +106,7 @@ async function mappingsInUse(t: Parameters<typeof createWorld>[0], w: World) {
     const payload = randomBytes(128 * 1024 + 5);
     t.equal(sha(await visit(port, payload)), sha(Buffer.from(payload).reverse()), `tunnel through port ${port} is byte-exact`);
   }
-  return { service, user, a, b, c2c, pub, pushed };
+  return { service, user, a, b, c2c, pub, pushed, agentA, localPort };
 }
 
 for (const store of ['postgres', 'jetstream'] as const) {
@@ -126,6 +129,37 @@ for (const store of ['postgres', 'jetstream'] as const) {
     t.match(stores[1]![1], /"secret_generation":1/, 'the read model holds the generation');
   });
 }
+
+t.test('rotating a mapping secret: the agents are pushed the next generation, tunnels work with it, the old one opens nothing', async (t) => {
+  const w = await createWorld(t);
+  const { a, c2c, pushed, agentA, localPort } = await mappingsInUse(t, w);
+  const before = await w.secretOf(c2c.mappingId);
+  const { position, generation } = await rotateMappingSecret(w.store, { mappingId: c2c.mappingId }, META);
+  t.equal(generation, 2);
+  await w.settle(position);
+  const after = await w.secretOf(c2c.mappingId);
+  t.equal(after, deriveMappingSecret(TEST_MAPPING_KEY, c2c.mappingId, 2), 'the new secret is generation 2');
+  t.not(after, before);
+  await eventually(() => pushed.filter((m) => m.mapping_id === c2c.mappingId && m.secret_key === after).length >= 2, 'both sides pushed the new secret');
+  await eventually(() => agentA.listeningPorts().get(c2c.mappingId) === localPort, 'source listener with the new secret');
+  const payload = randomBytes(64 * 1024 + 9);
+  t.equal(sha(await visit(localPort, payload)), sha(Buffer.from(payload).reverse()), 'a tunnel with the rotated secret is byte-exact');
+  const text = (await logText(w)) + (await readModelText(w.tdb.db));
+  t.same([...traces(text, before), ...traces(text, after)], [], 'neither secret is stored');
+  t.match(text, /"type": ?"MappingSecretRotated"/, 'the rotation is in the log');
+
+  // The old secret is refused on the live session (checked last: the raw login replaces agent A's).
+  const peer = await login(w, a.clientId, a.authCode);
+  for (const [secret, code] of [[before, 'TNX_TUNNEL_REFUSED'], [after, 'TNX_TUNNEL_TARGET_OFFLINE']] as const) {
+    const tunnel = await WirePeer.connect(w.edge.controlPort);
+    tunnel.send(PacketType.TunnelOpen, tunnelOpenFrame({ mapping_id: c2c.mappingId, tunnel_id: newNonce(), role: 'source', client_id: a.clientId }, { secret, session: peer.session }));
+    const ack = await tunnel.next();
+    tunnel.close();
+    if (code === 'TNX_TUNNEL_REFUSED') t.match(ack, { type: PacketType.TunnelOpenAck, body: { ok: false, error: { code } } }, 'the old secret: refused');
+    else t.not((ack as { body: { error?: { code?: string } } }).body.error?.code, 'TNX_TUNNEL_REFUSED', 'the new secret: authorized');
+  }
+  peer.close();
+});
 
 t.test('jetstream: a legacy log (secrets in MappingCreated v1) replays, and its copy by `tunnox ctl events copy` holds none', async (t) => {
   const w = await createWorld(t, {}, { store: 'jetstream' });
@@ -153,11 +187,13 @@ t.test('jetstream: a legacy log (secrets in MappingCreated v1) replays, and its 
   t.same(traces(await readModelText(w.tdb.db), stored), [], 'the read models do not');
   t.same(traces((await streamText(nats.nc, stateStreamName(nats.streamName))).text, stored), [], 'nor the state stream');
 
+  const targetConfigs: AgentMapping[] = [];
   const agents = [
     w.agent({ clientId: a.clientId, authCode: a.authCode }),
-    w.agent({ clientId: b.clientId, authCode: b.authCode }),
+    w.agent({ clientId: b.clientId, authCode: b.authCode, onConfig: (m) => targetConfigs.push(...m) }),
   ];
   await eventually(() => agents[0]!.listeningPorts().get(MAPPING) === localPort, 'source listener');
+  await eventually(() => targetConfigs.some((m) => m.mapping_id === MAPPING), 'target config');
   const payload = randomBytes(64 * 1024);
   t.equal(sha(await visit(localPort, payload)), sha(Buffer.from(payload).reverse()), 'the legacy mapping tunnels with the derived secret');
   // The copy runs with nothing appending: the agents leave, their disconnects are recorded first.
@@ -225,9 +261,13 @@ t.test('jetstream: a legacy log (secrets in MappingCreated v1) replays, and its 
   const control = String(ready.controlAddress);
   const pushed: AgentMapping[] = [];
   const agentA = startAgent({ server: control, clientId: a.clientId, authCode: a.authCode, logger: w.logger, onConfig: (m) => pushed.push(...m) });
-  const agentB = startAgent({ server: control, clientId: b.clientId, authCode: b.authCode, logger: w.logger });
+  const pushedB: AgentMapping[] = [];
+  const agentB = startAgent({ server: control, clientId: b.clientId, authCode: b.authCode, logger: w.logger, onConfig: (m) => pushedB.push(...m) });
   t.teardown(() => Promise.all([agentA.stop(), agentB.stop()]));
   await eventually(() => agentA.listeningPorts().get(MAPPING) === localPort, 'source listener on the server', 30_000);
+  await eventually(() => pushedB.some((m) => m.mapping_id === MAPPING), 'target config on the server', 30_000);
+  // The target's config ack and its session reaching the server's view race the first visitor.
+  await eventually(async () => (await visit(localPort, Buffer.from('ping')).catch(() => Buffer.alloc(0))).toString() === 'gnip', 'first tunnel on the server', 30_000);
   const derived = deriveMappingSecret(deriveMappingMasterKey(clusterSecret), MAPPING, 1);
   t.equal(pushed.find((m) => m.mapping_id === MAPPING)?.secret_key, derived, 'the server pushes HKDF(master key of its cluster secret, mapping id, 1)');
   const bytes = randomBytes(96 * 1024 + 1);

@@ -240,6 +240,27 @@ async function finishInterruptedDelete(store: EventStore, mappingId: number, met
 }
 
 /**
+ * Rotates a mapping's secret: records its next secret generation (MappingSecretRotated). Nothing
+ * secret is written; edges derive the new secret and push it to the mapping's agents.
+ */
+export async function rotateMappingSecret(
+  store: EventStore,
+  input: { mappingId: number; expectedVersion?: number },
+  meta: CommandMetadata,
+): Promise<{ position: number; generation: number }> {
+  const res = await handleCommand(
+    store,
+    mappingStream(input.mappingId),
+    mappingDecider,
+    { type: 'RotateMappingSecret', data: { mapping_id: input.mappingId } },
+    meta,
+    { expectedVersion: input.expectedVersion },
+  );
+  if (res.state.status !== 'active') throw new Error(`mapping ${input.mappingId} is not active after its rotation`);
+  return { position: res.position, generation: res.state.mapping.secret_generation };
+}
+
+/**
  * Records what an agent reported about its side of a mapping (see mapping-status.decider.ts): no
  * revision check, nothing loaded, the mapping's own stream untouched.
  */

@@ -32,6 +32,15 @@ t.test('a new mapping starts at secret generation 1 and its event holds no secre
   t.notOk('secret_key' in (event!.data as object), 'no secret_key');
 });
 
+t.test('RotateMappingSecret records the next generation; only an active mapping rotates', async (t) => {
+  const rotate = { type: 'RotateMappingSecret' as const, data: { mapping_id: 1001 } };
+  t.same(given(mappingDecider, 'mapping.1001', [created(c2c)]).when(rotate), [{ type: 'MappingSecretRotated', data: { mapping_id: 1001, secret_generation: 2 } }]);
+  const twice = given(mappingDecider, 'mapping.1001', [created(c2c), { type: 'MappingSecretRotated', data: { mapping_id: 1001, secret_generation: 2 } }]);
+  t.same(twice.when(rotate), [{ type: 'MappingSecretRotated', data: { mapping_id: 1001, secret_generation: 3 } }]);
+  t.throws(() => given(mappingDecider, 'mapping.1001', []).when(rotate), NotFoundError);
+  t.throws(() => given(mappingDecider, 'mapping.1001', [created(c2c), { type: 'MappingDeleted', data: { mapping_id: 1001 } }]).when(rotate), { code: 'TNX_MAPPING_NOT_FOUND' });
+});
+
 t.test('CreateMapping (public) records an enabled MappingCreated', async (t) => {
   t.same(given(mappingDecider, 'mapping.1002', []).when(create(pub)), [created(pub)]);
 });

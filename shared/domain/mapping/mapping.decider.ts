@@ -15,7 +15,9 @@ export type CreateMapping = {
   readonly data: Omit<MappingSpec, 'enabled' | 'protocol' | 'secret_generation'> & { readonly protocol: string };
 };
 export type DeleteMapping = { readonly type: 'DeleteMapping'; readonly data: { readonly mapping_id: number } };
-export type MappingCommand = CreateMapping | DeleteMapping;
+/** A new secret generation (the current one plus 1) for an active mapping. */
+export type RotateMappingSecret = { readonly type: 'RotateMappingSecret'; readonly data: { readonly mapping_id: number } };
+export type MappingCommand = CreateMapping | DeleteMapping | RotateMappingSecret;
 
 export type MappingState =
   | { readonly status: 'absent' }
@@ -65,6 +67,8 @@ export const mappingDecider: Decider<MappingState, MappingCommand> = {
         return { status: 'active', mapping: event.data };
       case 'MappingDeleted':
         return state.status === 'absent' ? state : { status: 'deleted', mapping: state.mapping };
+      case 'MappingSecretRotated':
+        return state.status === 'active' ? { status: 'active', mapping: { ...state.mapping, secret_generation: event.data.secret_generation } } : state;
       default:
         return state;
     }
@@ -84,6 +88,12 @@ export const mappingDecider: Decider<MappingState, MappingCommand> = {
           throw new NotFoundError(DOMAIN_ERRORS.mappingNotFound, `mapping ${command.data.mapping_id} not found`);
         }
         return [{ type: 'MappingDeleted', data: { mapping_id: command.data.mapping_id } }];
+      }
+      case 'RotateMappingSecret': {
+        if (state.status !== 'active') {
+          throw new NotFoundError(DOMAIN_ERRORS.mappingNotFound, `mapping ${command.data.mapping_id} not found`);
+        }
+        return [{ type: 'MappingSecretRotated', data: { mapping_id: command.data.mapping_id, secret_generation: state.mapping.secret_generation + 1 } }];
       }
     }
   },

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { TIERS } from '../../../../shared/domain/account/account.decider.js';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
-import { createMapping, deleteMapping } from '../../../../shared/domain/mapping/mapping.commands.js';
+import { createMapping, deleteMapping, rotateMappingSecret } from '../../../../shared/domain/mapping/mapping.commands.js';
 import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
@@ -11,6 +11,12 @@ import { ClientIdParam, COMMON_PROBLEMS, IfMatchHeader, MappingId, MappingIdPara
 import { findMapping, listMappings } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
 import { CreateMappingBody, MappingAccepted, MappingStatus, MappingView, mappingView } from './schemas.js';
+
+const SecretRotated = z.object({
+  mapping_id: MappingId,
+  /** What the new secret is derived from; never the secret. */
+  secret_generation: z.number().int().min(2),
+});
 
 export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (app, { deps }) => {
   app.post(
@@ -96,6 +102,40 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
       );
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ mapping_id: mappingId });
       return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    '/mappings/:mapping_id/rotate-secret',
+    {
+      schema: {
+        tags: ['mappings'],
+        summary: "Replace the mapping's secret: its agents are pushed the new one, the old one stops opening tunnels (running tunnels go on)",
+        description:
+          'Records the next secret generation (MappingSecretRotated); the secret is derived from it by the edges and never stored or returned. ' +
+          '200 once the read model shows the new generation, 202 if it has not caught up yet.',
+        params: z.object({ mapping_id: MappingIdParam }),
+        headers: IfMatchHeader,
+        response: {
+          200: SecretRotated.describe('Rotated, and the read model shows it'),
+          202: SecretRotated.describe('Rotated; the read model has not caught up yet'),
+          ...COMMON_PROBLEMS,
+          404: ProblemSchema,
+          409: ProblemSchema,
+          412: ProblemSchema,
+        },
+      },
+    },
+    async (request, reply) => {
+      const mappingId = request.params.mapping_id;
+      const { position, generation } = await rotateMappingSecret(
+        deps.store,
+        { mappingId, expectedVersion: ifMatchVersion(request.headers['if-match']) },
+        commandMeta(request),
+      );
+      const body = { mapping_id: mappingId, secret_generation: generation };
+      if (!(await waitForProjection(deps, position))) return reply.code(202).send(body);
+      return reply.code(200).send(body);
     },
   );
 
