@@ -18,7 +18,7 @@ import {
 import { TIERS } from '../../shared/domain/account/account.decider.js';
 import { setQuota } from '../../shared/domain/account/account.commands.js';
 import { deleteUserAndEverything } from '../../shared/domain/cascades.js';
-import { createMapping, deleteMapping, recordMappingAgentStatus } from '../../shared/domain/mapping/mapping.commands.js';
+import { createMapping, deleteMapping, recordMappingAgentStatus, rotateMappingSecret } from '../../shared/domain/mapping/mapping.commands.js';
 import { createUser, updateUser } from '../../shared/domain/user/user.commands.js';
 import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
@@ -130,6 +130,10 @@ async function randomCommands(store: EventStore, count: number, seed: number): P
     [6, () => {
       const m = pick(mappings);
       return m && deleteMapping(store, { mappingId: m.id }, meta);
+    }],
+    [2, () => {
+      const m = pick(mappings);
+      return m && rotateMappingSecret(store, { mappingId: m.id }, meta);
     }],
     [6, () => { const c = pick(clients); return c === undefined ? undefined : disableClient(store, { clientId: c }, meta); }],
     [5, () => { const c = pick(clients); return c === undefined ? undefined : enableClient(store, { clientId: c }, meta); }],
