@@ -133,9 +133,14 @@ export interface ClusterEdgeConfig extends ClusterNames {
   mappingKey?: Buffer;
   /** Set: on shutdown (SIGTERM) the edge drains this long (RunningEdge.drain); unset: it stops at once. */
   drainTimeoutMs?: number;
+  /** EdgeOptions.heartbeatIntervalMs / heartbeatTimeoutMs; unset: the edge's defaults. */
+  heartbeatIntervalMs?: number;
+  heartbeatTimeoutMs?: number;
 }
 
-type EdgeSettingKeys = 'controlPort' | 'bridgePort' | 'advertiseHost' | 'clusterSecret' | 'nodeId' | 'allowAnonymous' | 'anonymousPerMinutePerIp' | 'drainTimeoutMs';
+type EdgeSettingKeys =
+  | 'controlPort' | 'bridgePort' | 'advertiseHost' | 'clusterSecret' | 'nodeId' | 'allowAnonymous' | 'anonymousPerMinutePerIp' | 'drainTimeoutMs'
+  | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs';
 
 /** The edge settings `tunnox server` and `tunnox edge` share, taken from either's config. */
 export function edgeSettings(c: {
@@ -147,6 +152,8 @@ export function edgeSettings(c: {
   allowAnonymous: boolean;
   anonymousPerMinutePerIp: number;
   drainTimeoutMs?: number | undefined;
+  heartbeatIntervalMs?: number | undefined;
+  heartbeatTimeoutMs?: number | undefined;
 }): Pick<ClusterEdgeConfig, EdgeSettingKeys> {
   return {
     controlPort: c.controlPort,
@@ -157,6 +164,8 @@ export function edgeSettings(c: {
     allowAnonymous: c.allowAnonymous,
     anonymousPerMinutePerIp: c.anonymousPerMinutePerIp,
     ...(c.drainTimeoutMs !== undefined ? { drainTimeoutMs: c.drainTimeoutMs } : {}),
+    ...(c.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: c.heartbeatIntervalMs } : {}),
+    ...(c.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: c.heartbeatTimeoutMs } : {}),
   };
 }
 
@@ -251,6 +260,8 @@ export async function startClusterEdge(opts: {
     publicHost: config.publicHost,
     allowAnonymous: config.allowAnonymous,
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+    ...(config.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: config.heartbeatIntervalMs } : {}),
+    ...(config.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: config.heartbeatTimeoutMs } : {}),
     ...(tokenKey ? { sessionTokens: { key: tokenKey } } : {}),
     mappingKey,
     routes: new EdgeRoutes({ routes, nodeId, logger: log }),

@@ -9,6 +9,19 @@ const MetricsFields = {
   metricsPort: Port,
 };
 
+/**
+ * The edge's heartbeat (EdgeOptions.heartbeatIntervalMs / heartbeatTimeoutMs): the deadline must be
+ * longer than the interval, and at most 45 s, so a silent agent is offline within 45 s.
+ */
+const HeartbeatFields = {
+  heartbeatIntervalMs: z.number().int().min(100),
+  heartbeatTimeoutMs: z.number().int().min(200).max(45_000, 'the heartbeat timeout must be at most 45 s'),
+};
+const heartbeatOrder = (c: { heartbeatIntervalMs: number; heartbeatTimeoutMs: number }): boolean => c.heartbeatTimeoutMs > c.heartbeatIntervalMs;
+const HEARTBEAT_ORDER = { message: '--heartbeat-timeout must be longer than --heartbeat-interval', path: ['heartbeatTimeoutMs'] };
+
+const AnonymousTtl = z.number().int().min(0);
+
 /** Parsed once at start-up from flags and environment (main.ts); strict: unknown keys are a bug. */
 export const ServerConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
@@ -26,6 +39,8 @@ export const ServerConfigSchema = z.strictObject({
   nodeId: z.string().regex(/^node-\d{3,4}$/).optional(),
   allowAnonymous: z.boolean(),
   anonymousPerMinutePerIp: z.number().int().min(0),
+  /** Anonymous clients unused this long expire (services/projector/expiry.ts); 0 = never. */
+  anonymousTtlMs: AnonymousTtl,
   streamName: z.string().regex(/^[A-Za-z0-9_-]+$/),
   subjectPrefix: z.string().regex(/^[a-z0-9_-]+$/),
   /** JetStream replicas of the streams and KV buckets this process creates (existing ones keep theirs). */
@@ -38,11 +53,12 @@ export const ServerConfigSchema = z.strictObject({
   clusterSecret: z.string().min(16, 'the cluster secret must be at least 16 characters').optional(),
   /** On SIGTERM the edge drains: running tunnels get this long before they are reset. */
   drainTimeoutMs: z.number().int().min(0),
+  ...HeartbeatFields,
   ...MetricsFields,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   /** The quota tier of users created without one (and of accounts from before quotas). */
   defaultTier: z.enum(['unlimited', 'free', 'pro', 'enterprise']),
-});
+}).refine(heartbeatOrder, HEARTBEAT_ORDER);
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
 const NatsUrl = z.string({ error: (i) => (i.input === undefined ? '--nats (or $TUNNOX_NATS_URL) is required' : 'must be a string') }).url();
@@ -82,6 +98,7 @@ export const ProjectorRoleConfigSchema = z.strictObject({
   health: HealthAddress,
   /** How often sessions of dead edges are looked for (ms); a session is closed at its second sighting. */
   presenceSweepMs: z.number().int().min(100).optional(),
+  anonymousTtlMs: AnonymousTtl,
 });
 export type ProjectorRoleConfig = z.infer<typeof ProjectorRoleConfigSchema>;
 
@@ -99,7 +116,8 @@ export const EdgeRoleConfigSchema = z.strictObject({
   health: HealthAddress,
   /** On SIGTERM: how long running tunnels may go on while agents move (RunningEdge.drain). */
   drainTimeoutMs: z.number().int().min(0),
-});
+  ...HeartbeatFields,
+}).refine(heartbeatOrder, HEARTBEAT_ORDER);
 export type EdgeRoleConfig = z.infer<typeof EdgeRoleConfigSchema>;
 
 export function defaultDataDir(): string {

@@ -31,6 +31,21 @@ function intArg(name: string, min: number, max: number) {
   };
 }
 
+/** `30d`, `12h`, `10m`, `45s` (or `0`: off) → milliseconds. */
+function durationArg(name: string) {
+  return (value: string): number => {
+    const m = /^(\d{1,9})([smhd])?$/.exec(value.trim());
+    if (!m || (m[2] === undefined && m[1] !== '0')) throw new InvalidArgumentError(`${name} must be a duration like 30d, 12h, 10m or 45s (0 = never)`);
+    const unit = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] ?? 's']!;
+    return Number(m[1]) * unit;
+  };
+}
+function anonymousTtlOption(): Option {
+  return new Option('--anonymous-ttl <duration>', 'anonymous clients unused this long (no session since) expire: ClientExpired, their credentials stop working (e.g. 30d, 12h, 10m; 0 = never)')
+    .argParser(durationArg('--anonymous-ttl'))
+    .default(30 * 86_400_000, '30d');
+}
+
 /** What to do about the system errors a start-up commonly meets (our own errors already say it). */
 function hint(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
@@ -72,6 +87,7 @@ metricsOptions(
   .option('--database <url>', 'PostgreSQL URL for read models (default: embedded PostgreSQL in the data dir)')
   .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
   .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
+  .addOption(anonymousTtlOption())
   .option('--node-id <id>', 'fixed node id (default: node-001 standalone, won from the NATS node registry otherwise)')
   .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
   .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
@@ -79,6 +95,8 @@ metricsOptions(
   .option('--bridge-port <port>', 'JetStream mode: node-to-node bridge port (0 = any free port)', intArg('--bridge-port', 0, 65535), 50052)
   .option('--advertise <host>', 'JetStream mode: the address other servers reach this bridge at (default: the control host, or 127.0.0.1)')
   .option('--cluster-secret <secret>', 'JetStream mode: secret shared by every server, authenticates the bridge (default: $TUNNOX_CLUSTER_SECRET; without one, tunnels do not cross servers)')
+  .option('--heartbeat-interval <seconds>', 'how often the edge heartbeats an idle agent session (and agents heartbeat it)', intArg('--heartbeat-interval', 1, 3600), 10)
+  .option('--heartbeat-timeout <seconds>', 'an agent session silent this long is closed, the agent marked offline and its tunnels reset (agents hold the edge to the same deadline); at most 45', intArg('--heartbeat-timeout', 2, 45), 30)
   .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30),
 )
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
@@ -101,6 +119,7 @@ metricsOptions(
           nodeId: o.nodeId,
           allowAnonymous: o.anonymous !== false,
           anonymousPerMinutePerIp: o.anonymousRate,
+          anonymousTtlMs: o.anonymousTtl,
           streamName: o.stream,
           subjectPrefix: o.subjectPrefix,
           streamReplicas: o.streamReplicas,
@@ -108,6 +127,8 @@ metricsOptions(
           advertiseHost: o.advertise,
           clusterSecret: o.clusterSecret ?? (process.env.TUNNOX_CLUSTER_SECRET || undefined),
           drainTimeoutMs: Number(o.drainTimeout) * 1000,
+          heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,
+          heartbeatTimeoutMs: Number(o.heartbeatTimeout) * 1000,
           ...metricsValues(o),
           logLevel: o.logLevel,
         } satisfies Record<keyof ServerConfig, unknown>),
@@ -262,7 +283,8 @@ clusterOptions(
     .description('run the projector alone: folds the JetStream event log into the PostgreSQL read models and the edges\' state stream')
     .option('--database <url>', 'PostgreSQL URL of the read models (default: $TUNNOX_DATABASE_URL)')
     .option('--health <host:port>', 'serve GET /healthz on this address')
-    .option('--presence-sweep <seconds>', 'how often sessions of edges that died are looked for (closed at the second sighting)', intArg('--presence-sweep', 1, 3600), 30),
+    .option('--presence-sweep <seconds>', 'how often sessions of edges that died are looked for (closed at the second sighting)', intArg('--presence-sweep', 1, 3600), 30)
+    .addOption(anonymousTtlOption()),
 ).action((o: Flags) =>
   runRole(
     'projector',
@@ -272,6 +294,7 @@ clusterOptions(
         databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
         health: o.health,
         presenceSweepMs: Number(o.presenceSweep) * 1000,
+        anonymousTtlMs: o.anonymousTtl,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runProjector(c, logger, lifecycle),
     (r, logger) => logger.info({ instance: r.instance, health: r.health, metrics: r.metrics }, 'tunnox projector ready'),
@@ -291,6 +314,8 @@ clusterOptions(
     .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
     .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
     .option('--health <host:port>', 'serve GET /healthz on this address')
+    .option('--heartbeat-interval <seconds>', 'how often the edge heartbeats an idle agent session (and agents heartbeat it)', intArg('--heartbeat-interval', 1, 3600), 10)
+    .option('--heartbeat-timeout <seconds>', 'an agent session silent this long is closed, the agent marked offline and its tunnels reset (agents hold the edge to the same deadline); at most 45', intArg('--heartbeat-timeout', 2, 45), 30)
     .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30),
 ).action((o: Flags) =>
   runRole(
@@ -308,6 +333,8 @@ clusterOptions(
         anonymousPerMinutePerIp: o.anonymousRate,
         health: o.health,
         drainTimeoutMs: Number(o.drainTimeout) * 1000,
+        heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,
+        heartbeatTimeoutMs: Number(o.heartbeatTimeout) * 1000,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runEdge(c, logger, lifecycle),
     (r, logger) =>

@@ -12,6 +12,7 @@ import type { ApiRoleConfig, EdgeRoleConfig, ProjectorRoleConfig } from './confi
 import { startMetrics } from './metrics.js';
 import { resolveApiKey, type ApiKeySource } from './server.js';
 import { VERSION } from './version.js';
+import { startAnonymousExpiry } from '../projector/expiry.js';
 
 /*
  * One process per role, for a cluster scaled role by role (DESIGN.md §3): any number of API and
@@ -132,6 +133,10 @@ export async function runProjector(config: ProjectorRoleConfig, logger: Logger, 
     lifecycle,
     ...(config.presenceSweepMs ? { intervalMs: config.presenceSweepMs } : {}),
   });
+  if (config.anonymousTtlMs > 0) {
+    const expiry = startAnonymousExpiry({ db, store, logger: log, ttlMs: config.anonymousTtlMs, actorId: `projector-${instance}` });
+    lifecycle.add('anonymous-expiry', () => expiry.stop());
+  }
   const bound = await health(
     config.health,
     () => ({ ok: !halted && !nc.isClosed(), body: { role: 'projector', instance, position: projector.position, halted } }),

@@ -20,6 +20,7 @@ import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { startMetrics } from './metrics.js';
 import { VERSION } from './version.js';
+import { startAnonymousExpiry } from '../projector/expiry.js';
 
 export interface RunningServer {
   mode: 'standalone' | 'jetstream';
@@ -145,6 +146,10 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     } else {
       log.warn('read models still catching up after 30 s; stale sessions of this node were not closed');
     }
+    if (config.anonymousTtlMs > 0) {
+      const expiry = startAnonymousExpiry({ db, store, logger: log, ttlMs: config.anonymousTtlMs, actorId: nodeId });
+      lifecycle.add('anonymous-expiry', () => expiry.stop());
+    }
     return waiter;
   };
 
@@ -219,6 +224,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       publicHost: config.publicHost,
       allowAnonymous: config.allowAnonymous,
       anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      heartbeatTimeoutMs: config.heartbeatTimeoutMs,
       sessionTokens: { key: await sessionTokenKey(config) },
       mappingKey: await mappingMasterKey(config),
       ...(metrics ? { metrics } : {}),

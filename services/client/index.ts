@@ -12,6 +12,7 @@ import { EdgeEnds } from './ends.js';
 import { AgentFatalError } from './errors.js';
 import { MappingRuntime, type TunnelContext } from './mappings.js';
 import { parseServerList, sameCluster, type EdgeAddress, type ServerList } from './servers.js';
+import { KEEPALIVE_OPTIONS } from '../../shared/net/keepalive.js';
 
 export { AgentFatalError } from './errors.js';
 export type { AgentMapping } from '../../shared/wire/messages.js';
@@ -26,6 +27,7 @@ export const AGENT_FEATURES: readonly string[] = [
   AgentFeature.Drain,
   AgentFeature.TunnelKey,
   AgentFeature.EdgeReset,
+  AgentFeature.HeartbeatTimeout,
 ];
 
 export interface AgentOptions {
@@ -46,6 +48,12 @@ export interface AgentOptions {
   reconnectMaxMs?: number;
   /** Heartbeat period; never slower than the edge's. Default: the edge's. */
   heartbeatIntervalMs?: number;
+  /**
+   * How long the edge may be silent (no byte at all) before the agent gives the connection up and
+   * reconnects. Default: the deadline the edge announces (HandshakeResp.heartbeat_timeout_ms), or
+   * 3 of its heartbeat intervals from an edge that announces none.
+   */
+  heartbeatTimeoutMs?: number;
   /** Time for the handshake and for a tunnel open to be acked; default 10 s. */
   handshakeTimeoutMs?: number;
   /** How long an edge's FIN on a tunnel connection waits for the edge's TunnelEnd before it is a reset; default 5 s. */
@@ -270,7 +278,7 @@ class Agent {
    */
   private async session(edge: EdgeAddress): Promise<SessionEnd> {
     const timeoutMs = this.o.handshakeTimeoutMs ?? 10_000;
-    const socket = connect({ host: edge.host, port: edge.port, noDelay: true });
+    const socket = connect({ host: edge.host, port: edge.port, noDelay: true, ...KEEPALIVE_OPTIONS });
     this.socket = socket;
     let socketError: Error | undefined;
     let reached = false;
@@ -364,7 +372,10 @@ class Agent {
         decoder,
         accept: ends ? FROM_EDGE_WITH_ENDS : FROM_EDGE,
         heartbeatIntervalMs: Math.min(this.o.heartbeatIntervalMs ?? resp.heartbeat_interval_ms, resp.heartbeat_interval_ms),
-        silenceTimeoutMs: resp.heartbeat_interval_ms * 3,
+        // The edge's deadline when it announces one (AgentFeature.HeartbeatTimeout), else 3 of its
+        // intervals: an edge silent that long (stopped, hung, or a middlebox that dropped the
+        // connection without a word) is dead to us, and the agent reconnects.
+        silenceTimeoutMs: this.o.heartbeatTimeoutMs ?? resp.heartbeat_timeout_ms ?? resp.heartbeat_interval_ms * 3,
         onMessage: (m) => {
           if (m.type === PacketType.TunnelEnd) {
             if (m.body.reset) ends?.abort(m.body);

@@ -8,6 +8,7 @@ import type { AgentMapping, MappingOutcome, TunnelRequest } from '../../shared/w
 import type { EdgeEnds } from './ends.js';
 import { dialTunnel, type TunnelDial } from './tunnel.js';
 import { listen } from '../../shared/net/listen.js';
+import { KEEPALIVE_OPTIONS, keepAlive } from '../../shared/net/keepalive.js';
 
 /** What a tunnel needs from the control session of the edge it goes through. */
 export interface TunnelContext {
@@ -176,6 +177,7 @@ export class MappingRuntime {
   /** Source role: a local visitor connected. It stays paused until the edge acks the tunnel. */
   private onVisitor(r: Running, visitor: Socket): void {
     visitor.setNoDelay(true);
+    keepAlive(visitor);
     visitor.on('error', () => undefined);
     const tunnel = this.context();
     const tunnelId = randomBytes(16).toString('hex');
@@ -280,7 +282,7 @@ function listenError(host: string, port: number, err: unknown): string {
 
 function dialTarget(host: string, port: number, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true, ...KEEPALIVE_OPTIONS });
     const timer = setTimeout(() => socket.destroy(new Error(`connect timed out after ${timeoutMs} ms`)), timeoutMs);
     socket.once('connect', () => {
       clearTimeout(timer);

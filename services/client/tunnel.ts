@@ -5,6 +5,7 @@ import { FrameDecoder } from '../../shared/wire/codec.js';
 import { decodeMessage, encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType, packetTypeName } from '../../shared/wire/packets.js';
 import { computeProof, computeSessionProof, newNonce } from '../../shared/wire/proof.js';
+import { KEEPALIVE_OPTIONS } from '../../shared/net/keepalive.js';
 
 export interface TunnelDialParams {
   edgeHost: string;
@@ -39,7 +40,7 @@ export interface TunnelDial {
  * secret (neither travels), then waits for the ack. After that the socket carries raw bytes only.
  */
 export function dialTunnel(p: TunnelDialParams): TunnelDial {
-  const socket = connect({ host: p.edgeHost, port: p.edgePort, allowHalfOpen: true, noDelay: true });
+  const socket = connect({ host: p.edgeHost, port: p.edgePort, allowHalfOpen: true, noDelay: true, ...KEEPALIVE_OPTIONS });
   let socketError: Error | undefined;
   socket.on('error', (err) => {
     socketError ??= err;

@@ -19,6 +19,7 @@ import type { EdgeRoutes } from './routes.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
 import { listen } from '../../shared/net/listen.js';
+import { keepAlive } from '../../shared/net/keepalive.js';
 import type { ClientConfig, EdgeView, ViewChange } from './view/view.js';
 import { MappingSecrets } from '../../shared/platform/mapping-secrets.js';
 import { BridgeServer } from './bridge/index.js';
@@ -34,6 +35,16 @@ const PRE_AUTH_FREE_BYTES = 1024;
 
 /** Drain: the least time between two passes over the sessions whose tunnels have all ended. */
 const DRAIN_PASS_MS = 50;
+
+/** Defaults of EdgeOptions.heartbeatIntervalMs / heartbeatTimeoutMs (see docs/protocol.md, Liveness). */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000;
+export const DEFAULT_HEARTBEAT_TIMEOUT_MS = 30_000;
+/**
+ * What "a silent agent is offline and reclaimed within 45 s" rests on: the deadline fires at most
+ * heartbeatTimeoutMs after the agent's last byte, and the session's close, its ClientDisconnected
+ * fact and the reset of its tunnels follow in the same tick (the projection a moment later).
+ */
+export const SILENT_AGENT_RECLAIM_BOUND_MS = 45_000;
 
 /** Thrown when the credential-check cap is full; answered with a retryable code. */
 class LoginBusyError extends Error {}
@@ -79,9 +90,20 @@ export interface EdgeOptions {
    * Default 32 MiB (about 10 000 connections each holding a whole 4 KiB frame).
    */
   preAuthBufferBytes?: number;
-  /** Default 30 s; a session silent for 3 intervals is closed. */
+  /** How often the edge heartbeats an idle session (and asks agents to); default 10 s. */
   heartbeatIntervalMs?: number;
-  /** Time allowed for the first frame (Handshake or TunnelOpen); default 10 s. */
+  /**
+   * The heartbeat deadline: a session the edge heard no byte from for this long is closed, and the
+   * tunnels of its agent here are reset (the agent is alive but silent, or gone without a FIN).
+   * Announced to agents that declared AgentFeature.HeartbeatTimeout, which hold the edge to it.
+   * Default 30 s, or 3 intervals when only the interval is given: with the defaults a silent agent
+   * is offline and reclaimed within 45 s.
+   */
+  heartbeatTimeoutMs?: number;
+  /**
+   * Time a new connection has to deliver its whole first frame (Handshake or TunnelOpen), counted
+   * from accept, however it trickles in; default 10 s.
+   */
   handshakeTimeoutMs?: number;
   /** Time a visitor waits for the target agent's half of the tunnel; default 10 s. */
   tunnelOpenTimeoutMs?: number;
@@ -179,7 +201,12 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   // The caller may have bound nodeId already (pino would repeat the key).
   const log = opts.logger.bindings().nodeId === nodeId ? opts.logger : opts.logger.child({ nodeId });
   const maxFrameSize = opts.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE;
-  const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 30_000;
+  const heartbeatIntervalMs = opts.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
+  // An interval alone keeps the deadline at 3 intervals (as before the deadline was configurable).
+  const heartbeatTimeoutMs = opts.heartbeatTimeoutMs ?? (opts.heartbeatIntervalMs !== undefined ? 3 * heartbeatIntervalMs : DEFAULT_HEARTBEAT_TIMEOUT_MS);
+  if (heartbeatTimeoutMs <= heartbeatIntervalMs) {
+    throw new Error(`the heartbeat timeout (${heartbeatTimeoutMs} ms) must be longer than the heartbeat interval (${heartbeatIntervalMs} ms)`);
+  }
   const handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
   const anonymousLimiter = new KeyedRateLimiter(opts.anonymousPerMinutePerIp ?? 10);
   // Credential checks cost ~50 ms of scrypt on the libuv pool: cap them so a flood of bogus
@@ -229,6 +256,13 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     if (sessions.get(session.clientId) === session) sessions.delete(session.clientId);
     opts.routes?.loggedOut(session);
     broker.failSession(session);
+    if (session.timedOut && !sessions.has(session.clientId)) {
+      // Silent past the deadline with no newer session: the agent is stopped, hung or gone without
+      // a FIN, and its tunnel connections are as dead as its control connection. Reset them now
+      // rather than hold their sockets (and their visitors) until TCP gives up.
+      const reset = broker.resetAgent(session.clientId);
+      if (reset > 0) log.info({ clientId: session.clientId, sessionId: session.sessionId, tunnels: reset }, 'silent agent: its tunnels here were reset');
+    }
     facts.disconnected(session.clientId, session.sessionId, reason);
     log.info({ clientId: session.clientId, sessionId: session.sessionId, reason }, 'agent session closed');
   };
@@ -319,6 +353,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       loadConfig: () => agentConfig(view.clientConfig(clientId)),
       logger: log,
       heartbeatIntervalMs,
+      heartbeatTimeoutMs,
       commandTimeoutMs: tunnelOpenTimeoutMs,
       onClosed: onSessionClosed,
       ...(opts.configRetry ? { configRetry: opts.configRetry } : {}),
@@ -345,6 +380,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         session_id: session.sessionId,
         server_time_ms: Date.now(),
         heartbeat_interval_ms: heartbeatIntervalMs,
+        // Only to agents that know the field (an older agent's strict schema refuses it).
+        ...(features.has(AgentFeature.HeartbeatTimeout) ? { heartbeat_timeout_ms: heartbeatTimeoutMs } : {}),
         // Every login gets a fresh token (rotation); the one presented, if any, is not reused.
         ...(sessionTokens ? { session_token: sessionTokens.issue(clientId, epoch) } : {}),
         ...usedFeatures(features),
@@ -360,6 +397,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
 
   async function onConnection(socket: Socket): Promise<void> {
     socket.setNoDelay(true);
+    keepAlive(socket);
     // Permanent: whoever owns the socket later adds its own handling, this one prevents a crash.
     socket.on('error', (err) => log.debug({ err: err.message }, 'connection error'));
     if (stopping) {

@@ -4,6 +4,7 @@ import type { Logger } from '../../shared/platform/logger.js';
 import type { EdgeView, MappingState as MappingRow } from './view/view.js';
 import type { TunnelBroker } from './tunnels.js';
 import { listen } from '../../shared/net/listen.js';
+import { keepAlive } from '../../shared/net/keepalive.js';
 
 interface PublicListener {
   mapping: MappingRow;
@@ -92,6 +93,7 @@ export class PublicListeners {
     const listener: PublicListener = { mapping, server };
     server.on('connection', (visitor: Socket) => {
       visitor.setNoDelay(true);
+      keepAlive(visitor);
       this.o.broker.openForVisitor(visitor, listener.mapping, randomBytes(16).toString('hex'));
     });
     try {

@@ -41,6 +41,8 @@ export interface ControlSessionOptions {
   loadConfig: () => ClientConfig;
   logger: Logger;
   heartbeatIntervalMs: number;
+  /** Silence (no byte from the agent) this long closes the session; default 3 intervals. */
+  heartbeatTimeoutMs?: number;
   commandTimeoutMs: number;
   /** Called once when the session ends, for whatever reason. */
   onClosed: (session: ControlSession, reason: string) => void;
@@ -157,6 +159,7 @@ export class ControlSession {
       decoder: o.decoder,
       accept: FROM_AGENT,
       heartbeatIntervalMs: o.heartbeatIntervalMs,
+      ...(o.heartbeatTimeoutMs !== undefined ? { silenceTimeoutMs: o.heartbeatTimeoutMs } : {}),
       onMessage: (msg) => this.onMessage(msg),
       onClose: (reason) => this.onChannelClosed(reason),
     });
@@ -164,6 +167,11 @@ export class ControlSession {
 
   get closed(): boolean {
     return this.channel.closed;
+  }
+
+  /** The session ended because the agent missed the heartbeat deadline. */
+  get timedOut(): boolean {
+    return this.channel.timedOut;
   }
 
   /** The edge is draining and this session only lives on for the agent's running tunnels. */

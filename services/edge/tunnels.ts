@@ -324,6 +324,33 @@ export class TunnelBroker {
     if (ended > 0) this.log.info({ tunnels: ended, clients: [...changed] }, 'tunnels of a disabled, deleted or revoked client reset');
   }
 
+  /**
+   * Resets every tunnel here that `clientId`'s agent is an agent-side end of, waiting or running:
+   * the agent went silent past its heartbeat deadline, so its tunnel connections are presumed as
+   * dead as its control connection (a stopped process still has a kernel that ACKs, so TCP alone
+   * would hold them, and their visitors, for ever). Returns how many tunnels were reset.
+   */
+  resetAgent(clientId: number): number {
+    let ended = 0;
+    for (const p of [...this.pending.values()]) {
+      if (p.targetClientId !== clientId && !(p.origin.kind === 'client' && p.origin.clientId === clientId)) continue;
+      ended++;
+      this.fail(p, WireErrorCode.TunnelTargetOffline, 'agent went silent (heartbeat deadline)');
+    }
+    for (const [origin, grant] of this.remotePending) {
+      if (grant.source !== clientId) continue;
+      ended++;
+      reset(origin);
+    }
+    for (const t of this.active.values()) {
+      if (t.agents.source !== clientId && t.agents.target !== clientId) continue;
+      ended++;
+      reset(t.a);
+      reset(t.b);
+    }
+    return ended;
+  }
+
   /** Whether the clients a tunnel runs on are still enabled at the epochs it started with. */
   private holds(g: Grant): boolean {
     const granted = (clientId: number, epoch: number): boolean => {

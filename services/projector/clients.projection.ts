@@ -62,6 +62,11 @@ export const clientsProjection: Projection = {
     async ClientDeleted(tx, event, ctx) {
       await updateCredentials(tx, event, ctx, { auth_epoch: event.version, deleted_at: event.occurred_at });
     },
+    async ClientExpired(tx, event, ctx) {
+      // A tombstone like a deleted client's (the edges' feeds must see the client go, and its id
+      // stays taken), without the credential: nothing can ever log in with it again.
+      await updateCredentials(tx, event, ctx, { auth_epoch: event.version, deleted_at: event.occurred_at, auth_code_hash: EXPIRED_HASH });
+    },
 
     async ClientConnected(tx, event, ctx) {
       const d = event.data;
@@ -96,6 +101,9 @@ export const clientsProjection: Projection = {
     },
   },
 };
+
+/** What an expired client's row holds instead of its auth code hash: no scrypt hash, so it never verifies. */
+export const EXPIRED_HASH = 'expired';
 
 /** Applies a credential change to a live (not deleted) client row; a replay writes the same values. */
 async function updateCredentials(

@@ -33,6 +33,7 @@ async function touchedBy(tx: DbTx, event: TypedStoredEvent): Promise<{ clients: 
     case 'ClientAuthCodeRotated':
     case 'ClientKicked':
     case 'ClientDeleted':
+    case 'ClientExpired':
       clients.add(event.data.client_id);
       break;
     case 'MappingCreated':

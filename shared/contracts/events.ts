@@ -49,6 +49,19 @@ export const ClientKicked = z.object({ client_id: Id });
 export const ClientRenamed = z.object({ client_id: Id, client_name: z.string().min(1) });
 /** The client is gone for good; its id is never reused. */
 export const ClientDeleted = z.object({ client_id: Id });
+/**
+ * An anonymous client nobody used for `ttl_seconds` (`--anonymous-ttl`) is gone for good, like a
+ * deleted one: its credentials stop working, its read-model row becomes a tombstone without them,
+ * its id is never reused, and nothing more is recorded for it. Issued by the expiry sweeper
+ * (services/projector/expiry.ts); its causation is the event that began the inactivity (the last
+ * ClientDisconnected, or the ClientRegistered of a client that never connected).
+ */
+export const ClientExpired = z.object({
+  client_id: Id,
+  /** When the inactivity began: the time of the causation event (ISO 8601). */
+  inactive_since: z.string().datetime({ offset: true }),
+  ttl_seconds: z.number().int().positive(),
+});
 
 export const ClientConnected = z.object({
   client_id: Id,
@@ -207,6 +220,7 @@ export const EVENT_SCHEMAS = {
   ClientAuthCodeRotated: { version: 1, schema: ClientAuthCodeRotated },
   ClientKicked: { version: 1, schema: ClientKicked },
   ClientDeleted: { version: 1, schema: ClientDeleted },
+  ClientExpired: { version: 1, schema: ClientExpired },
   ClientRenamed: { version: 1, schema: ClientRenamed },
   ClientConnected: { version: 1, schema: ClientConnected },
   ClientDisconnected: { version: 1, schema: ClientDisconnected },

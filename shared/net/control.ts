@@ -10,7 +10,10 @@ export interface ControlChannelOptions {
   /** Packet types this side may receive; anything else is a protocol violation. */
   accept: ReadonlySet<number>;
   heartbeatIntervalMs: number;
-  /** Silence (no frame at all) longer than this closes the channel. Default 3 heartbeat intervals. */
+  /**
+   * The heartbeat deadline: silence (no byte at all from the peer) this long closes the channel,
+   * measured from the last byte received, not polled per interval. Default 3 heartbeat intervals.
+   */
   silenceTimeoutMs?: number;
   /** A peer that stops reading while we keep writing is cut off past this backlog. Default 8 MiB. */
   maxWriteBacklogBytes?: number;
@@ -28,11 +31,18 @@ export class ControlChannel {
   private closedReason: string | undefined;
   private lastReceived = Date.now();
   private heartbeat: NodeJS.Timeout | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+  private silent = false;
 
   constructor(private readonly o: ControlChannelOptions) {}
 
   get closed(): boolean {
     return this.closedReason !== undefined;
+  }
+
+  /** The channel was closed because the peer missed the heartbeat deadline (silent, not closed). */
+  get timedOut(): boolean {
+    return this.silent;
   }
 
   /** Starts reading (including frames already buffered in the decoder) and heartbeating. */
@@ -48,14 +58,24 @@ export class ControlChannel {
       return;
     }
     const silence = this.o.silenceTimeoutMs ?? this.o.heartbeatIntervalMs * 3;
-    this.heartbeat = setInterval(() => {
-      if (Date.now() - this.lastReceived > silence) {
-        this.close(`no frame for ${silence} ms (heartbeat timeout)`);
+    this.heartbeat = setInterval(() => this.send(PacketType.Heartbeat, { ts: Date.now() }), this.o.heartbeatIntervalMs);
+    this.heartbeat.unref();
+    // One timer per channel, re-armed only when it fires (not per chunk): it fires at most
+    // `silence` after the last byte, whatever the heartbeat interval.
+    const check = (): void => {
+      const quiet = Date.now() - this.lastReceived;
+      if (quiet >= silence) {
+        this.silent = true;
+        this.close(`no frame for ${quiet} ms (heartbeat timeout, deadline ${silence} ms)`);
+        // A silent peer will not read a FIN either: free the socket now, not after the grace.
+        socket.destroy();
         return;
       }
-      this.send(PacketType.Heartbeat, { ts: Date.now() });
-    }, this.o.heartbeatIntervalMs);
-    this.heartbeat.unref();
+      this.deadline = setTimeout(check, silence - quiet);
+      this.deadline.unref();
+    };
+    this.deadline = setTimeout(check, silence);
+    this.deadline.unref();
     this.receive(Buffer.alloc(0));
     socket.resume();
   }
@@ -76,6 +96,7 @@ export class ControlChannel {
     if (this.closed) return;
     this.closedReason = reason;
     clearInterval(this.heartbeat);
+    clearTimeout(this.deadline);
     const { socket } = this.o;
     if (!socket.destroyed) {
       socket.end();

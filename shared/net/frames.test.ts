@@ -168,3 +168,60 @@ t.test('ControlChannel: a silent peer is closed after the silence timeout', asyn
   t.match(await closed, /heartbeat timeout/);
   t.ok(heartbeats >= 1, 'heartbeats were sent meanwhile');
 });
+
+t.test('ControlChannel: the heartbeat deadline is measured from the last byte, not polled per interval', async (t) => {
+  const [c, s] = await socketPair(t);
+  const deadlineMs = 300;
+  let closedAt = 0;
+  let reason = '';
+  const channel = new ControlChannel({
+    socket: s,
+    decoder: new FrameDecoder(),
+    accept: new Set([PacketType.Heartbeat]),
+    // Far longer than the deadline: a polled check would only notice after an interval.
+    heartbeatIntervalMs: 60_000,
+    silenceTimeoutMs: deadlineMs,
+    onMessage: () => undefined,
+    onClose: (r) => {
+      closedAt = Date.now();
+      reason = r;
+    },
+  });
+  const started = Date.now();
+  channel.start();
+  // A peer that keeps talking (one heartbeat every 100 ms) stays, for several deadlines.
+  let lastByte = 0;
+  for (let i = 0; i < 10; i++) {
+    c.write(encodeMessage(PacketType.Heartbeat, { ts: Date.now() }));
+    lastByte = Date.now();
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.notOk(channel.closed, 'a peer that sends bytes within every deadline is kept');
+  t.ok(Date.now() - started >= 3 * deadlineMs);
+  await new Promise((r) => s.once('close', r));
+  t.ok(channel.timedOut, 'closed for missing the deadline');
+  t.match(reason, /heartbeat timeout, deadline 300 ms/);
+  const quiet = closedAt - lastByte;
+  t.ok(quiet >= deadlineMs - 20, `closed after ${quiet} ms of silence, not before the deadline`);
+  // Generous: a loaded machine delays timers, but an interval-polled check would take 60 s.
+  t.ok(quiet < deadlineMs + 2_000, `closed ${quiet} ms after the last byte`);
+  t.ok(s.destroyed, 'the socket is freed at once, not after a FIN grace');
+});
+
+t.test('ControlChannel: a channel closed by its peer is not a timeout', async (t) => {
+  const [c, s] = await socketPair(t);
+  const channel = new ControlChannel({
+    socket: s,
+    decoder: new FrameDecoder(),
+    accept: new Set([PacketType.Heartbeat]),
+    heartbeatIntervalMs: 50,
+    silenceTimeoutMs: 10_000,
+    onMessage: () => undefined,
+    onClose: () => undefined,
+  });
+  channel.start();
+  c.end();
+  await new Promise((r) => s.once('close', r));
+  t.ok(channel.closed);
+  t.notOk(channel.timedOut);
+});

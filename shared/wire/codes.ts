@@ -80,5 +80,11 @@ export const AgentFeature = {
    * of waiting out the TunnelEnd grace period.
    */
   EdgeReset: 'edge_reset',
+  /**
+   * The agent takes HandshakeResp.heartbeat_timeout_ms: the edge's heartbeat deadline, which the
+   * agent applies to the edge too (no byte from the edge for that long = a dead edge: reconnect).
+   * An agent without the feature (or an edge that sends no deadline) uses 3 heartbeat intervals.
+   */
+  HeartbeatTimeout: 'heartbeat_timeout',
 } as const;
 export type AgentFeature = (typeof AgentFeature)[keyof typeof AgentFeature];

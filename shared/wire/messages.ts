@@ -45,7 +45,14 @@ export const HandshakeResp = z.discriminatedUnion('ok', [
     node_id: z.string(),
     session_id: z.string(),
     server_time_ms: z.number(),
+    /** How often each side sends a Heartbeat when it has nothing else to say. */
     heartbeat_interval_ms: z.number().int().positive(),
+    /**
+     * Only to agents that declared AgentFeature.HeartbeatTimeout: the heartbeat deadline. The edge
+     * closes a session it heard no byte from for this long (and reclaims its tunnels); the agent
+     * treats the edge the same way and reconnects. Absent: 3 heartbeat intervals.
+     */
+    heartbeat_timeout_ms: z.number().int().positive().optional(),
     /**
      * Only to agents that declared AgentFeature.SessionToken: a fresh short-lived token for the
      * next login at any edge of the cluster. Keep it in memory only; it is a credential.

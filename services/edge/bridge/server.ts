@@ -8,6 +8,8 @@ import { OpenVerifier, type BridgeOpen } from './auth.js';
 import { BridgeErrorCode } from './errors.js';
 import { bridgeService, type BridgeFrame, type OutFrame } from './proto.js';
 import { BridgeStream, type CallEnds } from './stream.js';
+import { keepAlive } from '../../../shared/net/keepalive.js';
+import type { Socket } from 'node:net';
 
 /**
  * Called for each authenticated Open with the tunnel's byte stream. It owns the stream from then
@@ -41,6 +43,9 @@ export interface BridgeServerOptions {
   readonly openTimeoutMs?: number;
   /** Accepted clock skew and replay memory (±). */
   readonly replayWindowMs?: number;
+  /** HTTP/2 ping period towards callers (their liveness) and how long a ping may go unanswered; default 10 s and 5 s. */
+  readonly keepaliveTimeMs?: number;
+  readonly keepaliveTimeoutMs?: number;
   readonly now?: () => number;
 }
 
@@ -66,6 +71,10 @@ export class BridgeServer {
       'grpc.max_concurrent_streams': o.maxConcurrentStreams ?? 1000,
       // Callers ping idle connections (their health check); never refuse those pings.
       'grpc.keepalive_permit_without_calls': 1,
+      // And ping them: a caller edge that went silent (stopped, gone without a FIN) loses its
+      // connection, and the tunnels on it, after one unanswered ping.
+      'grpc.keepalive_time_ms': o.keepaliveTimeMs ?? 10_000,
+      'grpc.keepalive_timeout_ms': o.keepaliveTimeoutMs ?? 5_000,
     });
     this.server.addService(bridgeService(), { Tunnel: (call: ServerDuplexStream<BridgeFrame, OutFrame>) => this.onCall(call) });
   }
@@ -126,6 +135,8 @@ export class BridgeServer {
     if (!(internal instanceof Map) || internal.size === 0) throw new Error('grpc-js internals changed: Server.http2Servers not found (bridge needs it for HTTP/2 windows)');
     for (const h2 of internal.keys() as IterableIterator<Http2Server>) {
       if (typeof h2.on !== 'function') throw new Error('grpc-js internals changed: Server.http2Servers holds no http2 servers');
+      // TCP keepalive under the HTTP/2 pings, as on every other socket of the edge.
+      h2.on('connection', (socket: Socket) => keepAlive(socket));
       h2.on('session', (session: ServerHttp2Session) => {
         this.sessions.add(session);
         session.once('close', () => this.sessions.delete(session));

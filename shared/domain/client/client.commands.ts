@@ -265,3 +265,55 @@ export function recordClientDisconnected(
     data: { client_id: input.clientId, node_id: input.nodeId, session_id: input.sessionId, reason: input.reason },
   }, meta);
 }
+
+export interface ExpireAnonymousClientInput {
+  clientId: number;
+  /** How long the client must have been inactive (`--anonymous-ttl`), in whole seconds. */
+  ttlSeconds: number;
+  /** The sweeper's clock; default now. */
+  now?: Date;
+}
+
+export type ExpireAnonymousClientResult =
+  | { expired: true; position: number; eventId: string; inactiveSince: string; causationId: string }
+  /** online: its session stream ends with a connect; active: inactive for less than the TTL; gone: no such client (any more). */
+  | { expired: false; reason: 'online' | 'active' | 'gone' };
+
+/**
+ * The expiry process manager's command (services/projector/expiry.ts): records ClientExpired for
+ * an anonymous client whose last activity is older than the TTL. Activity is read from the event
+ * log, not from a read model: the last event of the client's session stream (a ClientDisconnected:
+ * inactive since then; a ClientConnected: online, never expired), or, for a client that never
+ * connected, its ClientRegistered. That event is the causation of ClientExpired. A second sweeper
+ * racing for the same client finds it gone (the decider refuses an expired client as not found).
+ *
+ * An agent that logs in between the read of its session stream and the append is logged out again
+ * by the expiry (its edges see the client deleted), like any deleted client's; after 30 idle days
+ * that race is a theoretical one.
+ */
+export async function expireAnonymousClient(
+  store: EventStore,
+  input: ExpireAnonymousClientInput,
+  meta: CommandMetadata,
+): Promise<ExpireAnonymousClientResult> {
+  const now = (input.now ?? new Date()).getTime();
+  const { event: lastSession } = await store.readLastEvent(clientSessionStream(input.clientId));
+  if (lastSession?.type === 'ClientConnected') return { expired: false, reason: 'online' };
+  const since = lastSession ?? (await store.readStream(clientStream(input.clientId), { limit: 1 })).events[0];
+  if (!since) return { expired: false, reason: 'gone' };
+  if (now - Date.parse(since.occurred_at) < input.ttlSeconds * 1000) return { expired: false, reason: 'active' };
+  try {
+    const res = await handleCommand(
+      store,
+      clientStream(input.clientId),
+      clientDecider,
+      { type: 'ExpireClient', data: { client_id: input.clientId, inactive_since: since.occurred_at, ttl_seconds: input.ttlSeconds } },
+      { ...meta, causationId: since.id },
+    );
+    if (!res.event) return { expired: false, reason: 'gone' };
+    return { expired: true, position: res.position, eventId: res.event.id, inactiveSince: since.occurred_at, causationId: since.id };
+  } catch (err) {
+    if (err instanceof NotFoundError) return { expired: false, reason: 'gone' };
+    throw err;
+  }
+}

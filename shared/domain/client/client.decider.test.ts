@@ -86,3 +86,22 @@ t.test('commands on a client that never existed: TNX_CLIENT_NOT_FOUND', async (t
   t.throws(() => g.when(cmd('KickClient')), { code: 'TNX_CLIENT_NOT_FOUND' });
   t.throws(() => g.when({ type: 'RotateClientAuthCode', data: { ...id, auth_code_hash: 'h' } }), { code: 'TNX_CLIENT_NOT_FOUND' });
 });
+
+t.test('ExpireClient: an anonymous client expires (ClientExpired), then is gone like a deleted one', async (t) => {
+  const past: DomainEvent[] = [{ type: 'ClientRegistered', data: anonymous }];
+  const expire: ClientCommand = { type: 'ExpireClient', data: { client_id: anonymous.client_id, inactive_since: '2025-01-01T00:00:00.000Z', ttl_seconds: 2_592_000 } };
+  const events = given(clientDecider, 'client.234567890', past).when(expire);
+  t.same(events, [{ type: 'ClientExpired', data: expire.data }]);
+  const after = given(clientDecider, 'client.234567890', [...past, ...events]);
+  t.same(after.state, { exists: false, deleted: true, userId: null });
+  t.throws(() => after.when(expire), { code: 'TNX_CLIENT_NOT_FOUND' }, 'a second sweeper finds it gone');
+  t.throws(() => after.when(register(anonymous)), { code: 'TNX_CLIENT_ALREADY_EXISTS' }, 'its id is never reused');
+});
+
+t.test('ExpireClient refuses managed clients and nonsense input', async (t) => {
+  const g = given(clientDecider, 'client.600000000', [{ type: 'ClientRegistered', data: managed }]);
+  t.throws(() => g.when({ type: 'ExpireClient', data: { client_id: managed.client_id, inactive_since: '2025-01-01T00:00:00Z', ttl_seconds: 60 } }), { code: 'TNX_CLIENT_INVALID' });
+  const a = given(clientDecider, 'client.234567890', [{ type: 'ClientRegistered', data: anonymous }]);
+  t.throws(() => a.when({ type: 'ExpireClient', data: { client_id: anonymous.client_id, inactive_since: '2025-01-01T00:00:00Z', ttl_seconds: 0 } }), { code: 'TNX_CLIENT_INVALID' });
+  t.throws(() => a.when({ type: 'ExpireClient', data: { client_id: anonymous.client_id, inactive_since: 'yesterday', ttl_seconds: 60 } }), { code: 'TNX_CLIENT_INVALID' });
+});

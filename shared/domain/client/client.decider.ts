@@ -35,7 +35,15 @@ export type KickClient = { readonly type: 'KickClient'; readonly data: { readonl
 export type DeleteClient = { readonly type: 'DeleteClient'; readonly data: { readonly client_id: number } };
 /** A new display name; renaming to the current name decides nothing. */
 export type RenameClient = { readonly type: 'RenameClient'; readonly data: { readonly client_id: number; readonly client_name: string } };
-export type ClientCommand = RegisterClient | DisableClient | EnableClient | RotateClientAuthCode | KickClient | DeleteClient | RenameClient;
+/**
+ * An anonymous client inactive for the TTL is removed (the expiry sweeper decides "inactive" from
+ * the client's session stream, which this aggregate does not hold; the decider checks the rest).
+ */
+export type ExpireClient = {
+  readonly type: 'ExpireClient';
+  readonly data: { readonly client_id: number; readonly inactive_since: string; readonly ttl_seconds: number };
+};
+export type ClientCommand = RegisterClient | DisableClient | EnableClient | RotateClientAuthCode | KickClient | DeleteClient | RenameClient | ExpireClient;
 
 export type ClientState =
   /** `deleted`: the client existed; its id stays taken. `userId`: its owner then (cascades finish with it). */
@@ -69,6 +77,7 @@ export const clientDecider: Decider<ClientState, ClientCommand> = {
       case 'ClientRenamed':
         return state.exists ? { ...state, clientName: event.data.client_name } : state;
       case 'ClientDeleted':
+      case 'ClientExpired':
         return { exists: false, deleted: true, userId: state.exists ? state.userId : null };
       default:
         return state;
@@ -130,6 +139,19 @@ function decideOnExisting(command: Exclude<ClientCommand, RegisterClient>, state
       return [{ type: 'ClientKicked', data: { client_id } }];
     case 'DeleteClient':
       return [{ type: 'ClientDeleted', data: { client_id } }];
+    case 'ExpireClient': {
+      const { inactive_since, ttl_seconds } = command.data;
+      if (state.clientType !== 'anonymous') {
+        throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, `client ${client_id} is managed; only anonymous clients expire`, 'client_id');
+      }
+      if (!Number.isInteger(ttl_seconds) || ttl_seconds <= 0) {
+        throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, 'ttl_seconds must be a positive integer', 'ttl_seconds');
+      }
+      if (Number.isNaN(Date.parse(inactive_since))) {
+        throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, 'inactive_since must be an ISO 8601 time', 'inactive_since');
+      }
+      return [{ type: 'ClientExpired', data: { client_id, inactive_since, ttl_seconds } }];
+    }
     case 'RenameClient': {
       const name = command.data.client_name;
       if (name.length === 0) throw new RuleViolationError(DOMAIN_ERRORS.clientInvalid, 'client_name must not be empty', 'client_name');
