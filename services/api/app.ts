@@ -9,6 +9,7 @@ import { clientsRoutes } from './modules/clients/routes.js';
 import { eventsRoutes } from './modules/events/routes.js';
 import { healthRoutes } from './modules/health/routes.js';
 import { registerIdempotency } from './idempotency.js';
+import { eventLogApiKeys } from './apikeys.js';
 import { mappingsRoutes } from './modules/mappings/routes.js';
 import { nodesRoutes } from './modules/nodes/routes.js';
 import { usersRoutes } from './modules/users/routes.js';
@@ -58,7 +59,8 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   });
   const app = root.withTypeProvider<ZodTypeProvider>();
 
-  if (deps.apiKeys.length === 0) deps.logger.warn('no API keys configured: every /api request will be refused');
+  if (deps.apiKeys.length === 0) deps.logger.warn('no API key configured: only keys made with `tunnox ctl apikeys create` are accepted');
+  const logKeys = eventLogApiKeys(deps.store, deps.apiKeyCacheMs === undefined ? {} : { ttlMs: deps.apiKeyCacheMs });
   const metrics = deps.metrics;
   if (metrics) {
     // onResponse runs for every answered request, refused and failed ones included.
@@ -89,7 +91,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
 
   await app.register(
     async (api) => {
-      api.addHook('onRequest', createAuthHook(deps.apiKeys));
+      api.addHook('onRequest', createAuthHook(deps.apiKeys, logKeys));
       registerIdempotency(api, deps.db, deps.idempotency);
       await api.register(usersRoutes, { deps });
       await api.register(clientsRoutes, { deps });

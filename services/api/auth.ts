@@ -2,6 +2,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Actor } from '../../shared/contracts/envelope.js';
 import type { CommandMetadata } from '../../shared/eventstore/command.js';
+import { parseApiKeyId } from '../../shared/domain/apikey/apikey.commands.js';
+import type { ApiKeyDirectory } from './apikeys.js';
 import { API_ERRORS, problem, sendProblem } from './errors.js';
 import { authenticatedKey as authenticated, idempotencyScopes } from './request-context.js';
 
@@ -15,19 +17,31 @@ export function apiKeyId(key: string): string {
 }
 
 /**
- * `Authorization: Bearer <key>` against the configured keys. Digests are compared, so every
- * comparison has the same length, and every key is compared, so timing says nothing about which
- * key (or how much of one) matched.
+ * `Authorization: Bearer <key>` against the configured keys and, for a key in the `tnx_` format,
+ * the keys of the event log (`tunnox ctl apikeys`, see apikeys.ts). Configured keys are compared by
+ * digest, so every comparison has the same length, and all of them are compared, so timing says
+ * nothing about which key (or how much of one) matched. A log key's actor id is its key id; a
+ * configured key's is apiKeyId. When the log cannot be read the answer is 503, never a pass.
  */
-export function createAuthHook(apiKeys: readonly string[]) {
+export function createAuthHook(apiKeys: readonly string[], directory?: ApiKeyDirectory) {
   const keys = apiKeys.map((k) => ({ digest: sha256(k), id: apiKeyId(k) }));
   return async function authenticate(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     const header = request.headers.authorization;
     const match = header === undefined ? null : /^Bearer ([^\s]+)$/i.exec(header.trim());
-    if (match?.[1]) {
-      const presented = sha256(match[1]);
+    const token = match?.[1];
+    if (token) {
+      const presented = sha256(token);
       let found: string | null = null;
       for (const k of keys) if (timingSafeEqual(presented, k.digest) && found === null) found = k.id;
+      const logKeyId = found === null && directory ? parseApiKeyId(token) : null;
+      if (logKeyId !== null) {
+        try {
+          if (await directory!.verify(logKeyId, token)) found = logKeyId;
+        } catch (err) {
+          request.log.error({ err }, 'API key lookup failed');
+          return sendProblem(reply, problem(503, API_ERRORS.storeUnavailable, 'the event log is unavailable; retry later'));
+        }
+      }
       if (found !== null) {
         authenticated.set(request, found);
         return undefined;

@@ -12,8 +12,13 @@ export interface ApiDeps {
   /** Resolves true once the read models include `position`, false after timeoutMs. */
   waiter: { waitFor(position: number, timeoutMs: number): Promise<boolean> };
   logger: Logger;
-  /** Accepted `Authorization: Bearer` keys. Empty means every /api request is refused. */
+  /**
+   * Accepted `Authorization: Bearer` keys (the server's admin key). Keys made with `tunnox ctl
+   * apikeys create` are found in the event log (services/api/apikeys.ts) besides these.
+   */
   apiKeys: string[];
+  /** How long a log API key's lookup is cached (its revocation's delay); default 1000 ms. */
+  apiKeyCacheMs?: number;
   /** Ports public mappings may use; omitted public_port takes the first free one. */
   publicPortRange: { min: number; max: number };
   /** How long a command waits for its read-your-writes projection; default 5000 ms. */

@@ -12,6 +12,8 @@ export const API_ERRORS = {
   routeNotFound: 'TNX_ROUTE_NOT_FOUND',
   badRequest: 'TNX_REQUEST_INVALID',
   unavailable: 'TNX_SERVICE_UNAVAILABLE',
+  /** The read-model database or the event log cannot be reached: retry later. */
+  storeUnavailable: 'TNX_UNAVAILABLE',
   internal: 'TNX_INTERNAL',
 } as const;
 
@@ -87,11 +89,32 @@ export function toProblem(err: unknown): Problem {
   }
   if (err instanceof WrongExpectedRevisionError) return problem(409, err.code, 'concurrent modification, retry the request');
   if (err instanceof InfrastructureError) return problem(503, err.code, 'a dependency is unavailable; retry later');
+  if (isDatabaseUnavailable(err)) return problem(503, API_ERRORS.storeUnavailable, 'the database is unavailable; retry later');
   if (isClientHttpError(err)) {
     // fastify's own request errors (malformed JSON, wrong content type, body too large ...).
     return problem(err.statusCode, API_ERRORS.badRequest, err.message);
   }
   return problem(500, API_ERRORS.internal, 'internal error');
+}
+
+/** Socket-level errors and the SQLSTATEs PostgreSQL answers when it cannot serve a connection. */
+const UNAVAILABLE_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EPIPE', 'EAI_AGAIN']);
+const UNAVAILABLE_SQLSTATES = new Set(['57P01', '57P02', '57P03', '53300', '53400']);
+
+/**
+ * The read-model database is down or unreachable (node-postgres passes socket errnos through and
+ * PostgreSQL's own codes on `code`; a connection lost mid-query or a pool connect timeout has only
+ * its message). Class 08 is "connection exception".
+ */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; typeof e === 'object' && e !== null && depth < 4; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (UNAVAILABLE_ERRNOS.has(code) || UNAVAILABLE_SQLSTATES.has(code) || /^08[0-9A-Z]{3}$/.test(code))) return true;
+    const message = (e as { message?: unknown }).message;
+    if (typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message)) return true;
+    if (e instanceof AggregateError && e.errors.some((x) => isDatabaseUnavailable(x))) return true;
+  }
+  return false;
 }
 
 function isClientHttpError(err: unknown): err is { statusCode: number; message: string } {

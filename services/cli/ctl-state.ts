@@ -1,6 +1,7 @@
 import { parseAggregateRef, redactSecrets } from '../../shared/contracts/audit.js';
 import { parseStoredEvent } from '../../shared/contracts/events.js';
 import type { StoredEvent } from '../../shared/contracts/envelope.js';
+import { apiKeyDecider } from '../../shared/domain/apikey/apikey.decider.js';
 import { accountDecider } from '../../shared/domain/account/account.decider.js';
 import { clientDecider } from '../../shared/domain/client/client.decider.js';
 import { clientSessionDecider } from '../../shared/domain/client/client-session.decider.js';
@@ -30,6 +31,7 @@ export const STATE_DECIDERS: Readonly<Record<string, Decider<unknown, never>>> =
   sequence: sequenceDecider as Decider<unknown, never>,
   account: accountDecider as Decider<unknown, never>,
   username: usernameDecider as Decider<unknown, never>,
+  apikey: apiKeyDecider as Decider<unknown, never>,
 };
 
 /** `--at`: a log position (decimal), or a time (RFC 3339, or a date: its midnight UTC). */

@@ -537,5 +537,56 @@ export function ctlCommand(): Command {
       );
     });
   });
+  const apikeys = ctl.command('apikeys').description(
+    'admin API keys kept in the event log (only their SHA-256 is stored): the API accepts one as soon as it is made and refuses it within a second of its revocation',
+  );
+  withTarget(
+    apikeys
+      .command('create')
+      .description('make a key (tnx_<apikey_id>_<secret>) and print it once; every event it issues names apikey_id as its actor')
+      .requiredOption('--name <name>', 'what the key is for, e.g. billing-sync')
+      .option('--operator <name>', 'who makes it, recorded as the actor', defaultOperator())
+      .option('--json', 'print {apikey_id, name, key, position}'),
+  ).action(async (o: CtlTarget & { name: string; operator: string; json?: boolean }) => {
+    await runCtl(o, { readModels: false }, async (opened) => {
+      const { ctlCreateApiKey } = await import('./ctl-apikeys.js');
+      const name = parseOr('--name', OperatorName, o.name);
+      const operator = parseOr('--operator', OperatorName, o.operator);
+      const created = await ctlCreateApiKey(opened.store, name, { kind: 'operator', id: operator });
+      process.stdout.write(o.json ? JSON.stringify(created) + '\n' : created.key + '\n');
+      process.stderr.write(`tunnox: API key ${created.apikey_id} (${name}) created at position ${created.position} (${opened.mode}); the key is shown only now\n`);
+    });
+  });
+  withTarget(
+    apikeys
+      .command('list')
+      .description('the keys (active ones; --all with the revoked), from the read models')
+      .option('--all', 'include revoked keys')
+      .option('--json', 'one JSON object {keys, behind}'),
+  ).action(async (o: CtlTarget & { all?: boolean; json?: boolean }) => {
+    await runCtl(o, { readModels: true }, async (opened) => {
+      const { ctlListApiKeys, formatKeyList } = await import('./ctl-apikeys.js');
+      const list = await ctlListApiKeys(opened.store, needDb(opened), { all: o.all === true });
+      process.stdout.write(o.json ? JSON.stringify(list) + '\n' : formatKeyList(list).join('\n') + '\n');
+      if (list.behind > 0) process.stderr.write(`tunnox: the read models are ${list.behind} events behind the log (is the projector running?); newer keys are not listed yet\n`);
+    });
+  });
+  withTarget(
+    apikeys
+      .command('revoke')
+      .description('revoke a key: an audited ApiKeyRevoked with the operator and reason; the API refuses the key within a second')
+      .argument('<apikey_id>', 'the key id (16 hex digits, as `apikeys list` shows)')
+      .requiredOption('--reason <text>', 'why (recorded in the log)')
+      .option('--operator <name>', 'who decides, recorded as the actor', defaultOperator()),
+  ).action(async (keyId: string, o: CtlTarget & { reason: string; operator: string }) => {
+    await runCtl(o, { readModels: false }, async (opened) => {
+      const { ctlRevokeApiKey } = await import('./ctl-apikeys.js');
+      const reason = parseOr('--reason', Reason, o.reason);
+      const operator = parseOr('--operator', OperatorName, o.operator);
+      const res = await ctlRevokeApiKey(opened.store, keyId, reason, { kind: 'operator', id: operator });
+      process.stdout.write(JSON.stringify(res) + '\n');
+      process.stderr.write(res.revoked ? `tunnox: API key ${keyId} revoked at position ${res.position}\n` : `tunnox: API key ${keyId} was already revoked\n`);
+    });
+  });
   return ctl;
 }

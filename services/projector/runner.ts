@@ -260,7 +260,7 @@ export interface RebuildOptions {
   name: string;
   projections: readonly Projection[];
   /** Every table the projections write; emptied before the replay. */
-  tables: readonly ('users' | 'clients' | 'mappings')[];
+  tables: readonly ('users' | 'clients' | 'mappings' | 'api_keys')[];
   store: EventStore;
   db: Db;
   logger: Logger;

@@ -209,6 +209,22 @@ export const UsernameClaimed = z.object({ username: z.string().min(1), user_id: 
 /** The holder renamed or was deleted: the name is free again. */
 export const UsernameReleased = z.object({ username: z.string().min(1), user_id: Id });
 
+/**
+ * Stream `apikey.<apikey_id>`: an admin API key made by `tunnox ctl apikeys create`. Only the key's
+ * SHA-256 digest is recorded (a key is 256 random bits, so a digest cannot be searched back), never
+ * the key; `apikey_id` is the key's public part (`tnx_<apikey_id>_<secret>`), the actor id of every
+ * event the key issues.
+ */
+export const API_KEY_ID = /^[0-9a-f]{16}$/;
+export const ApiKeyCreated = z.object({
+  apikey_id: z.string().regex(API_KEY_ID),
+  name: z.string().min(1).max(128),
+  /** Hex SHA-256 of the whole key. */
+  key_hash: z.string().regex(/^[0-9a-f]{64}$/),
+});
+/** The key authenticates nothing from now on; `reason` as on operator releases. */
+export const ApiKeyRevoked = z.object({ apikey_id: z.string().regex(API_KEY_ID), reason: OperatorReason });
+
 export const EVENT_SCHEMAS = {
   IdAllocated: { version: 1, schema: IdAllocated },
   UserCreated: { version: 1, schema: UserCreated },
@@ -238,6 +254,8 @@ export const EVENT_SCHEMAS = {
   AccountSlotFreed: { version: 1, schema: AccountSlotFreed },
   UsernameClaimed: { version: 1, schema: UsernameClaimed },
   UsernameReleased: { version: 1, schema: UsernameReleased },
+  ApiKeyCreated: { version: 1, schema: ApiKeyCreated },
+  ApiKeyRevoked: { version: 1, schema: ApiKeyRevoked },
 } as const;
 
 export type EventType = keyof typeof EVENT_SCHEMAS;
@@ -320,4 +338,5 @@ export const AGGREGATES = {
   localPort: 'localport',
   account: 'account',
   username: 'username',
+  apiKey: 'apikey',
 } as const;

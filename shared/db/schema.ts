@@ -110,6 +110,18 @@ export interface ApiIdempotencyTable {
   created_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 
+export interface ApiKeysTable {
+  apikey_id: string;
+  name: string;
+  status: 'active' | 'revoked';
+  /** The actor that made it: `operator:<name>` or `api_key:<id>`. */
+  created_by: string;
+  created_at: Timestamp;
+  revoked_at: Timestamp | null;
+  revoke_reason: string | null;
+  version: number;
+}
+
 export interface Database {
   tnx_events: EventsTable;
   projection_checkpoints: ProjectionCheckpointsTable;
@@ -118,6 +130,7 @@ export interface Database {
   mappings: MappingsTable;
   state_outbox: StateOutboxTable;
   api_idempotency: ApiIdempotencyTable;
+  api_keys: ApiKeysTable;
 }
 
 export type UserRow = Selectable<UsersTable>;

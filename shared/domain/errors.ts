@@ -31,6 +31,8 @@ export const DOMAIN_ERRORS = {
   quotaExceeded: 'TNX_QUOTA_EXCEEDED',
   quotaInvalid: 'TNX_QUOTA_INVALID',
   usernameTaken: 'TNX_USERNAME_TAKEN',
+  apiKeyExists: 'TNX_API_KEY_EXISTS',
+  apiKeyNotFound: 'TNX_API_KEY_NOT_FOUND',
 } as const;
 export type DomainErrorCode = (typeof DOMAIN_ERRORS)[keyof typeof DOMAIN_ERRORS];
 

@@ -148,7 +148,7 @@ t.test('standalone --data-dir: tail, follow, state and ports release through the
   const clean = await ctl(['projections', 'rebuild', '--verify', ...dir]);
   t.equal(clean.code, 0, clean.stderr);
   t.match(clean.stdout, new RegExp(`replayed ${head} events into shadow tables; compared with the live read models at checkpoint ${head}\n`));
-  t.match(clean.stdout, /\nmappings: 0 live, 0 rebuilt, identical\nclients: 1 live, 1 rebuilt, identical\nusers: 1 live, 1 rebuilt, identical\nidentical\n$/);
+  t.match(clean.stdout, /\nmappings: 0 live, 0 rebuilt, identical\nclients: 1 live, 1 rebuilt, identical\nusers: 1 live, 1 rebuilt, identical\napi_keys: 0 live, 0 rebuilt, identical\nidentical\n$/);
   await again.db.updateTable('users').set({ email: 'mallory@example.test' }).where('user_id', '=', userId).execute();
   const dirty = await ctl(['projections', 'rebuild', '--verify', ...dir]);
   t.equal(dirty.code, 1, 'differences: exit 1');

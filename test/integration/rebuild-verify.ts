@@ -15,6 +15,7 @@ import {
   renameClient,
   rotateClientAuthCode,
 } from '../../shared/domain/client/client.commands.js';
+import { createApiKey, revokeApiKey } from '../../shared/domain/apikey/apikey.commands.js';
 import { TIERS } from '../../shared/domain/account/account.decider.js';
 import { setQuota } from '../../shared/domain/account/account.commands.js';
 import { deleteUserAndEverything } from '../../shared/domain/cascades.js';
@@ -97,6 +98,7 @@ async function randomCommands(store: EventStore, count: number, seed: number): P
   const clients: number[] = [];
   const mappings: Array<{ id: number; source: number | null; target: number }> = [];
   const sessions = new Map<number, string>();
+  const apiKeys: string[] = [];
   let ok = 0;
   let refused = 0;
   let n = 0;
@@ -185,6 +187,8 @@ async function randomCommands(store: EventStore, count: number, seed: number): P
         edge,
       );
     }],
+    [1, () => createApiKey(store, { name: `key ${n}` }, meta).then((k) => apiKeys.push(k.keyId))],
+    [1, () => { const k = pick(apiKeys); return k === undefined ? undefined : revokeApiKey(store, { keyId: k, reason: `r${n}` }, meta); }],
   ];
   const total = ops.reduce((s, [w]) => s + w, 0);
   for (n = 0; n < count; n++) {
@@ -250,7 +254,7 @@ export function rebuildVerifySuite(t: Test, kind: 'postgres' | 'jetstream'): voi
     const dirty = await rebuild(false);
     t.equal(dirty.identical, false);
     t.same(dirty.differences, [{ table: 'mappings', key: { mapping_id: victim.mapping_id }, kind: 'changed', columns: [{ column: 'target_port', live: corrupt, rebuilt: victim.target_port }] }], 'exactly that row and column');
-    t.same(dirty.tables.map((r) => [r.table, r.differing_rows]), [['mappings', 1], ['clients', 0], ['users', 0]]);
+    t.same(dirty.tables.map((r) => [r.table, r.differing_rows]), [['mappings', 1], ['clients', 0], ['users', 0], ['api_keys', 0]]);
     t.equal(dirty.swapped, null, 'verify changes nothing');
     t.equal((await h.db.selectFrom('mappings').select('target_port').where('mapping_id', '=', victim.mapping_id).executeTakeFirstOrThrow()).target_port, corrupt);
 
