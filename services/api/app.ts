@@ -1,10 +1,13 @@
 import { randomUUID } from 'node:crypto';
+import fastifyCors from '@fastify/cors';
+import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
-import { createAuthHook } from './auth.js';
+import { createAuthHook, requestKeyId } from './auth.js';
 import type { ApiDeps } from './deps.js';
-import { API_ERRORS, errorHandler, problem, sendProblem } from './errors.js';
+import { API_ERRORS, errorHandler, problem, RateLimitedError, sendProblem } from './errors.js';
 import { clientsRoutes } from './modules/clients/routes.js';
 import { eventsRoutes } from './modules/events/routes.js';
 import { healthRoutes } from './modules/health/routes.js';
@@ -17,6 +20,9 @@ import { usersRoutes } from './modules/users/routes.js';
 export type { ApiDeps } from './deps.js';
 
 export const API_PREFIX = '/api/v1';
+
+/** Requests per minute per API key unless the server says otherwise (--api-rate-limit). */
+export const DEFAULT_RATE_LIMIT_PER_MINUTE = 6000;
 
 /**
  * - requestMs: the whole request, headers and body, must arrive within it (else 408 and close), so
@@ -87,11 +93,36 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   });
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  // The interactive reference (Swagger UI) over the same document; static, no key needed to read it.
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true }, staticCSP: true });
+  const corsOrigins = deps.corsOrigins ?? [];
+  if (corsOrigins.length > 0) {
+    await app.register(fastifyCors, {
+      origin: corsOrigins.includes('*') ? '*' : corsOrigins,
+      methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'if-match', 'traceparent', 'tracestate'],
+      exposedHeaders: ['etag', 'location', 'retry-after', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset'],
+      maxAge: 600,
+    });
+  }
   await app.register(healthRoutes, { deps });
 
   await app.register(
     async (api) => {
       api.addHook('onRequest', createAuthHook(deps.apiKeys, logKeys));
+      const perMinute = deps.rateLimitPerMinute ?? DEFAULT_RATE_LIMIT_PER_MINUTE;
+      if (perMinute > 0) {
+        // After authentication (preHandler), so the bucket is the key's, not the caller's address:
+        // every integrator gets its own budget, wherever its requests come from.
+        await api.register(fastifyRateLimit, {
+          global: true,
+          hook: 'preHandler',
+          max: perMinute,
+          timeWindow: 60_000,
+          keyGenerator: (request) => requestKeyId(request),
+          errorResponseBuilder: (_request, ctx) => new RateLimitedError(`more than ${ctx.max} requests per minute with this API key; retry in ${ctx.after}`),
+        });
+      }
       registerIdempotency(api, deps.db, deps.idempotency);
       await api.register(usersRoutes, { deps });
       await api.register(clientsRoutes, { deps });

@@ -35,6 +35,14 @@ export interface ApiDeps {
   defaultTier?: Exclude<QuotaTier, 'custom'>;
   /** Idempotency-Key retention and lease (services/api/idempotency.ts). */
   idempotency?: IdempotencyOptions;
+  /**
+   * Browser origins allowed to call the API (CORS), exactly as a browser sends them
+   * (`https://console.example.com`); `*` allows any. Empty (the default): no CORS headers, so
+   * browsers on other origins cannot read answers.
+   */
+  corsOrigins?: string[];
+  /** Requests per minute per API key (429 TNX_RATE_LIMITED beyond, with Retry-After); 0 is no limit. Default 6000. */
+  rateLimitPerMinute?: number;
   /** Told about every answered request, for the process's metrics (services/cli/metrics.ts). */
   metrics?: ApiMetrics;
 }

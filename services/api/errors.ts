@@ -14,6 +14,8 @@ export const API_ERRORS = {
   unavailable: 'TNX_SERVICE_UNAVAILABLE',
   /** The read-model database or the event log cannot be reached: retry later. */
   storeUnavailable: 'TNX_UNAVAILABLE',
+  /** The API key made more requests in the last minute than the server's --api-rate-limit. */
+  rateLimited: 'TNX_RATE_LIMITED',
   internal: 'TNX_INTERNAL',
 } as const;
 
@@ -27,6 +29,7 @@ const TITLES: Record<number, string> = {
   413: 'Payload Too Large',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
+  429: 'Too Many Requests',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
 };
@@ -90,11 +93,17 @@ export function toProblem(err: unknown): Problem {
   if (err instanceof WrongExpectedRevisionError) return problem(409, err.code, 'concurrent modification, retry the request');
   if (err instanceof InfrastructureError) return problem(503, err.code, 'a dependency is unavailable; retry later');
   if (isDatabaseUnavailable(err)) return problem(503, API_ERRORS.storeUnavailable, 'the database is unavailable; retry later');
+  if (err instanceof RateLimitedError) return problem(429, API_ERRORS.rateLimited, err.message);
   if (isClientHttpError(err)) {
     // fastify's own request errors (malformed JSON, wrong content type, body too large ...).
     return problem(err.statusCode, API_ERRORS.badRequest, err.message);
   }
   return problem(500, API_ERRORS.internal, 'internal error');
+}
+
+/** Thrown by the per-key rate limit (app.ts); its 429 carries Retry-After. */
+export class RateLimitedError extends Error {
+  readonly statusCode = 429;
 }
 
 /** Socket-level errors and the SQLSTATEs PostgreSQL answers when it cannot serve a connection. */

@@ -58,6 +58,12 @@ export const ServerConfigSchema = z.strictObject({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   /** The quota tier of users created without one (and of accounts from before quotas). */
   defaultTier: z.enum(['unlimited', 'free', 'pro', 'enterprise']),
+  /** Browser origins the Management API answers CORS requests from (`*`: any). */
+  corsOrigins: z.array(
+    z.string().refine((o) => o === '*' || /^https?:\/\/[^/\s]+$/.test(o), { message: 'an origin is scheme://host[:port] (no path), or *' }),
+  ),
+  /** Management API requests per minute per API key; 0 = no limit. */
+  apiRateLimit: z.number().int().min(0),
 }).refine(heartbeatOrder, HEARTBEAT_ORDER);
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
 
@@ -88,6 +94,8 @@ export const ApiRoleConfigSchema = z.strictObject({
   apiKey: ServerConfigSchema.shape.apiKey,
   publicPortRange: ServerConfigSchema.shape.publicPortRange,
   defaultTier: ServerConfigSchema.shape.defaultTier,
+  corsOrigins: ServerConfigSchema.shape.corsOrigins,
+  apiRateLimit: ServerConfigSchema.shape.apiRateLimit,
 });
 export type ApiRoleConfig = z.infer<typeof ApiRoleConfigSchema>;
 

@@ -62,6 +62,12 @@ function fail(logger: Logger | undefined, err: unknown): never {
   process.exit(1);
 }
 
+/** `--cors-origin a,b` (or $TUNNOX_CORS_ORIGINS): the origins, trimmed; none when absent. */
+function corsOrigins(flag: unknown): string[] {
+  const text = typeof flag === 'string' ? flag : process.env.TUNNOX_CORS_ORIGINS ?? '';
+  return text.split(',').map((o) => o.trim()).filter((o) => o.length > 0);
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 const program = new Command()
@@ -82,6 +88,8 @@ metricsOptions(
   .option('--public-host <host>', 'bind address for public TCP mappings', '0.0.0.0')
   .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999')
   .option('--default-tier <tier>', 'quota tier of users created without one: unlimited, free, pro or enterprise', 'unlimited')
+  .option('--cors-origin <origins>', 'browser origins (comma-separated, exactly as sent: https://console.example.com; * for any) allowed to call the Management API; default none')
+  .option('--api-rate-limit <n>', 'Management API requests per minute per API key (429 beyond); 0 = no limit', intArg('--api-rate-limit', 0, 10_000_000), 6000)
   .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
   .option('--nats <url>', 'NATS JetStream URL: use JetStream as the event log (cluster mode)')
   .option('--database <url>', 'PostgreSQL URL for read models (default: embedded PostgreSQL in the data dir)')
@@ -113,6 +121,8 @@ metricsOptions(
           publicHost: o.publicHost,
           publicPortRange: parsePortRange(String(o.publicPortRange)),
           defaultTier: o.defaultTier,
+          corsOrigins: corsOrigins(o.corsOrigin),
+          apiRateLimit: o.apiRateLimit,
           apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
           natsUrl: o.nats ?? (process.env.TUNNOX_NATS_URL || undefined),
           databaseUrl: o.database ?? (process.env.TUNNOX_DATABASE_URL || undefined),
@@ -254,7 +264,9 @@ clusterOptions(
     .option('--api-port <port>', 'Management API port (0 = any free port)', intArg('--api-port', 0, 65535), 9000)
     .option('--api-key <key>', 'admin API key (default: $TUNNOX_API_KEY, else generated once and kept in the data dir)')
     .option('--public-port-range <min-max>', 'range for public ports allocated when a mapping names none', '20000-29999')
-    .option('--default-tier <tier>', 'quota tier of users created without one: unlimited, free, pro or enterprise', 'unlimited'),
+    .option('--default-tier <tier>', 'quota tier of users created without one: unlimited, free, pro or enterprise', 'unlimited')
+    .option('--cors-origin <origins>', 'browser origins (comma-separated, exactly as sent: https://console.example.com; * for any) allowed to call the Management API; default none')
+    .option('--api-rate-limit <n>', 'Management API requests per minute per API key (429 beyond); 0 = no limit', intArg('--api-rate-limit', 0, 10_000_000), 6000),
 ).action((o: Flags) =>
   runRole(
     'api',
@@ -268,6 +280,8 @@ clusterOptions(
         apiKey: o.apiKey ?? (process.env.TUNNOX_API_KEY || undefined),
         publicPortRange: parsePortRange(String(o.publicPortRange)),
         defaultTier: o.defaultTier,
+        corsOrigins: corsOrigins(o.corsOrigin),
+        apiRateLimit: o.apiRateLimit,
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runApi(c, logger, lifecycle),
     (r, logger) => {

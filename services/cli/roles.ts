@@ -61,6 +61,8 @@ export async function runApi(config: ApiRoleConfig, logger: Logger, lifecycle: L
     apiKeys: [key.key],
     publicPortRange: config.publicPortRange,
     defaultTier: config.defaultTier,
+    corsOrigins: config.corsOrigins,
+    rateLimitPerMinute: config.apiRateLimit,
     nodes,
     ...(m ? { metrics: m.metrics } : {}),
   });

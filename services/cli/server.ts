@@ -249,6 +249,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     apiKeys: [apiKey],
     publicPortRange: config.publicPortRange,
     defaultTier: config.defaultTier,
+    corsOrigins: config.corsOrigins,
+    rateLimitPerMinute: config.apiRateLimit,
     nodes,
     ...(metrics ? { metrics } : {}),
   });

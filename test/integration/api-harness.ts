@@ -46,7 +46,7 @@ export async function startApiHarness<S extends EventStore = EventStore>(
     dbPrefix: string;
     publicPortRange: ApiDeps['publicPortRange'];
     wrap?: (store: EventStore) => S;
-    deps?: Partial<Pick<ApiDeps, 'defaultTier' | 'idempotency' | 'apiKeyCacheMs'>>;
+    deps?: Partial<Pick<ApiDeps, 'defaultTier' | 'idempotency' | 'apiKeyCacheMs' | 'corsOrigins' | 'rateLimitPerMinute'>>;
   },
 ): Promise<ApiHarness<S>> {
   const tdb = await createTestDatabase(o.dbPrefix);
