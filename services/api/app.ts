@@ -15,6 +15,7 @@ import { registerIdempotency } from './idempotency.js';
 import { eventLogApiKeys } from './apikeys.js';
 import { mappingsRoutes } from './modules/mappings/routes.js';
 import { nodesRoutes } from './modules/nodes/routes.js';
+import { statsRoutes } from './modules/stats/routes.js';
 import { usersRoutes } from './modules/users/routes.js';
 
 export type { ApiDeps } from './deps.js';
@@ -129,6 +130,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       await api.register(mappingsRoutes, { deps });
       await api.register(nodesRoutes, { deps });
       await api.register(eventsRoutes, { deps });
+      await api.register(statsRoutes, { deps });
     },
     { prefix: API_PREFIX },
   );
