@@ -5,7 +5,8 @@ import { DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_HEARTBEAT_TIMEOUT_MS, SILENT_AGE
 import { AgentFeature } from '../../shared/wire/codes.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import { startSilentProxy } from './silent-proxy.js';
-import { createWorld, eventually, freePort, handshake, outcome, rawTunnel, type World } from './world.js';
+import { newNonce } from '../../shared/wire/proof.js';
+import { createWorld, eventually, freePort, handshake, outcome, rawTunnel, type WirePeer, type World } from './world.js';
 
 /**
  * Dead and silent peers (issue 7): heartbeats with a deadline, both ways. An agent that stops
@@ -101,6 +102,55 @@ t.test('edge: a silent target agent loses its session at the deadline, and its r
     return r.status === 'offline' ? r : undefined;
   }, 'client offline in the read model');
   t.equal(row.status, 'offline');
+});
+
+t.test('edge: a silent source agent loses its session at the deadline, and both halves of its tunnel are reset', async (t) => {
+  const deadlineMs = 800;
+  const w = await createWorld(t, { heartbeatIntervalMs: 100, heartbeatTimeoutMs: deadlineMs });
+  const user = await w.user();
+  const a = await w.client(user);
+  const b = await w.client(user);
+  const m = await w.mapping({ userId: user, sourceClientId: a.clientId, targetClientId: b.clientId, targetPort: 9, localPort: await freePort() });
+  const secret = await w.secretOf(m.mappingId);
+  const login = async (c: { clientId: number; authCode: string }) =>
+    (await handshake(w, { client_id: c.clientId, auth_code: c.authCode, features: [AgentFeature.HeartbeatTimeout] })).peer;
+  const target = await login(b);
+  const source = await login(a);
+  // Both alive; the source is the one that will go silent.
+  const beats = new Map<WirePeer, NodeJS.Timeout>();
+  let sourceLastByte = Date.now();
+  for (const p of [target, source]) {
+    beats.set(p, setInterval(() => {
+      p.send(PacketType.Heartbeat, { ts: Date.now() });
+      if (p === source) sourceLastByte = Date.now();
+    }, 100));
+  }
+  t.teardown(() => beats.forEach((x) => clearInterval(x)));
+  for (const p of [target, source]) {
+    const sync = await p.next();
+    if (sync?.type !== PacketType.Command) throw new Error('expected config.sync');
+    p.send(PacketType.CommandResp, { id: sync.body.id, ok: true });
+  }
+  const tunnelId = newNonce();
+  const src = rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'source', client_id: a.clientId }, { secret, session: source.session });
+  const cmd = await target.next();
+  if (cmd?.type !== PacketType.Command || cmd.body.name !== 'tunnel.open') throw new Error(`expected tunnel.open, got ${JSON.stringify(cmd)}`);
+  const tgt = await rawTunnel(w.edge.controlPort, { mapping_id: m.mappingId, tunnel_id: tunnelId, role: 'target', client_id: b.clientId }, { secret, session: target.session, ticket: cmd.body.payload.ticket });
+  target.send(PacketType.CommandResp, { id: cmd.body.id, ok: true });
+  const srcHalf = await src;
+  t.match(srcHalf.ack, { body: { ok: true } });
+  t.equal(w.edge.stats().tunnels, 1);
+  const srcEnd = outcome(srcHalf.socket, srcHalf.remainder);
+  const tgtEnd = outcome(tgt.socket, tgt.remainder);
+
+  clearInterval(beats.get(source));
+  await source.closed;
+  const silentFor = Date.now() - sourceLastByte;
+  t.ok(silentFor >= deadlineMs - 50 && silentFor < deadlineMs + 3_000, `source session closed ${silentFor} ms after its last byte`);
+  t.match(await srcEnd, { how: 'reset' }, "the silent source's tunnel connection is reset");
+  t.match(await tgtEnd, { how: 'reset' }, "the target's half is reset too, never a clean end");
+  await eventually(() => w.edge.stats().tunnels === 0 && w.edge.stats().sessions === 1, 'tunnel gone, the target session kept');
+  t.notOk(target.socket.destroyed, 'the live target keeps its session');
 });
 
 t.test('agent: an edge gone silent behind a relay is given up at the announced deadline, and the agent reconnects', async (t) => {
