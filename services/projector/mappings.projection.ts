@@ -131,6 +131,24 @@ export const mappingsProjection: Projection = {
       await touchClientConfigs(tx, ctx, event.position, [row.source_client_id, row.target_client_id]);
     },
 
+    async MappingUpdated(tx, event, ctx) {
+      const d = event.data;
+      const row = await tx
+        .updateTable('mappings')
+        .set({ enabled: d.enabled, target_host: d.target_host, target_port: d.target_port, version: event.version, updated_at: event.occurred_at })
+        .where('mapping_id', '=', d.mapping_id)
+        .returning([...STATUS_INPUTS, 'target_client_id', 'public_port'])
+        .executeTakeFirst();
+      if (!row) {
+        ctx.logger.warn({ mappingId: d.mapping_id, position: event.position }, 'MappingUpdated for an unknown mapping; ignored');
+        return;
+      }
+      await storeDerivedStatus(tx, row);
+      // Both agents get the change in their next config push (a disabled mapping leaves their config).
+      await touchClientConfigs(tx, ctx, event.position, [row.source_client_id, row.target_client_id]);
+      if (row.public_port !== null) ctx.notify({ kind: 'public-mappings', version: event.position });
+    },
+
     async MappingAgentStatusReported(tx, event, ctx) {
       const d = event.data;
       const side =

@@ -42,7 +42,8 @@ async function touchedBy(tx: DbTx, event: TypedStoredEvent): Promise<{ clients: 
       if (event.data.source_client_id !== null) clients.add(event.data.source_client_id);
       break;
     case 'MappingDeleted':
-    case 'MappingSecretRotated': {
+    case 'MappingSecretRotated':
+    case 'MappingUpdated': {
       mappings.add(event.data.mapping_id);
       const row = await tx
         .selectFrom('mappings')

@@ -119,6 +119,13 @@ export const MappingDeleted = z.object({ mapping_id: Id });
  */
 export const MappingSecretRotated = z.object({ mapping_id: Id, secret_generation: SecretGeneration });
 
+/**
+ * PATCH /mappings/{id}: the mapping's changeable fields after the change (all of them, so a reader
+ * needs only this event). Disabling closes its public listener and resets its running tunnels at
+ * every edge; a new target applies to tunnels opened from then on.
+ */
+export const MappingUpdated = z.object({ mapping_id: Id, enabled: z.boolean(), target_host: z.string().min(1), target_port: Port });
+
 export const PublicPortReserved = z.object({ port: Port, mapping_id: Id });
 /**
  * Operator releases (`tunnox ctl ports release`, actor kind operator) carry the operator's `reason`;
@@ -243,6 +250,7 @@ export const EVENT_SCHEMAS = {
   MappingCreated: { version: 2, schema: MappingCreated },
   MappingDeleted: { version: 1, schema: MappingDeleted },
   MappingSecretRotated: { version: 1, schema: MappingSecretRotated },
+  MappingUpdated: { version: 1, schema: MappingUpdated },
   PublicPortReserved: { version: 1, schema: PublicPortReserved },
   PublicPortReleased: { version: 1, schema: PublicPortReleased },
   EventSkipped: { version: 1, schema: EventSkipped },

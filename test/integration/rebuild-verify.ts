@@ -19,7 +19,7 @@ import { createApiKey, revokeApiKey } from '../../shared/domain/apikey/apikey.co
 import { TIERS } from '../../shared/domain/account/account.decider.js';
 import { setQuota } from '../../shared/domain/account/account.commands.js';
 import { deleteUserAndEverything } from '../../shared/domain/cascades.js';
-import { createMapping, deleteMapping, recordMappingAgentStatus, rotateMappingSecret } from '../../shared/domain/mapping/mapping.commands.js';
+import { createMapping, deleteMapping, recordMappingAgentStatus, rotateMappingSecret, updateMapping } from '../../shared/domain/mapping/mapping.commands.js';
 import { createUser, updateUser } from '../../shared/domain/user/user.commands.js';
 import { openJetStreamEventStore } from '../../shared/eventstore/jetstream.js';
 import { PostgresEventStore } from '../../shared/eventstore/postgres.js';
@@ -186,6 +186,10 @@ async function randomCommands(store: EventStore, count: number, seed: number): P
         },
         edge,
       );
+    }],
+    [3, () => {
+      const m = pick(mappings);
+      return m && updateMapping(store, { mappingId: m.id, enabled: rnd() < 0.6, ...(rnd() < 0.5 ? { targetPort: 1 + Math.floor(rnd() * 65535) } : {}) }, meta);
     }],
     [1, () => createApiKey(store, { name: `key ${n}` }, meta).then((k) => apiKeys.push(k.keyId))],
     [1, () => { const k = pick(apiKeys); return k === undefined ? undefined : revokeApiKey(store, { keyId: k, reason: `r${n}` }, meta); }],

@@ -261,6 +261,30 @@ export async function rotateMappingSecret(
 }
 
 /**
+ * PATCH /mappings/{id}: enable or disable it, or point it at another target (MappingUpdated; a
+ * request that changes nothing appends nothing). Returns the mapping after the command.
+ */
+export async function updateMapping(
+  store: EventStore,
+  input: { mappingId: number; enabled?: boolean; targetHost?: string; targetPort?: number; expectedVersion?: number },
+  meta: CommandMetadata,
+): Promise<{ position: number; changed: boolean; publicPort: number | null }> {
+  const res = await handleCommand(
+    store,
+    mappingStream(input.mappingId),
+    mappingDecider,
+    {
+      type: 'UpdateMapping',
+      data: { mapping_id: input.mappingId, enabled: input.enabled, target_host: input.targetHost, target_port: input.targetPort },
+    },
+    meta,
+    { expectedVersion: input.expectedVersion },
+  );
+  if (res.state.status !== 'active') throw new Error(`mapping ${input.mappingId} is not active after its update`);
+  return { position: res.position, changed: res.event !== null, publicPort: res.state.mapping.public_port };
+}
+
+/**
  * Records what an agent reported about its side of a mapping (see mapping-status.decider.ts): no
  * revision check, nothing loaded, the mapping's own stream untouched.
  */

@@ -17,7 +17,12 @@ export type CreateMapping = {
 export type DeleteMapping = { readonly type: 'DeleteMapping'; readonly data: { readonly mapping_id: number } };
 /** A new secret generation (the current one plus 1) for an active mapping. */
 export type RotateMappingSecret = { readonly type: 'RotateMappingSecret'; readonly data: { readonly mapping_id: number } };
-export type MappingCommand = CreateMapping | DeleteMapping | RotateMappingSecret;
+/** New values for the fields a mapping may change after creation; absent fields stay. */
+export type UpdateMapping = {
+  readonly type: 'UpdateMapping';
+  readonly data: { readonly mapping_id: number; readonly enabled?: boolean; readonly target_host?: string; readonly target_port?: number };
+};
+export type MappingCommand = CreateMapping | DeleteMapping | RotateMappingSecret | UpdateMapping;
 
 export type MappingState =
   | { readonly status: 'absent' }
@@ -69,6 +74,11 @@ export const mappingDecider: Decider<MappingState, MappingCommand> = {
         return state.status === 'absent' ? state : { status: 'deleted', mapping: state.mapping };
       case 'MappingSecretRotated':
         return state.status === 'active' ? { status: 'active', mapping: { ...state.mapping, secret_generation: event.data.secret_generation } } : state;
+      case 'MappingUpdated': {
+        if (state.status !== 'active') return state;
+        const { enabled, target_host, target_port } = event.data;
+        return { status: 'active', mapping: { ...state.mapping, enabled, target_host, target_port } };
+      }
       default:
         return state;
     }
@@ -94,6 +104,22 @@ export const mappingDecider: Decider<MappingState, MappingCommand> = {
           throw new NotFoundError(DOMAIN_ERRORS.mappingNotFound, `mapping ${command.data.mapping_id} not found`);
         }
         return [{ type: 'MappingSecretRotated', data: { mapping_id: command.data.mapping_id, secret_generation: state.mapping.secret_generation + 1 } }];
+      }
+      case 'UpdateMapping': {
+        if (state.status !== 'active') {
+          throw new NotFoundError(DOMAIN_ERRORS.mappingNotFound, `mapping ${command.data.mapping_id} not found`);
+        }
+        const m = state.mapping;
+        const next = {
+          mapping_id: m.mapping_id,
+          enabled: command.data.enabled ?? m.enabled,
+          target_host: command.data.target_host ?? m.target_host,
+          target_port: command.data.target_port ?? m.target_port,
+        };
+        if (next.target_host.length === 0) throw new RuleViolationError(DOMAIN_ERRORS.mappingInvalid, 'target_host must not be empty', 'target_host');
+        if (!isPort(next.target_port)) throw new RuleViolationError(DOMAIN_ERRORS.mappingInvalid, 'target_port must be 1-65535', 'target_port');
+        if (next.enabled === m.enabled && next.target_host === m.target_host && next.target_port === m.target_port) return [];
+        return [{ type: 'MappingUpdated', data: next }];
       }
     }
   },

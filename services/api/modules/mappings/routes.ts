@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { TIERS } from '../../../../shared/domain/account/account.decider.js';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { DOMAIN_ERRORS } from '../../../../shared/domain/errors.js';
-import { createMapping, deleteMapping, rotateMappingSecret } from '../../../../shared/domain/mapping/mapping.commands.js';
+import { createMapping, deleteMapping, rotateMappingSecret, updateMapping } from '../../../../shared/domain/mapping/mapping.commands.js';
 import { commandMeta } from '../../auth.js';
 import type { ApiDeps } from '../../deps.js';
 import { problem, sendProblem } from '../../errors.js';
@@ -10,7 +10,7 @@ import { waitForProjection } from '../../readYourWrites.js';
 import { ClientIdParam, COMMON_PROBLEMS, IfMatchHeader, MappingId, MappingIdParam, ProblemSchema, UserIdParam, etag, ifMatchVersion } from '../../schemas.js';
 import { findMapping, listMappings } from './queries.js';
 import { DEFAULT_PAGE_SIZE, NextCursor, PageQuery, page } from '../../pagination.js';
-import { CreateMappingBody, MappingAccepted, MappingStatus, MappingView, mappingView } from './schemas.js';
+import { CreateMappingBody, MappingAccepted, MappingStatus, MappingView, PatchMappingBody, mappingView } from './schemas.js';
 
 const SecretRotated = z.object({
   mapping_id: MappingId,
@@ -102,6 +102,35 @@ export const mappingsRoutes: FastifyPluginAsyncZod<{ deps: ApiDeps }> = async (a
       );
       if (!(await waitForProjection(deps, position))) return reply.code(202).send({ mapping_id: mappingId });
       return reply.code(204).send(null);
+    },
+  );
+
+  app.patch(
+    '/mappings/:mapping_id',
+    {
+      schema: {
+        tags: ['mappings'],
+        summary: 'Enable or disable a mapping, or point it at another target; pushed live to its agents and edges',
+        description:
+          'Records MappingUpdated (nothing when nothing changes). Disabling closes the public listener and resets running tunnels at every edge; ' +
+          'a new target_host/target_port applies to tunnels opened from then on. 200 with the mapping once the read model shows it, 202 if it has not caught up yet.',
+        params: z.object({ mapping_id: MappingIdParam }),
+        headers: IfMatchHeader,
+        body: PatchMappingBody,
+        response: { 200: MappingView, 202: MappingAccepted, ...COMMON_PROBLEMS, 404: ProblemSchema, 409: ProblemSchema, 412: ProblemSchema, 422: ProblemSchema },
+      },
+    },
+    async (request, reply) => {
+      const mappingId = request.params.mapping_id;
+      const b = request.body;
+      const { position, publicPort } = await updateMapping(
+        deps.store,
+        { mappingId, enabled: b.enabled, targetHost: b.target_host, targetPort: b.target_port, expectedVersion: ifMatchVersion(request.headers['if-match']) },
+        commandMeta(request),
+      );
+      const row = (await waitForProjection(deps, position)) ? await findMapping(deps.db, mappingId) : undefined;
+      if (!row) return reply.code(202).send({ mapping_id: mappingId, public_port: publicPort });
+      return reply.header('etag', etag(row.version)).send(mappingView(row));
     },
   );
 

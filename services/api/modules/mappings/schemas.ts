@@ -25,6 +25,17 @@ export const CreateMappingBody = z.strictObject({
   public_port: Port.optional().describe('Public only; omitted = first free port of the range'),
 });
 
+/** PATCH /mappings/{id}: the fields a mapping may change; at least one. */
+export const PatchMappingBody = z
+  .strictObject({
+    enabled: z.boolean().optional().describe('false: the public listener closes and running tunnels are reset at every edge; true: back in service'),
+    target_host: Host.optional().describe('applies to tunnels opened from now on'),
+    target_port: Port.optional().describe('applies to tunnels opened from now on'),
+  })
+  .refine((b) => b.enabled !== undefined || b.target_host !== undefined || b.target_port !== undefined, {
+    message: 'name at least one of enabled, target_host, target_port',
+  });
+
 /**
  * `pending` until every agent side the mapping needs has reported it running (the source agent's
  * listener when there is a local_port, and the target agent), then `active`; `error` as soon as
