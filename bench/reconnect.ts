@@ -76,6 +76,7 @@ async function main(): Promise<void> {
         controlHost: '127.0.0.1',
         controlPort,
         mappingKey,
+        allowPlaintext: true,
         ...(tokens ? { sessionTokens: { key } } : {}),
       });
       edge = started;
@@ -97,7 +98,7 @@ async function main(): Promise<void> {
     for (const clientId of ids) {
       agents.push(
         startAgent({
-          server: `127.0.0.1:${controlPort}`,
+          server: `tcp://127.0.0.1:${controlPort}`,
           clientId,
           authCode,
           logger,

@@ -124,7 +124,7 @@ wait_for projector 'tunnox projector ready'
 start api api "${common[@]}" --database "$database" --api-port "$api_port" $(metrics 1 127.0.0.1)
 for i in 0 1 2; do
   # shellcheck disable=SC2046 # every edge on its own address, so all three use the same ports
-  start "edge$((i + 1))" edge "${common[@]}" --listen-host "${hosts[$i]}" --control-port "$control_port" --bridge-port "$bridge_port" $(metrics 2 "${hosts[$i]}")
+  start "edge$((i + 1))" edge "${common[@]}" --listen-host "${hosts[$i]}" --control-port "$control_port" --ws-port 0 --data-dir "$logs/edge$((i + 1))-data" --bridge-port "$bridge_port" $(metrics 2 "${hosts[$i]}")
 done
 wait_for api 'tunnox api ready'
 for i in 1 2 3; do wait_for "edge$i" 'tunnox edge ready'; done

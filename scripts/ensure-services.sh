@@ -42,4 +42,13 @@ if ! port_open 4222; then
   for _ in $(seq 1 50); do port_open 4222 && break; sleep 0.2; done
 fi
 port_open 4222 || { echo "ensure-services: NATS is not reachable on 127.0.0.1:4222" >&2; exit 1; }
-echo "ensure-services: PostgreSQL and NATS are up" >&2
+# Binaries the transport tests start themselves: tinyproxy (a real HTTP CONNECT proxy, on a port
+# of the test's choosing) and openssl (the tests' own CA and certificates).
+missing=()
+command -v tinyproxy >/dev/null 2>&1 || [ -x /usr/bin/tinyproxy ] || missing+=(tinyproxy-bin)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ensure-services: installing ${missing[*]}" >&2
+  apt_install "${missing[@]}"
+fi
+echo "ensure-services: PostgreSQL and NATS are up; tinyproxy and openssl installed" >&2

@@ -18,6 +18,7 @@ import type { Logger } from '../../shared/platform/logger.js';
 import { InfrastructureError, errorMessage } from '../../shared/platform/errors.js';
 import type { TunnoxMetrics } from './metrics.js';
 import { VERSION } from './version.js';
+import { loadOrCreateIdentity, type TlsIdentity } from '../../shared/transport/cert.js';
 
 /*
  * The building blocks every process of a cluster is made of: `tunnox server --nats` composes all of
@@ -136,11 +137,42 @@ export interface ClusterEdgeConfig extends ClusterNames {
   /** EdgeOptions.heartbeatIntervalMs / heartbeatTimeoutMs; unset: the edge's defaults. */
   heartbeatIntervalMs?: number;
   heartbeatTimeoutMs?: number;
+  transport: EdgeTransport;
+}
+
+/** How agents reach the edge: its TLS identity, whether plaintext is allowed, the WebSocket port (undefined: none). */
+export interface EdgeTransport {
+  tls: TlsIdentity;
+  allowPlaintext: boolean;
+  wsPort: number | undefined;
+}
+
+/** The names a generated certificate is for: the advertised and bound hosts (not a wildcard), and loopback. */
+export function tlsNames(bindHost: string, advertiseHost: string | undefined): string[] {
+  const names = [advertiseHost, isWildcard(bindHost) ? undefined : bindHost, 'localhost', '127.0.0.1', '::1'].filter((n): n is string => !!n);
+  return [...new Set(names)];
+}
+
+/**
+ * The edge's transports from its flags: the certificate from --tls-cert/--tls-key, or the one
+ * generated into the data dir on first start (self-signed ECDSA P-256 for `names`, kept and
+ * reused). Logs the certificate's fingerprint: what agents pin or see recorded on first use.
+ */
+export async function loadEdgeTransport(
+  c: { tlsCert?: string | undefined; tlsKey?: string | undefined; allowPlaintext: boolean; wsPort: number; dataDir: string },
+  names: readonly string[],
+  logger: Logger,
+): Promise<EdgeTransport> {
+  const id = await loadOrCreateIdentity({ certFile: c.tlsCert, keyFile: c.tlsKey, dataDir: c.dataDir, names });
+  if (id.generated) logger.info({ cert: id.certPath, fingerprint: id.fingerprint, names }, 'generated a self-signed TLS certificate (kept in the data dir; agents trust it on first use, or pin it with --fingerprint)');
+  logger.info({ cert: id.certPath, fingerprint: id.fingerprint }, 'TLS certificate');
+  if (c.allowPlaintext) logger.warn('--allow-plaintext: agents may connect without TLS (tcp://, ws://); their auth codes and traffic cross the network unencrypted');
+  return { tls: { cert: id.cert, key: id.key, fingerprint: id.fingerprint }, allowPlaintext: c.allowPlaintext, wsPort: c.wsPort === 0 ? undefined : c.wsPort };
 }
 
 type EdgeSettingKeys =
   | 'controlPort' | 'bridgePort' | 'advertiseHost' | 'clusterSecret' | 'nodeId' | 'allowAnonymous' | 'anonymousPerMinutePerIp' | 'drainTimeoutMs'
-  | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs';
+  | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'transport';
 
 /** The edge settings `tunnox server` and `tunnox edge` share, taken from either's config. */
 export function edgeSettings(c: {
@@ -154,7 +186,7 @@ export function edgeSettings(c: {
   drainTimeoutMs?: number | undefined;
   heartbeatIntervalMs?: number | undefined;
   heartbeatTimeoutMs?: number | undefined;
-}): Pick<ClusterEdgeConfig, EdgeSettingKeys> {
+}, transport: EdgeTransport): Pick<ClusterEdgeConfig, EdgeSettingKeys> {
   return {
     controlPort: c.controlPort,
     bridgePort: c.bridgePort,
@@ -166,6 +198,7 @@ export function edgeSettings(c: {
     ...(c.drainTimeoutMs !== undefined ? { drainTimeoutMs: c.drainTimeoutMs } : {}),
     ...(c.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: c.heartbeatIntervalMs } : {}),
     ...(c.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: c.heartbeatTimeoutMs } : {}),
+    transport,
   };
 }
 
@@ -262,6 +295,9 @@ export async function startClusterEdge(opts: {
     anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
     ...(config.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: config.heartbeatIntervalMs } : {}),
     ...(config.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: config.heartbeatTimeoutMs } : {}),
+    tls: config.transport.tls,
+    allowPlaintext: config.transport.allowPlaintext,
+    ...(config.transport.wsPort !== undefined ? { wsPort: config.transport.wsPort } : {}),
     ...(tokenKey ? { sessionTokens: { key: tokenKey } } : {}),
     mappingKey,
     routes: new EdgeRoutes({ routes, nodeId, logger: log }),

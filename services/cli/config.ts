@@ -21,6 +21,16 @@ const heartbeatOrder = (c: { heartbeatIntervalMs: number; heartbeatTimeoutMs: nu
 const HEARTBEAT_ORDER = { message: '--heartbeat-timeout must be longer than --heartbeat-interval', path: ['heartbeatTimeoutMs'] };
 
 const AnonymousTtl = z.number().int().min(0);
+/** How agents reach an edge (`tunnox server` and `tunnox edge`): TLS certificate, plaintext, WebSocket. */
+const TransportFields = {
+  /** PEM certificate (chain) and key; both or neither. Neither: a self-signed one generated into the data dir. */
+  tlsCert: z.string().min(1).optional(),
+  tlsKey: z.string().min(1).optional(),
+  /** Also accept plain TCP (tcp://) and plain WebSocket (ws://) agents. */
+  allowPlaintext: z.boolean(),
+  /** WebSocket port (path /tunnox); 0 = no WebSocket. */
+  wsPort: Port,
+};
 
 /** Parsed once at start-up from flags and environment (main.ts); strict: unknown keys are a bug. */
 export const ServerConfigSchema = z.strictObject({
@@ -54,6 +64,7 @@ export const ServerConfigSchema = z.strictObject({
   /** On SIGTERM the edge drains: running tunnels get this long before they are reset. */
   drainTimeoutMs: z.number().int().min(0),
   ...HeartbeatFields,
+  ...TransportFields,
   ...MetricsFields,
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   /** The quota tier of users created without one (and of accounts from before quotas). */
@@ -113,6 +124,9 @@ export type ProjectorRoleConfig = z.infer<typeof ProjectorRoleConfigSchema>;
 /** `tunnox edge`: from NATS alone; no database. */
 export const EdgeRoleConfigSchema = z.strictObject({
   ...ClusterFields,
+  ...TransportFields,
+  /** Where a generated TLS certificate is kept. */
+  dataDir: ServerConfigSchema.shape.dataDir,
   listenHost: z.string().min(1),
   controlPort: Port,
   bridgePort: Port,
@@ -133,6 +147,11 @@ export function defaultDataDir(): string {
   if (typeof process.getuid === 'function' && process.getuid() === 0) return '/var/lib/tunnox/server';
   const base = process.env.XDG_DATA_HOME || join(homedir(), '.local', 'share');
   return join(base, 'tunnox', 'server');
+}
+
+/** `tunnox edge`'s data dir (a generated TLS certificate): beside the server's. */
+export function defaultEdgeDataDir(): string {
+  return join(defaultDataDir(), '..', 'edge');
 }
 
 export function defaultCredentialsPath(): string {

@@ -1,4 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { parseFingerprint } from '../../shared/transport/cert.js';
+import { parseProxyUrl } from '../../shared/transport/proxy.js';
 import { createLogger, type Logger } from '../../shared/platform/logger.js';
 import { Lifecycle } from '../../shared/platform/lifecycle.js';
 import { errorMessage } from '../../shared/platform/errors.js';
@@ -10,6 +14,7 @@ import {
   ServerConfigSchema,
   defaultCredentialsPath,
   defaultDataDir,
+  defaultEdgeDataDir,
   parsePortRange,
   type ServerConfig,
 } from './config.js';
@@ -17,6 +22,7 @@ import { VERSION } from './version.js';
 import { ctlCommand } from './ctl.js';
 import { parseHostPort } from '../../shared/net/address.js';
 import { DEFAULT_CONTROL_PORT } from '../../shared/wire/packets.js';
+import { DEFAULT_WS_PORT } from '../../shared/transport/url.js';
 import { parseServerList } from '../client/servers.js';
 
 // The only module that reads process.env and argv; everything below gets parsed config.
@@ -76,7 +82,7 @@ const program = new Command()
   .version(VERSION)
   .showHelpAfterError();
 
-metricsOptions(
+transportOptions(metricsOptions(
   program
   .command('server')
   .description('run edge + Management API + projector in one process (standalone with embedded PostgreSQL, or JetStream mode with --nats)')
@@ -106,7 +112,7 @@ metricsOptions(
   .option('--heartbeat-interval <seconds>', 'how often the edge heartbeats an idle agent session (and agents heartbeat it)', intArg('--heartbeat-interval', 1, 3600), 10)
   .option('--heartbeat-timeout <seconds>', 'an agent session silent this long is closed, the agent marked offline and its tunnels reset (agents hold the edge to the same deadline); at most 45', intArg('--heartbeat-timeout', 2, 45), 30)
   .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30),
-)
+))
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
   .action((o: Flags) =>
     runRole(
@@ -139,6 +145,7 @@ metricsOptions(
           drainTimeoutMs: Number(o.drainTimeout) * 1000,
           heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,
           heartbeatTimeoutMs: Number(o.heartbeatTimeout) * 1000,
+          ...transportValues(o),
           ...metricsValues(o),
           logLevel: o.logLevel,
         } satisfies Record<keyof ServerConfig, unknown>),
@@ -162,7 +169,9 @@ metricsOptions(
             '',
             `Tunnox ${VERSION} server, ${running.mode} mode, ${running.nodeId}, ${running.database} PostgreSQL`,
             `  Management API : ${running.apiUrl}/api/v1   (OpenAPI: ${running.apiUrl}/openapi.json)`,
-            `  Agent control  : ${running.controlAddress}`,
+            `  Agent control  : ${running.controlAddress}   (TLS 1.3${running.plaintext ? ', plaintext allowed' : ''})`,
+            `  WebSocket      : ${running.wsAddress ? `wss://${running.wsAddress}/tunnox${running.plaintext ? ' (and ws://)' : ''}` : 'off (--ws-port 0)'}`,
+            `  TLS fingerprint: ${running.fingerprint}   (agents: --fingerprint ${running.fingerprint})`,
             `  Metrics        : ${running.metrics ? `http://${running.metrics}/metrics` : 'off (--metrics-port 0)'}`,
             `  Admin API key  : ${keyLine}`,
             `  Try            : curl -H "Authorization: Bearer ${keyRef}" ${running.apiUrl}/api/v1/users -d '{"username":"alice","email":"alice@example.com"}' -H 'content-type: application/json'`,
@@ -204,6 +213,19 @@ function metricsValues(o: Flags): { metricsHost: unknown; metricsPort: number } 
     throw new Error('$TUNNOX_METRICS_PORT must be an integer from 0 to 65535 (0 turns metrics off)');
   }
   return { metricsHost: o.metricsHost, metricsPort: port };
+}
+
+/** How agents reach an edge (`tunnox server`, `tunnox edge`). */
+function transportOptions(cmd: Command): Command {
+  return cmd
+    .option('--tls-cert <file>', 'PEM certificate (chain) of the control, tunnel and wss connections, with --tls-key (default: a self-signed one generated into the data dir on first start)', process.env.TUNNOX_TLS_CERT)
+    .option('--tls-key <file>', 'PEM private key of --tls-cert', process.env.TUNNOX_TLS_KEY)
+    .option('--allow-plaintext', 'also accept agents without TLS (tcp://HOST:PORT and ws://) on the same ports; auth codes and traffic then cross the network unencrypted')
+    .option('--ws-port <port>', 'WebSocket port for agents behind HTTP-only egress (wss://HOST:PORT/tunnox; 0 = no WebSocket)', intArg('--ws-port', 0, 65535), DEFAULT_WS_PORT);
+}
+
+function transportValues(o: Flags): { tlsCert: unknown; tlsKey: unknown; allowPlaintext: boolean; wsPort: unknown } {
+  return { tlsCert: o.tlsCert, tlsKey: o.tlsKey, allowPlaintext: o.allowPlaintext === true, wsPort: o.wsPort };
 }
 
 /** Flags every cluster process shares: where the event log is and what it is called. */
@@ -315,7 +337,7 @@ clusterOptions(
   ),
 );
 
-clusterOptions(
+transportOptions(clusterOptions(
   program
     .command('edge')
     .description('run an edge alone, from NATS only (no database): agent sessions, tunnels, public ports and the node-to-node bridge')
@@ -330,8 +352,9 @@ clusterOptions(
     .option('--health <host:port>', 'serve GET /healthz on this address')
     .option('--heartbeat-interval <seconds>', 'how often the edge heartbeats an idle agent session (and agents heartbeat it)', intArg('--heartbeat-interval', 1, 3600), 10)
     .option('--heartbeat-timeout <seconds>', 'an agent session silent this long is closed, the agent marked offline and its tunnels reset (agents hold the edge to the same deadline); at most 45', intArg('--heartbeat-timeout', 2, 45), 30)
-    .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30),
-).action((o: Flags) =>
+    .option('--drain-timeout <seconds>', 'on SIGTERM, how long running tunnels may go on (agents move to other edges at once) before they are reset', intArg('--drain-timeout', 0, 3600), 30)
+    .option('--data-dir <dir>', 'where a generated TLS certificate is kept', process.env.TUNNOX_DATA_DIR ?? defaultEdgeDataDir()),
+)).action((o: Flags) =>
   runRole(
     'edge',
     () =>
@@ -349,10 +372,12 @@ clusterOptions(
         drainTimeoutMs: Number(o.drainTimeout) * 1000,
         heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,
         heartbeatTimeoutMs: Number(o.heartbeatTimeout) * 1000,
+        dataDir: o.dataDir,
+        ...transportValues(o),
       }),
     async (c, logger, lifecycle) => (await import('./roles.js')).runEdge(c, logger, lifecycle),
     (r, logger) =>
-      logger.info({ nodeId: r.nodeId, controlAddress: r.controlAddress, bridgeAddress: r.bridgeAddress, health: r.health, metrics: r.metrics }, 'tunnox edge ready'),
+      logger.info({ nodeId: r.nodeId, controlAddress: r.controlAddress, wsAddress: r.wsAddress, fingerprint: r.fingerprint, bridgeAddress: r.bridgeAddress, health: r.health, metrics: r.metrics }, 'tunnox edge ready'),
   ),
 );
 
@@ -360,16 +385,21 @@ program
   .command('client')
   .description('run an agent: connect to an edge, receive mapping config, open listeners and dial targets')
   .requiredOption(
-    '--server <host[:port][,host[:port]...]>',
-    'edge control address (port 8080 when omitted), or a comma-separated list of the edges of one cluster: the agent moves to the next one when its edge goes away',
+    '--server <[scheme://]host[:port][,...]>',
+    'edge address: HOST[:PORT] is TLS (port 8080 when omitted), tcp://HOST:PORT plain TCP (the edge must run --allow-plaintext), wss://HOST[:PORT][/PATH] or ws:// WebSocket (path /tunnox); ' +
+      'or a comma-separated list of the edges of one cluster: the agent moves to the next one when its edge goes away',
     process.env.TUNNOX_SERVER,
   )
+  .option('--fingerprint <sha256:hex>', 'accept only the edge certificate with this SHA-256 fingerprint (the edge prints it at start)', process.env.TUNNOX_FINGERPRINT)
+  .option('--ca <file>', 'PEM CA certificate(s) the edge certificate must verify against (default: the system CAs, else trust on first use)', process.env.TUNNOX_CA)
+  .option('--known-edges <file>', 'where fingerprints trusted on first use are recorded (default: known_edges beside --credentials)')
+  .option('--proxy <url>', 'HTTP proxy (http://[user:pass@]HOST:PORT, CONNECT) for every edge connection (default: $HTTPS_PROXY for TLS and wss, $HTTP_PROXY for tcp and ws, except $NO_PROXY hosts)')
   .option('--client-id <id>', 'managed or previously issued client id', intArg('--client-id', 1, Number.MAX_SAFE_INTEGER))
   .option('--auth-code <code>', 'auth code for --client-id (or $TUNNOX_AUTH_CODE)')
   .option('--credentials <path>', 'where anonymous credentials are saved and reused', process.env.TUNNOX_CREDENTIALS ?? defaultCredentialsPath())
   .option('--health <host:port>', 'serve GET /healthz (200 while connected to an edge, 503 otherwise) on this address')
   .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default(process.env.TUNNOX_LOG_LEVEL ?? 'info'))
-  .action(async (o: { server: string; clientId?: number; authCode?: string; credentials: string; health?: string; logLevel: string }) => {
+  .action(async (o: { server: string; clientId?: number; authCode?: string; credentials: string; health?: string; logLevel: string; fingerprint?: string; ca?: string; knownEdges?: string; proxy?: string }) => {
     const logger = createLogger({ level: o.logLevel, name: 'tunnox-client' });
     try {
       parseServerList(o.server);
@@ -377,6 +407,18 @@ program
       if ((o.clientId === undefined) !== (authCode === undefined)) {
         throw new Error('--client-id and --auth-code go together (omit both to use saved or anonymous credentials)');
       }
+      if (o.fingerprint !== undefined) parseFingerprint(o.fingerprint);
+      if (o.fingerprint !== undefined && o.ca !== undefined) throw new Error('--fingerprint and --ca are two ways to trust the edge: give one');
+      const ca = o.ca !== undefined ? await readFile(o.ca, 'utf8').catch((err: unknown) => {
+        throw new Error(`cannot read --ca ${o.ca}: ${errorMessage(err)}`);
+      }) : undefined;
+      const proxy = {
+        proxy: o.proxy,
+        httpsProxy: process.env.HTTPS_PROXY || process.env.https_proxy || undefined,
+        httpProxy: process.env.HTTP_PROXY || process.env.http_proxy || undefined,
+        noProxy: process.env.NO_PROXY || process.env.no_proxy || undefined,
+      };
+      if (o.proxy !== undefined) parseProxyUrl(o.proxy);
       const lifecycle = new Lifecycle(logger);
       lifecycle.installSignalHandlers();
       const { startAgent } = await import('../client/index.js');
@@ -385,6 +427,8 @@ program
         ...(o.clientId !== undefined ? { clientId: o.clientId } : {}),
         ...(authCode !== undefined ? { authCode } : {}),
         credentialsPath: o.credentials,
+        tls: { fingerprint: o.fingerprint, ca, knownEdgesPath: o.knownEdges ?? join(dirname(o.credentials), 'known_edges') },
+        proxy,
         logger,
         // Bad credentials or a takeover by another login: retrying would not help, so exit non-zero
         // and let the supervisor (or the person) decide.

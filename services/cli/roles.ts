@@ -7,7 +7,7 @@ import { parseHostPort } from '../../shared/net/address.js';
 import { serveHealth, type HealthReport } from '../../shared/platform/health.js';
 import type { Lifecycle } from '../../shared/platform/lifecycle.js';
 import type { Logger } from '../../shared/platform/logger.js';
-import { connectNats, edgeSettings, hostPort, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, startClusterPresenceSweeper, type ClusterNames } from './cluster.js';
+import { connectNats, edgeSettings, hostPort, loadEdgeTransport, tlsNames, openDatabase, openEventLog, openNodeDirectory, startClusterEdge, startClusterPresenceSweeper, type ClusterNames } from './cluster.js';
 import type { ApiRoleConfig, EdgeRoleConfig, ProjectorRoleConfig } from './config.js';
 import { startMetrics } from './metrics.js';
 import { resolveApiKey, type ApiKeySource } from './server.js';
@@ -154,6 +154,10 @@ export interface RunningEdgeRole {
   bridgeAddress: string | undefined;
   health: string | undefined;
   metrics: string | undefined;
+  /** SHA-256 fingerprint of the edge's TLS certificate. */
+  fingerprint: string;
+  /** host:port of the WebSocket endpoint; undefined with --ws-port 0. */
+  wsAddress: string | undefined;
 }
 
 /**
@@ -163,6 +167,7 @@ export interface RunningEdgeRole {
  */
 export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle: Lifecycle): Promise<RunningEdgeRole> {
   const m = await startMetrics(config, 'edge', logger, lifecycle);
+  const transport = await loadEdgeTransport(config, tlsNames(config.listenHost, config.advertiseHost), logger);
   const nc = await connectNats(config.natsUrl, 'tunnox-edge', lifecycle);
   const { store } = await openEventLog(nc, config, logger, lifecycle, m?.metrics);
   const cluster = await startClusterEdge({
@@ -172,7 +177,7 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
       streamName: config.streamName,
       subjectPrefix: config.subjectPrefix,
       streamReplicas: config.streamReplicas,
-      ...edgeSettings(config),
+      ...edgeSettings(config, transport),
       controlHost: config.listenHost,
       publicHost: config.listenHost,
     },
@@ -203,5 +208,6 @@ export async function runEdge(config: EdgeRoleConfig, logger: Logger, lifecycle:
     lifecycle,
     log,
   );
-  return { nodeId: cluster.nodeId, controlAddress: cluster.controlAddress, bridgeAddress: cluster.bridgeAddress, health: bound, metrics: m?.address };
+  const wsAddress = cluster.edge.wsPort !== undefined ? hostPort(config.advertiseHost ?? config.listenHost, cluster.edge.wsPort) : undefined;
+  return { nodeId: cluster.nodeId, controlAddress: cluster.controlAddress, bridgeAddress: cluster.bridgeAddress, health: bound, metrics: m?.address, fingerprint: transport.tls.fingerprint, wsAddress };
 }

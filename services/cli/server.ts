@@ -15,7 +15,7 @@ import type { Logger } from '../../shared/platform/logger.js';
 import { InfrastructureError } from '../../shared/platform/errors.js';
 import { randomToken } from '../../shared/platform/secrets.js';
 import { MAPPING_MASTER_KEY_BYTES, deriveMappingMasterKey, generateMappingMasterKey } from '../../shared/platform/mapping-secrets.js';
-import { connectNats, edgeSettings, nodeBucketName, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
+import { connectNats, edgeSettings, hostPort, loadEdgeTransport, nodeBucketName, tlsNames, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
 import type { ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { startMetrics } from './metrics.js';
@@ -34,6 +34,11 @@ export interface RunningServer {
   database: 'embedded' | 'external';
   /** host:port of GET /metrics; undefined with --metrics-port 0. */
   metrics: string | undefined;
+  /** SHA-256 fingerprint of the edge's TLS certificate (sha256:…). */
+  fingerprint: string;
+  /** host:port of the WebSocket endpoint (path /tunnox); undefined with --ws-port 0. */
+  wsAddress: string | undefined;
+  plaintext: boolean;
 }
 
 export function apiKeyFile(dataDir: string): string {
@@ -153,6 +158,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     return waiter;
   };
 
+  const transport = await loadEdgeTransport(config, tlsNames(config.controlHost, config.advertiseHost), logger);
+  let wsAddress: string | undefined;
   let store: EventStore;
   let nodeId: string;
   let controlAddress: string;
@@ -170,7 +177,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       store,
       config: {
         ...names,
-        ...edgeSettings(config),
+        ...edgeSettings(config, transport),
         controlHost: config.controlHost,
         publicHost: config.publicHost,
         sessionTokenKey: await sessionTokenKey(config),
@@ -184,6 +191,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       },
     });
     ({ nodeId, controlAddress, nodes } = cluster);
+    if (cluster.edge.wsPort !== undefined) wsAddress = hostPort(config.advertiseHost ?? config.controlHost, cluster.edge.wsPort);
     log = logger.child({ nodeId });
     // Sessions of servers that died (kill -9, power loss) and did not come back: the lowest live
     // node sweeps them (services/projector/presence.ts).
@@ -228,8 +236,12 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       heartbeatTimeoutMs: config.heartbeatTimeoutMs,
       sessionTokens: { key: await sessionTokenKey(config) },
       mappingKey: await mappingMasterKey(config),
+      tls: transport.tls,
+      allowPlaintext: transport.allowPlaintext,
+      ...(transport.wsPort !== undefined ? { wsPort: transport.wsPort } : {}),
       ...(metrics ? { metrics } : {}),
     });
+    if (edge.wsPort !== undefined) wsAddress = hostPort(config.controlHost, edge.wsPort);
     metrics?.watchEdge(edge);
     // SIGTERM drains the edge (agents move at once, running tunnels may finish) before it stops.
     lifecycle.add('edge', () => edge.drain(config.drainTimeoutMs));
@@ -267,5 +279,8 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
     nodeId,
     database: config.databaseUrl ? 'external' : 'embedded',
     metrics: m?.address,
+    fingerprint: transport.tls.fingerprint,
+    wsAddress,
+    plaintext: transport.allowPlaintext,
   };
 }

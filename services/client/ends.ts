@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Conn } from '../../shared/transport/conn.js';
 import { resetStream } from '../../shared/net/pipe.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { TunnelEnd } from '../../shared/wire/messages.js';
@@ -12,7 +12,7 @@ interface Tracked {
   readonly tunnelId: string;
   readonly role: Role;
   /** The local socket and the tunnel connection: reset together when the end cannot be vouched for. */
-  readonly sockets: readonly Socket[];
+  readonly sockets: readonly Conn[];
   attested: boolean;
   /** Set while the edge's FIN waits for the TunnelEnd. */
   wait: ((clean: boolean) => void) | undefined;
@@ -54,7 +54,7 @@ export class EdgeEnds {
   }
 
   /** Tracks a tunnel dialed over this session's edge. On a lost session its sockets are reset at once. */
-  track(tunnelId: string, role: Role, sockets: readonly Socket[]): TrackedTunnel {
+  track(tunnelId: string, role: Role, sockets: readonly Conn[]): TrackedTunnel {
     const t: Tracked = { tunnelId, role, sockets, attested: false, wait: undefined };
     if (this.lost) for (const s of sockets) resetStream(s);
     else this.tunnels.set(tunnelId, t);

@@ -1,8 +1,11 @@
-import { connect, type Socket } from 'node:net';
 import { ControlChannel } from '../../shared/net/control.js';
 import { readFirstFrame } from '../../shared/net/frames.js';
 import { TunnoxError, errorMessage } from '../../shared/platform/errors.js';
 import type { Logger } from '../../shared/platform/logger.js';
+import type { Conn } from '../../shared/transport/conn.js';
+import { EdgeDialer, type PendingDial } from '../../shared/transport/dial.js';
+import type { ProxySettings } from '../../shared/transport/proxy.js';
+import { KnownEdges, TrustError } from '../../shared/transport/trust.js';
 import { FrameDecoder } from '../../shared/wire/codec.js';
 import { AgentFeature, SessionCloseReason, WireErrorCode } from '../../shared/wire/codes.js';
 import { decodeMessage, encodeMessage, type AgentMapping, type Command, type ConfigDelta, type ControlMessage } from '../../shared/wire/messages.js';
@@ -12,7 +15,6 @@ import { EdgeEnds } from './ends.js';
 import { AgentFatalError } from './errors.js';
 import { MappingRuntime, type TunnelContext } from './mappings.js';
 import { parseServerList, sameCluster, type EdgeAddress, type ServerList } from './servers.js';
-import { KEEPALIVE_OPTIONS } from '../../shared/net/keepalive.js';
 
 export { AgentFatalError } from './errors.js';
 export type { AgentMapping } from '../../shared/wire/messages.js';
@@ -32,7 +34,9 @@ export const AGENT_FEATURES: readonly string[] = [
 
 export interface AgentOptions {
   /**
-   * Edge control address(es), host[:port]: one, a comma-separated list, or an array. With several,
+   * Edge control address(es), [scheme://]host[:port]: one, a comma-separated list, or an array.
+   * HOST:PORT alone is TLS; tcp:// is plain TCP (the edge must allow plaintext), ws:// and wss://
+   * WebSocket (path /tunnox unless given). With several,
    * the agent tries them in turn and moves to the next one when its edge goes away, refuses it, or
    * drains; backoff applies only once a whole round of the list has failed.
    */
@@ -58,6 +62,15 @@ export interface AgentOptions {
   handshakeTimeoutMs?: number;
   /** How long an edge's FIN on a tunnel connection waits for the edge's TunnelEnd before it is a reset; default 5 s. */
   edgeEndGraceMs?: number;
+  /**
+   * How TLS (and wss) edges are trusted: a pinned `fingerprint` (sha256:…), else `ca` (PEM
+   * certificates), else the system CAs and, with `knownEdgesPath`, trust on first use recorded
+   * there (a changed certificate is then refused). Without any of them only a certificate the
+   * system CAs vouch for is accepted.
+   */
+  tls?: { fingerprint?: string | undefined; ca?: string | undefined; knownEdgesPath?: string | undefined };
+  /** HTTP CONNECT proxy for the edge connections (--proxy, or HTTPS_PROXY/HTTP_PROXY/NO_PROXY). */
+  proxy?: ProxySettings;
   onReady?: (info: { clientId: number; clientType: 'managed' | 'anonymous'; nodeId: string }) => void;
   /** Called with each applied config before it is acknowledged; a throw leaves it unacknowledged (the edge pushes again). */
   onConfig?: (mappings: AgentMapping[], version: number) => void;
@@ -158,7 +171,9 @@ class Agent {
    */
   private sessionToken: string | undefined;
   private stopped = false;
-  private socket: Socket | undefined;
+  private socket: Conn | undefined;
+  private pendingDial: PendingDial | undefined;
+  private readonly dialer: EdgeDialer;
   private wake: (() => void) | undefined;
   private configQueue: Promise<void> = Promise.resolve();
   /** The mappings of the config last applied (`configVersion`): what a config.delta applies to. */
@@ -167,6 +182,24 @@ class Agent {
   constructor(private readonly o: AgentOptions) {
     this.servers = parseServerList(o.server);
     this.log = o.logger.child({ server: this.servers.text });
+    const tls = o.tls ?? {};
+    this.dialer = new EdgeDialer({
+      trust: {
+        fingerprint: tls.fingerprint,
+        ca: tls.ca,
+        knownEdges: tls.knownEdgesPath !== undefined ? new KnownEdges(tls.knownEdgesPath) : undefined,
+      },
+      proxy: o.proxy,
+      onTrusted: (address, verdict, fingerprint) => {
+        if (verdict === 'first-use') this.log.warn({ edge: address, fingerprint, knownEdges: tls.knownEdgesPath }, 'trusting the edge certificate on first use: recorded, a different one will be refused');
+        else this.log.info({ edge: address, fingerprint, via: verdict }, 'edge certificate verified');
+      },
+    });
+    for (const e of this.servers.edges) {
+      if (e.scheme === 'tcp' || e.scheme === 'ws') {
+        this.log.warn({ edge: e.text }, 'plaintext connection to the edge: auth codes and tunnel traffic cross the network unencrypted; use HOST:PORT (TLS) or wss://');
+      }
+    }
     // A local visitor's tunnel goes through the edge of the live session.
     this.runtime = new MappingRuntime(this.log, () => this.link?.context);
     if (o.clientId !== undefined && o.authCode !== undefined) this.identity = { clientId: o.clientId, authCode: o.authCode };
@@ -217,6 +250,7 @@ class Agent {
   stop(): void {
     this.stopped = true;
     this.closeLinks();
+    this.pendingDial?.abort();
     this.socket?.destroy();
     this.wake?.();
   }
@@ -278,11 +312,25 @@ class Agent {
    */
   private async session(edge: EdgeAddress): Promise<SessionEnd> {
     const timeoutMs = this.o.handshakeTimeoutMs ?? 10_000;
-    const socket = connect({ host: edge.host, port: edge.port, noDelay: true, ...KEEPALIVE_OPTIONS });
+    const dial = this.dialer.dial(edge, timeoutMs);
+    this.pendingDial = dial;
+    let socket: Conn;
+    try {
+      socket = await dial.conn;
+    } catch (err) {
+      // A certificate that is not the trusted one: retrying would not change it.
+      if (err instanceof TrustError) throw new AgentFatalError(err.code, err.message, { cause: err });
+      if (!this.stopped) this.log.warn({ edge: edge.text, err: errorMessage(err) }, 'cannot reach the edge');
+      return 'failed';
+    } finally {
+      this.pendingDial = undefined;
+    }
     this.socket = socket;
+    if (this.stopped) {
+      socket.destroy();
+      return 'ended';
+    }
     let socketError: Error | undefined;
-    let reached = false;
-    socket.once('connect', () => (reached = true));
     socket.on('error', (err) => {
       socketError ??= err;
     });
@@ -311,7 +359,7 @@ class Agent {
       socket.destroy();
       // An edge that closes on a token handshake without answering may predate session tokens
       // (its strict schema refuses the field): the next attempt uses the auth code.
-      if (token && reached && (err as { code?: string }).code === 'TNX_WIRE_CLOSED') this.sessionToken = undefined;
+      if (token && (err as { code?: string }).code === 'TNX_WIRE_CLOSED') this.sessionToken = undefined;
       if (!this.stopped) this.log.warn({ edge: edge.address, err: errorMessage(socketError ?? err) }, 'cannot reach the edge');
       return 'failed';
     }
@@ -330,6 +378,9 @@ class Agent {
           WireErrorCode.AuthFailed,
           `the edge refused client ${this.identity?.clientId ?? '?'}${where}: unknown client id or wrong auth code`,
         );
+      }
+      if (resp.error.code === WireErrorCode.PlaintextRefused) {
+        throw new AgentFatalError(resp.error.code, `the edge ${edge.address} refused plaintext: ${resp.error.message}`);
       }
       if (resp.error.code === WireErrorCode.ProtocolVersion || resp.error.code === WireErrorCode.AnonymousDisabled) {
         throw new AgentFatalError(resp.error.code, resp.error.message);
@@ -357,8 +408,8 @@ class Agent {
     const end = await new Promise<SessionEnd>((resolve) => {
       // Tunnels through this edge dial this edge and vouch on this connection (see Link).
       const context: TunnelContext = {
-        edgeHost: edge.host,
-        edgePort: edge.port,
+        edge,
+        dialer: this.dialer,
         clientId: resp.client_id,
         // Tunnels through this edge are bound to this session (an older edge issues no key).
         ...(resp.tunnel_key ? { session: { id: resp.session_id, tunnelKey: resp.tunnel_key } } : {}),

@@ -1,4 +1,6 @@
 import t, { type Test } from 'tap';
+import { EdgeDialer } from '../../shared/transport/dial.js';
+import { parseEdgeUrl } from '../../shared/transport/url.js';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { silentLogger } from '../../shared/platform/logger.js';
 import type { AgentMapping } from '../../shared/wire/messages.js';
@@ -59,7 +61,7 @@ t.test('a port that cannot be bound is reported and retried on the next config',
 
 t.test('target requests: only the configured host:port of a target mapping is ever dialed', async (t) => {
   const deadPort = await freePort();
-  const ctx: TunnelContext = { edgeHost: '127.0.0.1', edgePort: 9, clientId: 600000001, clockOffsetMs: 0, timeoutMs: 1_000, attestEnd: () => undefined };
+  const ctx: TunnelContext = { edge: parseEdgeUrl('tcp://127.0.0.1:9', 8080), dialer: new EdgeDialer({ trust: {} }), clientId: 600000001, clockOffsetMs: 0, timeoutMs: 1_000, attestEnd: () => undefined };
   const r = runtime(t, ctx);
   await r.apply([target(5, '127.0.0.1', deadPort), source(6, await freePort())]);
 

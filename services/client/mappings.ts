@@ -9,11 +9,15 @@ import type { EdgeEnds } from './ends.js';
 import { dialTunnel, type TunnelDial } from './tunnel.js';
 import { listen } from '../../shared/net/listen.js';
 import { KEEPALIVE_OPTIONS, keepAlive } from '../../shared/net/keepalive.js';
+import type { Conn } from '../../shared/transport/conn.js';
+import type { EdgeDialer } from '../../shared/transport/dial.js';
+import type { EdgeUrl } from '../../shared/transport/url.js';
 
 /** What a tunnel needs from the control session of the edge it goes through. */
 export interface TunnelContext {
-  edgeHost: string;
-  edgePort: number;
+  /** The edge of the session, dialed for every tunnel through it with the session's dialer. */
+  edge: EdgeUrl;
+  dialer: EdgeDialer;
   clientId: number;
   /** The session's id and tunnel key, when its edge issued one: tunnel opens are bound to them. */
   session?: { id: string; tunnelKey: string };
@@ -34,7 +38,7 @@ interface Running {
   server?: Server;
   boundPort?: number;
   /** Every socket of this mapping's tunnels (both halves, pending or piping), for teardown. */
-  readonly sockets: Set<Socket>;
+  readonly sockets: Set<Conn>;
 }
 
 export interface CommandAnswer {
@@ -199,27 +203,32 @@ export class MappingRuntime {
    */
   private bridge(r: Running, local: Socket, dial: TunnelDial, tunnel: TunnelContext, role: AgentMapping['role'], ctx: { mappingId: number; tunnelId: string }): void {
     r.sockets.add(local);
-    r.sockets.add(dial.socket);
-    const tracked = tunnel.ends?.track(ctx.tunnelId, role, [local, dial.socket]);
+    // The tunnel connection joins once dialed; a reset before that resets `local`, which aborts the dial.
+    const held: Conn[] = [local];
+    const tracked = tunnel.ends?.track(ctx.tunnelId, role, held);
+    let socket: Conn | undefined;
     const forget = (): void => {
       r.sockets.delete(local);
-      r.sockets.delete(dial.socket);
+      if (socket) r.sockets.delete(socket);
       tracked?.release();
     };
     // If the local side gives up while we wait for the ack, drop the tunnel connection too.
-    const onLocalClose = (): void => void dial.socket.destroy();
+    const onLocalClose = (): void => dial.abort();
     local.once('close', onLocalClose);
     dial.ready.then(
-      (early) => {
+      ({ socket: s, early }) => {
+        socket = s;
         local.off('close', onLocalClose);
         if (local.destroyed) {
-          dial.socket.destroy();
+          s.destroy();
           forget();
           return;
         }
+        r.sockets.add(s);
+        held.push(s);
         if (early.length > 0) local.write(early);
-        this.vouchForEnd(local, dial.socket, tunnel, role, ctx.tunnelId);
-        void pipeSockets(local, dial.socket, tracked ? { confirmEndOfB: tracked.confirmEnd } : {}).then((res) => {
+        this.vouchForEnd(local, s, tunnel, role, ctx.tunnelId);
+        void pipeSockets(local, s, tracked ? { confirmEndOfB: tracked.confirmEnd } : {}).then((res) => {
           forget();
           this.log.debug({ ...ctx, bytesOut: res.bytesAtoB, bytesIn: res.bytesBtoA, err: res.error?.message }, 'tunnel closed');
         });
@@ -228,7 +237,6 @@ export class MappingRuntime {
         local.off('close', onLocalClose);
         this.log.info({ ...ctx, err: errorMessage(err), code: (err as { code?: string }).code }, 'tunnel not opened');
         local.destroy();
-        dial.socket.destroy();
         forget();
       },
     );
@@ -240,7 +248,7 @@ export class MappingRuntime {
    * delivers every byte and the FIN, so the edge may pass the FIN on. Told to the tunnel's own
    * edge, which may no longer be the one of the live session (see TunnelContext.attestEnd).
    */
-  private vouchForEnd(local: Socket, socket: Socket, tunnel: TunnelContext, role: AgentMapping['role'], tunnelId: string): void {
+  private vouchForEnd(local: Socket, socket: Conn, tunnel: TunnelContext, role: AgentMapping['role'], tunnelId: string): void {
     const vouch = (): void => tunnel.attestEnd(tunnelId, role);
     const onLocalEnd = (): void => {
       if (socket.writableFinished) vouch();
@@ -252,8 +260,8 @@ export class MappingRuntime {
 
   private tunnelParams(t: TunnelContext, m: AgentMapping) {
     return {
-      edgeHost: t.edgeHost,
-      edgePort: t.edgePort,
+      edge: t.edge,
+      dialer: t.dialer,
       mappingId: m.mapping_id,
       secretKey: m.secret_key,
       session: t.session,

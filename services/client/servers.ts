@@ -1,12 +1,11 @@
-import { parseHostPort } from '../../shared/net/address.js';
+import { parseEdgeUrl, type EdgeUrl } from '../../shared/transport/url.js';
 import { DEFAULT_CONTROL_PORT } from '../../shared/wire/packets.js';
 
-/** One edge the agent may connect to. `address` is the canonical host:port, for comparisons and logs. */
-export interface EdgeAddress {
-  readonly host: string;
-  readonly port: number;
-  readonly address: string;
-}
+/**
+ * One edge the agent may connect to, with its transport (HOST:PORT is TLS; tcp://, ws://, wss://).
+ * `address` is the canonical host:port, for comparisons and logs.
+ */
+export type EdgeAddress = EdgeUrl;
 
 /** The edges an agent was given (`--server A,B`), in order, without duplicates. */
 export interface ServerList {
@@ -19,21 +18,20 @@ export interface ServerList {
 export const MAX_SERVERS = 32;
 
 /**
- * Parses `host[:port]` entries given as one comma-separated string, an array, or both (each entry
- * may itself hold commas). The port defaults to the control port. Throws an Error naming the bad
- * entry; an empty list is an error.
+ * Parses `[scheme://]host[:port][/path]` entries (see parseEdgeUrl) given as one comma-separated
+ * string, an array, or both (each entry may itself hold commas). The port defaults to the control
+ * port for TLS and tcp://. Throws an Error naming the bad entry; an empty list is an error.
  */
 export function parseServerList(value: string | readonly string[]): ServerList {
   const entries = (typeof value === 'string' ? [value] : value).flatMap((v) => v.split(',')).map((e) => e.trim());
   if (entries.length === 0 || entries.some((e) => e === '')) {
-    throw new Error(`invalid server list "${[value].flat().join(',')}": expected HOST[:PORT][,HOST[:PORT]...] without empty entries`);
+    throw new Error(`invalid server list "${[value].flat().join(',')}": expected [SCHEME://]HOST[:PORT][,...] without empty entries`);
   }
   if (entries.length > MAX_SERVERS) throw new Error(`too many servers (${entries.length}); at most ${MAX_SERVERS}`);
   const edges: EdgeAddress[] = [];
   for (const entry of entries) {
-    const { host, port } = parseHostPort(entry, DEFAULT_CONTROL_PORT);
-    const address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
-    if (!edges.some((e) => e.address === address)) edges.push({ host, port, address });
+    const edge = parseEdgeUrl(entry, DEFAULT_CONTROL_PORT);
+    if (!edges.some((e) => e.text === edge.text)) edges.push(edge);
   }
   return { text: entries.join(','), edges };
 }

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createHttpServer, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { EventStore } from '../../shared/eventstore/types.js';
 import { ByteBudget, closeAfterFlush, readFirstFrame } from '../../shared/net/frames.js';
 import { errorMessage } from '../../shared/platform/errors.js';
@@ -18,10 +20,14 @@ import { TunnelBroker } from './tunnels.js';
 import type { EdgeRoutes } from './routes.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
-import { listen } from '../../shared/net/listen.js';
 import { keepAlive } from '../../shared/net/keepalive.js';
 import type { ClientConfig, EdgeView, ViewChange } from './view/view.js';
 import { MappingSecrets } from '../../shared/platform/mapping-secrets.js';
+import { Acceptor } from '../../shared/transport/accept.js';
+import type { TlsIdentity } from '../../shared/transport/cert.js';
+import type { Conn } from '../../shared/transport/conn.js';
+import { WS_PATH } from '../../shared/transport/url.js';
+import { WsAcceptor } from '../../shared/transport/ws.js';
 import { BridgeServer } from './bridge/index.js';
 import type { RemoteTargets } from './tunnels.js';
 import type { EdgeMetrics } from './metrics.js';
@@ -156,10 +162,28 @@ export interface EdgeOptions {
   mappingKey: Buffer;
   /** Tunnel counts, bytes and config push latency for the process's metrics (services/edge/metrics.ts). */
   metrics?: EdgeMetrics;
+  /**
+   * The certificate agents' control and tunnel connections are secured with (TLS 1.3), on the
+   * control port and, for wss, the WebSocket port. Without one the edge serves plain TCP only,
+   * which it must be told it may (allowPlaintext).
+   */
+  tls?: TlsIdentity;
+  /**
+   * Accept agents that speak plain TCP (tcp://) or plain WebSocket (ws://) too, on the same ports
+   * (the first byte tells TLS from plaintext). Otherwise a plaintext agent is answered
+   * TNX_WIRE_PLAINTEXT_REFUSED and closed. Default false.
+   */
+  allowPlaintext?: boolean;
+  /** Serve the same protocol over WebSocket at path /tunnox on this port (0 = ephemeral); default: no WebSocket. */
+  wsPort?: number;
 }
 
 export interface RunningEdge {
   readonly controlPort: number;
+  /** The bound WebSocket port, when the edge serves WebSocket. */
+  readonly wsPort: number | undefined;
+  /** The SHA-256 fingerprint of the edge's certificate, when it has one. */
+  readonly fingerprint: string | undefined;
   /** The bound bridge port, when this edge serves the bridge (cluster mode). */
   readonly bridgePort: number | undefined;
   readonly nodeId: string;
@@ -233,7 +257,9 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
 
   const sessions = new Map<number, ControlSession>();
   /** Connections still deciding what they are (before the first frame is handled). */
-  const unclassified = new Set<Socket>();
+  const unclassified = new Set<Conn>();
+  if (!opts.tls && !opts.allowPlaintext) throw new Error('an edge without a TLS certificate must be allowed plaintext (allowPlaintext)');
+  const allowPlaintext = opts.allowPlaintext === true;
   const facts = new SessionFacts(store, nodeId, log);
   const broker = new TunnelBroker({
     findMapping: (mappingId) => view.mapping(mappingId),
@@ -268,13 +294,13 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
   };
 
   /** Handshakes while draining: a retryable refusal, so the agent tries its next edge. */
-  const refuseDraining = (socket: Socket, clientId: number | undefined): void => {
+  const refuseDraining = (socket: Conn, clientId: number | undefined): void => {
     log.debug({ clientId, remoteAddr: `${socket.remoteAddress}:${socket.remotePort}` }, 'handshake refused: edge draining');
     socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error: { code: WireErrorCode.EdgeDraining, message: 'edge draining, connect to another edge' } }));
     closeAfterFlush(socket);
   };
 
-  async function onHandshake(socket: Socket, decoder: FrameDecoder, hs: Handshake): Promise<void> {
+  async function onHandshake(socket: Conn, decoder: FrameDecoder, hs: Handshake): Promise<void> {
     const remoteAddr = `${socket.remoteAddress}:${socket.remotePort}`;
     if (draining) {
       refuseDraining(socket, hs.client_id);
@@ -395,7 +421,19 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     void session.syncConfig();
   }
 
-  async function onConnection(socket: Socket): Promise<void> {
+  /** A plaintext agent at an edge that takes TLS only: told so in the protocol, so its error is clear. */
+  const refusePlaintext = (socket: Conn, msg: ControlMessage, remoteAddr: string): void => {
+    warnings.warn('connection refused: plaintext', { remoteAddr }, 'connection refused: plaintext (the edge runs without --allow-plaintext)');
+    const error = {
+      code: WireErrorCode.PlaintextRefused,
+      message: 'this edge accepts TLS only: connect with --server HOST:PORT (TLS) or wss://; plaintext needs --allow-plaintext on the edge and tcp:// or ws:// on the agent',
+    };
+    if (msg.type === PacketType.TunnelOpen) socket.write(encodeMessage(PacketType.TunnelOpenAck, { tunnel_id: msg.body.tunnel_id, ok: false, error }));
+    else socket.write(encodeMessage(PacketType.HandshakeResp, { ok: false, error }));
+    closeAfterFlush(socket);
+  };
+
+  async function onConnection(socket: Conn, secure: boolean): Promise<void> {
     socket.setNoDelay(true);
     keepAlive(socket);
     // Permanent: whoever owns the socket later adds its own handling, this one prevents a crash.
@@ -426,6 +464,11 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       return;
     } finally {
       unclassified.delete(socket);
+    }
+    if (!secure && !allowPlaintext) {
+      lease.release();
+      refusePlaintext(socket, msg, remoteAddr);
+      return;
     }
     try {
       if (msg.type === PacketType.Handshake) await onHandshake(socket, decoder, msg.body);
@@ -475,12 +518,48 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     log.info('waiting for the edge view to catch up');
     await view.whenReady();
   }
-  const server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => void onConnection(socket));
-  await listen(server, { host: opts.controlHost, port: opts.controlPort });
-  server.on('error', (err) => log.error({ err }, 'control listener error'));
-  // One close for drain and stop: 'close' fires once, when the last accepted connection is gone.
+  const acceptor = new Acceptor({
+    host: opts.controlHost,
+    port: opts.controlPort,
+    tls: opts.tls,
+    firstByteTimeoutMs: handshakeTimeoutMs,
+    onConn: (socket, secure) => void onConnection(socket, secure),
+  });
+  await acceptor.start();
+  const ws = opts.wsPort !== undefined ? await startWebSocket(opts.wsPort) : undefined;
+  // One close for drain and stop: resolves once the last accepted connection is gone.
   let listenerClosed: Promise<void> | undefined;
-  const closeListener = (): Promise<void> => (listenerClosed ??= new Promise<void>((resolve) => server.close(() => resolve())));
+  const closeListener = (): Promise<void> => (listenerClosed ??= Promise.all([acceptor.close(), ws?.close()]).then(() => undefined));
+
+  /**
+   * The WebSocket port: the same peeking acceptor (wss and, when allowed, ws on one port), an HTTP
+   * server that only upgrades GET /tunnox, and each upgraded WebSocket handled like a TCP connection.
+   */
+  async function startWebSocket(port: number): Promise<Acceptor> {
+    const wsAcceptor = new WsAcceptor(WS_PATH, (conn) => void onConnection(conn, (conn.raw as TLSSocket).encrypted === true));
+    const http = createHttpServer({ headersTimeout: handshakeTimeoutMs, requestTimeout: handshakeTimeoutMs, keepAliveTimeout: 1000 });
+    http.on('request', (_req, res) => {
+      res.writeHead(426, { 'content-type': 'text/plain', connection: 'close', upgrade: 'websocket' });
+      res.end(`tunnox edge: WebSocket agents connect to ${WS_PATH}\n`);
+    });
+    http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      if (stopping || draining) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      if (!(socket as TLSSocket).encrypted && !allowPlaintext) {
+        const body = 'this edge accepts wss:// (TLS) only; ws:// needs --allow-plaintext on the edge\n';
+        socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        return;
+      }
+      wsAcceptor.upgrade(req, socket, head);
+    });
+    http.on('clientError', (_err, socket) => socket.destroy());
+    const acc = new Acceptor({ host: opts.controlHost, port, tls: opts.tls, firstByteTimeoutMs: handshakeTimeoutMs, onConn: (socket) => void http.emit('connection', socket) });
+    await acc.start();
+    log.info({ host: opts.controlHost, port: acc.port, path: WS_PATH, tls: opts.tls !== undefined, plaintext: allowPlaintext }, 'edge WebSocket listening');
+    return acc;
+  }
   await decoy();
   const unsubscribe = view.subscribe(onViewChange);
   opts.routes?.start({
@@ -513,8 +592,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     })().catch((err: unknown) => log.warn({ err }, 'periodic reconcile failed; retrying next interval'));
   }, opts.reconcileIntervalMs ?? 30_000);
   reconcileTimer.unref();
-  const controlPort = (server.address() as AddressInfo).port;
-  log.info({ host: opts.controlHost, port: controlPort }, 'edge listening');
+  const controlPort = acceptor.port;
+  log.info({ host: opts.controlHost, port: controlPort, tls: opts.tls !== undefined, plaintext: allowPlaintext, fingerprint: opts.tls?.fingerprint }, 'edge listening');
 
   /**
    * A draining session ends once no tunnel here involves its agent: an agent that declared the
@@ -572,6 +651,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
 
   const edge: RunningEdge = {
     controlPort,
+    wsPort: ws?.port,
+    fingerprint: opts.tls?.fingerprint,
     bridgePort: bridgeServer?.port,
     nodeId,
     stats: () => {
@@ -590,6 +671,8 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
         unsubscribe();
         const closed = closeListener();
         await publicListeners.stop();
+        acceptor.destroyPending();
+        ws?.destroyPending();
         for (const socket of unclassified) socket.destroy();
         for (const session of [...sessions.values()]) session.close('edge shutting down', SessionCloseReason.Shutdown);
         broker.stop();

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Conn } from '../../shared/transport/conn.js';
 import { ControlChannel } from '../../shared/net/control.js';
 import type { Logger } from '../../shared/platform/logger.js';
 import type { FrameDecoder } from '../../shared/wire/codec.js';
@@ -35,7 +35,7 @@ export interface ControlSessionOptions {
    */
   tunnelKey: Buffer;
   remoteAddr: string;
-  socket: Socket;
+  socket: Conn;
   decoder: FrameDecoder;
   /** The client's current config (from the edge view). */
   loadConfig: () => ClientConfig;

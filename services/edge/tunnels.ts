@@ -1,4 +1,4 @@
-import { Socket } from 'node:net';
+import type { Conn } from '../../shared/transport/conn.js';
 import type { Duplex } from 'node:stream';
 import type { ClientState as ClientRow, MappingState as MappingRow } from './view/view.js';
 import { closeAfterFlush } from '../../shared/net/frames.js';
@@ -18,8 +18,8 @@ import type { ControlSession } from './session.js';
  * the target's edge) a bridge stream from the visitor's edge, whose caller waits in `settle`.
  */
 type Origin =
-  | { readonly kind: 'client'; readonly socket: Socket; readonly early: Buffer; readonly clientId: number }
-  | { readonly kind: 'public'; readonly socket: Socket }
+  | { readonly kind: 'client'; readonly socket: Conn; readonly early: Buffer; readonly clientId: number }
+  | { readonly kind: 'public'; readonly socket: Conn }
   | { readonly kind: 'bridge'; readonly socket: Duplex; readonly settle: { resolve(): void; reject(err: Error): void } };
 
 /**
@@ -197,7 +197,7 @@ export class TunnelBroker {
   }
 
   /** A connection whose first frame was TunnelOpen. `early` = bytes that followed the frame. */
-  async handleOpen(socket: Socket, early: Buffer, open: TunnelOpen): Promise<void> {
+  async handleOpen(socket: Conn, early: Buffer, open: TunnelOpen): Promise<void> {
     const ctx = { mappingId: open.mapping_id, tunnelId: open.tunnel_id, clientId: open.client_id, role: open.role };
     let mapping: MappingRow | undefined;
     try {
@@ -225,7 +225,7 @@ export class TunnelBroker {
   }
 
   /** A visitor accepted on a public port (socket created paused). */
-  openForVisitor(visitor: Socket, mapping: MappingRow, tunnelId: string): void {
+  openForVisitor(visitor: Conn, mapping: MappingRow, tunnelId: string): void {
     visitor.on('error', (err) => this.log.debug({ mappingId: mapping.mapping_id, tunnelId, err: err.message }, 'visitor socket error'));
     if (this.stopping || this.draining) {
       visitor.destroy();
@@ -472,7 +472,7 @@ export class TunnelBroker {
    * second TunnelOpen with it finds nothing. A wrong ticket leaves the pending tunnel alone, so a
    * guess cannot take the real target half's place or cancel it.
    */
-  private pairTarget(target: Socket, targetEarly: Buffer, open: TunnelOpen, session: ControlSession): void {
+  private pairTarget(target: Conn, targetEarly: Buffer, open: TunnelOpen, session: ControlSession): void {
     const ctx = { mappingId: open.mapping_id, tunnelId: open.tunnel_id, clientId: open.client_id };
     const p = this.pending.get(open.tunnel_id);
     if (!p || p.mappingId !== open.mapping_id || p.targetClientId !== open.client_id) {
@@ -682,7 +682,7 @@ export class TunnelBroker {
     );
   }
 
-  private refuse(socket: Socket, tunnelId: string, code: WireErrorCode, message: string): void {
+  private refuse(socket: Conn, tunnelId: string, code: WireErrorCode, message: string): void {
     if (socket.destroyed) return;
     socket.write(encodeMessage(PacketType.TunnelOpenAck, { ok: false, tunnel_id: tunnelId, error: { code, message } }));
     closeAfterFlush(socket);

@@ -1,10 +1,10 @@
-import type { Socket } from 'node:net';
+import type { Conn } from '../transport/conn.js';
 import { FrameError, type FrameDecoder } from '../wire/codec.js';
 import { decodeMessage, encodeMessage, type ControlMessage, type MessageBody } from '../wire/messages.js';
 import { PacketType, packetTypeName } from '../wire/packets.js';
 
 export interface ControlChannelOptions {
-  socket: Socket;
+  socket: Conn;
   /** The decoder that read the handshake; it may already hold the next frames. */
   decoder: FrameDecoder;
   /** Packet types this side may receive; anything else is a protocol violation. */

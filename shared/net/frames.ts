@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Conn } from '../transport/conn.js';
 import { FrameError, type Frame, type FrameDecoder } from '../wire/codec.js';
 
 /**
@@ -61,7 +61,7 @@ export interface BudgetLease {
  * With a `lease`, every chunk read is charged to it before it is buffered, and a chunk the shared
  * budget cannot cover rejects with TNX_WIRE_BUSY. The caller releases the lease.
  */
-export function readFirstFrame(socket: Socket, decoder: FrameDecoder, timeoutMs: number, lease?: BudgetLease): Promise<Frame> {
+export function readFirstFrame(socket: Conn, decoder: FrameDecoder, timeoutMs: number, lease?: BudgetLease): Promise<Frame> {
   return new Promise((resolve, reject) => {
     const done = (): void => {
       socket.pause();
@@ -111,7 +111,7 @@ export function readFirstFrame(socket: Socket, decoder: FrameDecoder, timeoutMs:
  * incoming bytes are discarded so the peer's FIN can complete the close. A peer that never closes
  * is cut off after `graceMs`.
  */
-export function closeAfterFlush(socket: Socket, graceMs = 2_000): void {
+export function closeAfterFlush(socket: Conn, graceMs = 2_000): void {
   if (socket.destroyed) return;
   socket.removeAllListeners('data');
   socket.on('data', () => undefined);

@@ -12,7 +12,7 @@ import type { Socket } from 'node:net';
 export const TCP_KEEPALIVE_DELAY_MS = 15_000;
 
 /** Turns on TCP keepalive (SO_KEEPALIVE, first probe after `delayMs` idle). */
-export function keepAlive(socket: Socket, delayMs = TCP_KEEPALIVE_DELAY_MS): void {
+export function keepAlive(socket: { setKeepAlive(enable?: boolean, initialDelay?: number): unknown }, delayMs = TCP_KEEPALIVE_DELAY_MS): void {
   socket.setKeepAlive(true, delayMs);
 }
 

@@ -1,5 +1,6 @@
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 
 export interface PipeResult {
   readonly bytesAtoB: number;
@@ -30,12 +31,15 @@ export interface PipeOptions {
 
 /**
  * Ends `s` with a reset, never a FIN: a TCP socket sends RST (one still connecting is just
- * destroyed), another byte Duplex is destroyed before its end, which is its reset.
+ * destroyed), and so does a TLS socket, through the TCP socket below it (a TLS socket's own handle
+ * cannot reset); another byte Duplex is destroyed before its end, which is its reset.
  */
 export function resetStream(s: Duplex): void {
   if (s.destroyed) return;
-  if (s instanceof Socket && !s.connecting) s.resetAndDestroy();
-  else s.destroy();
+  // The TCP socket a TLS socket was made over (tls.connect({socket}), or the server's accepted one).
+  const tcp: unknown = s instanceof TLSSocket ? (s as TLSSocket & { _parent?: unknown })._parent : s;
+  if (tcp instanceof Socket && !(tcp instanceof TLSSocket) && !tcp.connecting && !tcp.destroyed) tcp.resetAndDestroy();
+  s.destroy();
 }
 
 /**

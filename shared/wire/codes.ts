@@ -33,6 +33,11 @@ export const WireErrorCode = {
   EdgeInternal: 'TNX_EDGE_INTERNAL',
   /** The edge is draining (shutting down gracefully): it takes no new sessions or tunnels; try another edge. */
   EdgeDraining: 'TNX_EDGE_DRAINING',
+  /**
+   * A plaintext connection (tcp://, ws://) to an edge that takes TLS only (no --allow-plaintext):
+   * fatal for the agent, which must be told to use TLS.
+   */
+  PlaintextRefused: 'TNX_WIRE_PLAINTEXT_REFUSED',
 } as const;
 export type WireErrorCode = (typeof WireErrorCode)[keyof typeof WireErrorCode];
 

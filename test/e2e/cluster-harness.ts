@@ -1,6 +1,9 @@
 import { createTestDatabase, uniqueName } from '../../shared/testkit/pg.js';
 import { TEST_NATS_URL } from '../../shared/testkit/nats.js';
 import { apiClient, deleteStreams, freePort, spawnTunnox, type Proc } from './harness.js';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * A cluster of role processes on one machine, as an operator runs it: one `tunnox projector`, one
@@ -58,8 +61,11 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
   const common = ['--nats', TEST_NATS_URL, '--stream', stream, '--subject-prefix', prefix];
   const procs: Proc[] = [];
   const metricsArgs = async (host: string): Promise<string[]> => (opts.metrics ? ['--metrics-host', host, '--metrics-port', String(await freePort(host))] : []);
+  let edgeCount = 0;
+  const dataDirs: string[] = [];
   const closeAll = async (): Promise<void> => {
     await Promise.all(procs.map((p) => p.stop()));
+    await Promise.all(dataDirs.map((d) => rm(d, { recursive: true, force: true })));
     await deleteStreams(stream);
     await database.drop();
   };
@@ -72,7 +78,10 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
     const apiReady = await apiProc.waitForLog((e) => e.msg === 'tunnox api ready', 60_000);
     const apiUrl = String(apiReady.apiUrl);
     const startEdge = async (host: string, extra: string[] = []): Promise<EdgeHandle> => {
-      const args = ['edge', ...common, '--listen-host', host, '--control-port', '0', '--bridge-port', '0', '--cluster-secret', secret, ...(await metricsArgs(host)), ...(opts.edgeArgs ?? []), ...extra];
+      // Each edge its own data dir (its generated TLS certificate) and no WebSocket port unless asked.
+      const dataDir = join(tmpdir(), `${stream.toLowerCase()}-edge-${++edgeCount}`);
+      dataDirs.push(dataDir);
+      const args = ['edge', ...common, '--listen-host', host, '--control-port', '0', '--ws-port', '0', '--bridge-port', '0', '--data-dir', dataDir, '--cluster-secret', secret, ...(await metricsArgs(host)), ...(opts.edgeArgs ?? []), ...extra];
       const proc = spawnTunnox(args, cleanEnv());
       procs.push(proc);
       const ready = await proc.waitForLog((e) => e.msg === 'tunnox edge ready', 60_000);

@@ -121,13 +121,16 @@ export interface ServerHandle {
   proc: Proc;
   apiUrl: string;
   controlPort: number;
+  /** The edge certificate's fingerprint, as the server printed it. */
+  fingerprint: string;
   apiKey: string;
   api<T = any>(method: string, path: string, body?: unknown): Promise<{ status: number; body: T }>;
 }
 
 /** `env`: extra environment of the server process (the benchmarks' NODE_OPTIONS, for one). */
 export async function startServer(args: string[], apiKey: string, env: Record<string, string> = {}): Promise<ServerHandle> {
-  const proc = spawnTunnox(['server', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--api-key', apiKey, ...args], env);
+  // No WebSocket port unless a test asks for one (--ws-port given later wins): 8081 is one port for the whole machine.
+  const proc = spawnTunnox(['server', '--api-port', '0', '--control-port', '0', '--ws-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--api-key', apiKey, ...args], env);
   const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 60_000).catch(async (err: unknown) => {
     await proc.stop(); // nothing left running behind a failed start
     throw err;
@@ -138,6 +141,7 @@ export async function startServer(args: string[], apiKey: string, env: Record<st
     proc,
     apiUrl,
     controlPort,
+    fingerprint: proc.lines.map((l) => /TLS fingerprint: (sha256:[0-9a-f]{64})/.exec(l)?.[1]).find((f) => f !== undefined) ?? '',
     apiKey,
     api: apiClient(apiUrl, apiKey),
   };

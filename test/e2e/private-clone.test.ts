@@ -72,7 +72,7 @@ t.test('a server runs from a copy of the built tree under a 0700 folder, and pri
   const passwordFilesBefore = await passwordFilesInTmp();
 
   const start = async () => {
-    const proc = spawnTunnox(['server', '--data-dir', dataDir, '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1'], {}, clone);
+    const proc = spawnTunnox(['server', '--data-dir', dataDir, '--ws-port', '0', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1'], {}, clone);
     t.teardown(() => proc.stop());
     const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 90_000);
     return { proc, apiUrl: String(ready.apiUrl) };
@@ -118,7 +118,7 @@ t.test('a server runs from a copy of the built tree under a 0700 folder, and pri
 t.test('as root, a data dir the database user cannot reach fails with one line that says what to do', { skip: !asRoot && 'needs root' }, async (t) => {
   const priv = await mkdtemp(join(tmpdir(), 'tnx-e2e-private-'));
   t.teardown(() => rm(priv, { recursive: true, force: true }));
-  const proc = spawnTunnox(['server', '--data-dir', join(priv, 'data'), '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1']);
+  const proc = spawnTunnox(['server', '--data-dir', join(priv, 'data'), '--ws-port', '0', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1']);
   t.teardown(() => proc.stop());
   t.equal(await proc.exited, 1, 'the server exits with 1');
   const human = proc.lines.filter((l) => l.startsWith('tunnox: '));
@@ -136,7 +136,7 @@ t.test('a port in use fails start-up with one line that says what to do', async 
   const port = (busy.address() as AddressInfo).port;
   const dir = await tempDir('tnx-e2e-busy');
   t.teardown(() => dir.remove());
-  const proc = spawnTunnox(['server', '--data-dir', join(dir.path, 'server'), '--api-host', '127.0.0.1', '--api-port', String(port), '--control-port', '0', '--control-host', '127.0.0.1']);
+  const proc = spawnTunnox(['server', '--data-dir', join(dir.path, 'server'), '--ws-port', '0', '--api-host', '127.0.0.1', '--api-port', String(port), '--control-port', '0', '--control-host', '127.0.0.1']);
   t.teardown(() => proc.stop());
   t.equal(await proc.exited, 1, 'the server exits with 1');
   const human = proc.lines.filter((l) => l.startsWith('tunnox: '));
@@ -155,7 +155,7 @@ t.test('an unreachable NATS or PostgreSQL fails start-up with one line naming it
   for (const [what, flags, expected] of cases) {
     const dir = await tempDir('tnx-e2e-unreachable');
     t.teardown(() => dir.remove());
-    const proc = spawnTunnox(['server', '--data-dir', join(dir.path, 'server'), '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', ...flags]);
+    const proc = spawnTunnox(['server', '--data-dir', join(dir.path, 'server'), '--ws-port', '0', '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', ...flags]);
     t.teardown(() => proc.stop());
     t.equal(await proc.exited, 1, `${what}: exits with 1`);
     const human = proc.lines.filter((l) => l.startsWith('tunnox: '));

@@ -16,7 +16,7 @@ t.test('standalone restart: state survives, agents reconnect and resync', async 
   });
 
   const start = async (): Promise<{ proc: Proc; apiUrl: string }> => {
-    const proc = spawnTunnox(['server', '--data-dir', dataDir, '--api-port', '0', '--control-host', '127.0.0.1', '--control-port', String(controlPort)]);
+    const proc = spawnTunnox(['server', '--data-dir', dataDir, '--ws-port', '0', '--api-port', '0', '--control-host', '127.0.0.1', '--control-port', String(controlPort)]);
     procs.push(proc);
     const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 60_000);
     return { proc, apiUrl: String(ready.apiUrl) };
@@ -87,7 +87,7 @@ t.test('standalone crash: restart recovers the database and presence', async (t)
     for (const p of procs.reverse()) await p.stop();
   });
   const start = async (): Promise<{ proc: Proc; apiUrl: string }> => {
-    const proc = spawnTunnox(['server', '--data-dir', dataDir, '--api-port', '0', '--api-key', key, '--control-host', '127.0.0.1', '--control-port', String(controlPort)]);
+    const proc = spawnTunnox(['server', '--data-dir', dataDir, '--ws-port', '0', '--api-port', '0', '--api-key', key, '--control-host', '127.0.0.1', '--control-port', String(controlPort)]);
     procs.push(proc);
     const ready = await proc.waitForLog((e) => e.msg === 'tunnox server ready', 60_000);
     return { proc, apiUrl: String(ready.apiUrl) };

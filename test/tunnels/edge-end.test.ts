@@ -166,7 +166,7 @@ async function localService(t: Test): Promise<{ port: number; next(): Promise<So
 /** A real agent (in-process) logged in to `edge`, with a target mapping and optionally a source mapping. */
 async function agentOn(t: Test, edge: FakeEdge, servicePort: number, opts: { graceMs?: number; localPort?: number } = {}): Promise<RunningAgent> {
   const agent = startAgent({
-    server: `127.0.0.1:${edge.port}`,
+    server: `tcp://127.0.0.1:${edge.port}`,
     clientId: 600000001,
     authCode: 'tnxc_fake',
     logger: silentLogger(),

@@ -1,4 +1,6 @@
 import t, { type Test } from 'tap';
+import { EdgeDialer } from '../../shared/transport/dial.js';
+import { parseEdgeUrl } from '../../shared/transport/url.js';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -14,7 +16,7 @@ import { encodeMessage } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
 import { heldTransfer, startTransferTarget } from '../e2e/harness.js';
 import { bridgedEdges } from './cluster.js';
-import { canConnect, createWorld, eventually, freePort, sha, startTargetService, TEST_MAPPING_KEY, visit, WirePeer, type World } from './world.js';
+import { TEST_EDGE_TRANSPORT, canConnect, createWorld, eventually, freePort, sha, startTargetService, TEST_MAPPING_KEY, visit, WirePeer, type World } from './world.js';
 
 /**
  * Failover and drain with real agents and two in-process edges on one event log and one view
@@ -29,7 +31,7 @@ const NO_BACKOFF_WITHIN_TEST = { reconnectMinMs: 120_000, reconnectMaxMs: 240_00
 
 async function twoEdges(t: Test): Promise<{ w: World; b: RunningEdge; servers: string[] }> {
   const w = await createWorld(t);
-  const b = await startEdge({ store: w.store, view: w.view, logger: w.logger, nodeId: 'node-002', controlHost: '127.0.0.1', controlPort: 0, publicHost: '127.0.0.2', mappingKey: TEST_MAPPING_KEY });
+  const b = await startEdge({ store: w.store, view: w.view, logger: w.logger, nodeId: 'node-002', controlHost: '127.0.0.1', controlPort: 0, ...TEST_EDGE_TRANSPORT, publicHost: '127.0.0.2', mappingKey: TEST_MAPPING_KEY });
   t.teardown(() => b.stop());
   return { w, b, servers: [w.edgeAddress, `127.0.0.1:${b.controlPort}`] };
 }
@@ -83,7 +85,7 @@ async function refusingEdge(t: Test, name: string, events: string[]): Promise<st
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return `tcp://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 t.test('an agent given two edges fails over when its edge stops; its mappings work on the other', async (t) => {
@@ -316,8 +318,8 @@ t.test('drain with an agent that does not know it: a tunnel already requested st
 
   // The requested half arrives after the drain began: it pairs, and the visitor gets its tunnel.
   const half = dialTunnel({
-    edgeHost: '127.0.0.1',
-    edgePort: w.edge.controlPort,
+    edge: parseEdgeUrl(`tcp://127.0.0.1:${w.edge.controlPort}`, 8080),
+    dialer: new EdgeDialer({ trust: {} }),
     mappingId: m.mappingId,
     secretKey,
     session,
@@ -328,15 +330,15 @@ t.test('drain with an agent that does not know it: a tunnel already requested st
     clockOffsetMs: 0,
     timeoutMs: 5_000,
   });
-  const early = await half.ready;
+  const { socket: halfSocket, early } = await half.ready;
   agent.send(PacketType.CommandResp, { id: request.body.id, ok: true });
   const atTarget = [early];
-  half.socket.on('data', (c: Buffer) => atTarget.push(c));
-  half.socket.resume(); // readFirstFrame leaves it paused
-  await new Promise<void>((r) => half.socket.once('end', () => r()));
+  halfSocket.on('data', (c: Buffer) => atTarget.push(c));
+  halfSocket.resume(); // readFirstFrame leaves it paused
+  await new Promise<void>((r) => halfSocket.once('end', () => r()));
   t.equal(sha(Buffer.concat(atTarget)), sha(upload), 'the upload arrived whole at the target half');
   const answer = randomBytes(200_000);
-  half.socket.end(answer, () => agent.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }));
+  halfSocket.end(answer, () => agent.send(PacketType.TunnelEnd, { tunnel_id: tunnelId, role: 'target' }));
   t.equal(await visitorEnded, 'end', 'its FIN was vouched for on the session the edge kept');
   t.equal(sha(Buffer.concat(atVisitor)), sha(answer), 'the answer arrived whole at the visitor');
 

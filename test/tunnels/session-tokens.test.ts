@@ -7,7 +7,7 @@ import { createLogger, type Logger } from '../../shared/platform/logger.js';
 import { AgentFeature, WireErrorCode } from '../../shared/wire/codes.js';
 import type { Handshake, HandshakeResp } from '../../shared/wire/messages.js';
 import { PROTOCOL_VERSION, PacketType } from '../../shared/wire/packets.js';
-import { META, TEST_MAPPING_KEY, WirePeer, createWorld, eventually, type World } from './world.js';
+import { TEST_EDGE_TRANSPORT, META, TEST_MAPPING_KEY, WirePeer, createWorld, eventually, type World } from './world.js';
 
 /**
  * Session tokens end to end on real sockets: issued after an auth-code login (and a registration)
@@ -52,7 +52,7 @@ function errorCode(resp: HandshakeResp): string | undefined {
 }
 
 async function extraEdge(t: Test, w: World, nodeId: string, opts: Partial<EdgeOptions>): Promise<RunningEdge> {
-  const edge = await startEdge({ store: w.store, view: w.view, logger: w.logger, nodeId, controlHost: '127.0.0.1', controlPort: 0, publicHost: '127.0.0.1', mappingKey: TEST_MAPPING_KEY, ...opts });
+  const edge = await startEdge({ store: w.store, view: w.view, logger: w.logger, nodeId, controlHost: '127.0.0.1', controlPort: 0, ...TEST_EDGE_TRANSPORT, publicHost: '127.0.0.1', mappingKey: TEST_MAPPING_KEY, ...opts });
   t.teardown(() => edge.stop());
   return edge;
 }

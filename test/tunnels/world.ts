@@ -29,7 +29,20 @@ import {
 } from '../../services/edge/index.js';
 import { createProjectionWaiter, startProjector, type ProjectionWaiter } from '../../services/projector/index.js';
 import { freePort } from '../../shared/net/listen.js';
+import { generateSelfSigned, identityFrom, type TlsIdentity } from '../../shared/transport/cert.js';
 export { freePort };
+
+/**
+ * The certificate of every in-process test edge (one per test process): agents started by
+ * world.agent() connect over TLS pinned to it; raw wire peers still speak plaintext (the test
+ * edges allow both on one port, like an edge run with --allow-plaintext).
+ */
+export const TEST_TLS: TlsIdentity = (() => {
+  const made = generateSelfSigned(['127.0.0.1', 'localhost']);
+  return identityFrom(made.cert, made.key, 'test certificate');
+})();
+/** What a test edge gets: TLS from TEST_TLS, plaintext allowed too. */
+export const TEST_EDGE_TRANSPORT = { tls: TEST_TLS, allowPlaintext: true } as const;
 import { createStatePublisher, stateStreamName } from '../../shared/bus/state.js';
 import { createTestNats, type TestNats } from '../../shared/testkit/nats.js';
 
@@ -142,7 +155,7 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
   let view = new MemoryEdgeView();
   let feed = await startFeed(view);
   const launch = (nodeId: string, controlPort: number): Promise<RunningEdge> =>
-    startEdge({ store, view, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', mappingKey: TEST_MAPPING_KEY, ...edgeOpts });
+    startEdge({ store, view, logger, nodeId, controlHost: '127.0.0.1', controlPort, publicHost: '127.0.0.1', mappingKey: TEST_MAPPING_KEY, ...TEST_EDGE_TRANSPORT, ...edgeOpts });
   const edge = await launch('node-001', 0);
   const agents: RunningAgent[] = [];
   t.teardown(async () => {
@@ -234,6 +247,7 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
         controlPort: 0,
         publicHost: '127.0.0.1',
         mappingKey: TEST_MAPPING_KEY,
+        ...TEST_EDGE_TRANSPORT,
         ...opts,
       });
       t.teardown(() => edge.stop());
@@ -245,7 +259,7 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
       return deriveMappingSecret(TEST_MAPPING_KEY, mappingId, row.secret_generation);
     },
     agent(opts) {
-      const agent = startAgent({ server: world.edgeAddress, logger, reconnectMinMs: 50, reconnectMaxMs: 500, ...opts });
+      const agent = startAgent({ server: world.edgeAddress, logger, reconnectMinMs: 50, reconnectMaxMs: 500, tls: { fingerprint: TEST_TLS.fingerprint }, ...opts });
       agents.push(agent);
       return agent;
     },
