@@ -44,6 +44,7 @@ resource "kubernetes_deployment_v1" "edge" {
           run_as_non_root = true
           run_as_user     = 10001
           run_as_group    = 10001
+          fs_group        = 10001
           seccomp_profile {
             type = "RuntimeDefault"
           }
@@ -69,6 +70,9 @@ resource "kubernetes_deployment_v1" "edge" {
             "--listen-host", "0.0.0.0",
             "--advertise", "$(POD_IP)",
             "--control-port", tostring(local.control_port),
+            "--ws-port", tostring(local.ws_port),
+            "--tls-cert", "${local.edge_tls_dir}/tls.crt",
+            "--tls-key", "${local.edge_tls_dir}/tls.key",
             "--bridge-port", tostring(local.bridge_port),
             "--health", "0.0.0.0:${local.health_port}",
             "--drain-timeout", tostring(var.drain_timeout_seconds),
@@ -93,6 +97,10 @@ resource "kubernetes_deployment_v1" "edge" {
           port {
             name           = "control"
             container_port = local.control_port
+          }
+          port {
+            name           = "websocket"
+            container_port = local.ws_port
           }
           port {
             name           = "bridge"
@@ -161,10 +169,24 @@ resource "kubernetes_deployment_v1" "edge" {
             name       = "tmp"
             mount_path = "/tmp"
           }
+          # The certificate every edge serves (TLS 1.3 on the control and WebSocket ports).
+          volume_mount {
+            name       = "tls"
+            mount_path = local.edge_tls_dir
+            read_only  = true
+          }
         }
         volume {
           name = "tmp"
           empty_dir {}
+        }
+        volume {
+          name = "tls"
+          secret {
+            secret_name = var.edge_tls_secret
+            # Readable by the edge's group only (fs_group).
+            default_mode = "0440"
+          }
         }
       }
     }
@@ -197,6 +219,12 @@ resource "kubernetes_service_v1" "edge" {
       protocol    = "TCP"
       port        = local.control_port
       target_port = local.control_port
+    }
+    port {
+      name        = "websocket"
+      protocol    = "TCP"
+      port        = local.ws_port
+      target_port = local.ws_port
     }
     dynamic "port" {
       for_each = local.public_ports

@@ -49,6 +49,10 @@ locals {
   metrics_port = 9090
   health_port  = 8081
   bridge_port  = 50052
+  # WebSocket agents (wss://EDGE_DOMAIN:8443/tunnox); not tunnox's default 8081, the health port here.
+  ws_port = 8443
+  # Where the edge TLS secret (var.edge_tls_secret) is mounted.
+  edge_tls_dir = "/etc/tunnox/tls"
 
   # Flags every role shares: where the event log is, and GET /metrics on the pod's address (for
   # Prometheus; the port is not in any Service).

@@ -40,6 +40,15 @@ variable "edge_domain" {
   type        = string
 }
 
+variable "edge_tls_secret" {
+  description = "Name of a kubernetes.io/tls Secret in the namespace (tls.crt, tls.key) with the edges' certificate for edge_domain, e.g. issued by cert-manager: every edge serves the same one on the control and WebSocket ports (agents verify it against the system CAs, --ca or --fingerprint)"
+  type        = string
+  validation {
+    condition     = length(var.edge_tls_secret) > 0
+    error_message = "edge_tls_secret must name a kubernetes.io/tls Secret."
+  }
+}
+
 variable "api_domain" {
   description = "DNS name of the Management API (an Ingress rule)"
   type        = string

@@ -320,6 +320,8 @@ class Agent {
     } catch (err) {
       // A certificate that is not the trusted one: retrying would not change it.
       if (err instanceof TrustError) throw new AgentFatalError(err.code, err.message, { cause: err });
+      // A ws:// upgrade refused because the edge takes TLS only: as fatal as the TCP refusal below.
+      if ((err as { code?: string }).code === WireErrorCode.PlaintextRefused) throw new AgentFatalError(WireErrorCode.PlaintextRefused, errorMessage(err), { cause: err });
       if (!this.stopped) this.log.warn({ edge: edge.text, err: errorMessage(err) }, 'cannot reach the edge');
       return 'failed';
     } finally {

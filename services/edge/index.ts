@@ -549,7 +549,7 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
       }
       if (!(socket as TLSSocket).encrypted && !allowPlaintext) {
         const body = 'this edge accepts wss:// (TLS) only; ws:// needs --allow-plaintext on the edge\n';
-        socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+        socket.end(`HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Type: text/plain\r\nX-Tunnox-Error: ${WireErrorCode.PlaintextRefused}\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
         return;
       }
       wsAcceptor.upgrade(req, socket, head);

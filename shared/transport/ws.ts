@@ -215,7 +215,10 @@ export function upgradeClient(raw: Socket, url: string, timeoutMs: number): Prom
       res.on('data', (d: string) => {
         if (body.length < 500) body += d;
       });
-      res.once('end', () => fail(new TunnoxError('TNX_WS_REFUSED', `the edge refused the WebSocket upgrade at ${url}: HTTP ${res.statusCode}${body ? ` ${body.trim().slice(0, 300)}` : ''}`)));
+      // An edge names its refusal (e.g. TNX_WIRE_PLAINTEXT_REFUSED); anything else (an ingress, a proxy) is TNX_WS_REFUSED.
+      const named = res.headers['x-tunnox-error'];
+      const code = typeof named === 'string' && /^TNX_[A-Z_]+$/.test(named) ? named : 'TNX_WS_REFUSED';
+      res.once('end', () => fail(new TunnoxError(code, `the edge refused the WebSocket upgrade at ${url}: HTTP ${res.statusCode}${body ? ` ${body.trim().slice(0, 300)}` : ''}`)));
       res.once('error', () => fail(new TunnoxError('TNX_WS_REFUSED', `the edge refused the WebSocket upgrade at ${url}: HTTP ${res.statusCode}`)));
     });
     ws.once('error', (err) => fail(new TunnoxError('TNX_WS_FAILED', `WebSocket handshake with ${url} failed: ${err.message}`)));

@@ -22,6 +22,8 @@ export interface EdgeHandle {
   args: string[];
   /** `host:port` of GET /metrics, with `metrics: true`. */
   metrics: string | undefined;
+  /** The SHA-256 fingerprint of the edge's TLS certificate, from its ready line. */
+  fingerprint: string;
 }
 
 export interface ClusterHandle {
@@ -87,7 +89,7 @@ export async function startCluster(opts: { edges: string[]; name?: string; edgeA
       const ready = await proc.waitForLog((e) => e.msg === 'tunnox edge ready', 60_000);
       const controlAddress = String(ready.controlAddress);
       const metrics = typeof ready.metrics === 'string' ? ready.metrics : undefined;
-      return { proc, host, controlPort: Number(controlAddress.split(':').pop()), nodeId: String(ready.nodeId), controlAddress, args, metrics };
+      return { proc, host, controlPort: Number(controlAddress.split(':').pop()), nodeId: String(ready.nodeId), controlAddress, args, metrics, fingerprint: String(ready.fingerprint) };
     };
     const edges: EdgeHandle[] = [];
     for (const host of opts.edges) edges.push(await startEdge(host));

@@ -19,6 +19,7 @@ const VARS: Record<string, Value> = {
   api_domain: 'api.example.com',
   cluster_secret: 'test-cluster-secret-0123456789',
   api_key: 'tnxk_test-api-key-0123456789',
+  edge_tls_secret: 'edge-tls',
 };
 
 type Obj = Record<string, any>;
@@ -82,7 +83,7 @@ t.test('hcl.ts evaluates what the module uses', async (t) => {
 t.test('variables: the required ones, secrets marked sensitive and checked', async (t) => {
   const vars = m.json.variable as Record<string, Obj>;
   const required = Object.keys(vars).filter((v) => !('default' in vars[v]!)).sort();
-  t.same(required, ['api_domain', 'api_key', 'cluster_secret', 'edge_domain', 'image'], 'image, domains and secrets must be given');
+  t.same(required, ['api_domain', 'api_key', 'cluster_secret', 'edge_domain', 'edge_tls_secret', 'image'], 'image, domains, secrets and the edge certificate must be given');
   for (const s of ['cluster_secret', 'api_key']) {
     t.equal(vars[s]!.sensitive, true, `${s} is sensitive`);
     t.match(JSON.stringify(vars[s]!.validation), /length\(var\.\w+\) >= 16/, `${s} is checked for the 16 characters tunnox requires`);
@@ -188,6 +189,19 @@ function served(r: Role): Map<number, Set<string>> {
   return out;
 }
 
+t.test('edges serve the certificate of the edge TLS secret, mounted read-only for their group', async (t) => {
+  const e = ev();
+  const edge = role(e, 'edge');
+  const mount = (edge.container.volume_mount as Obj[]).find((v) => v.name === 'tls');
+  t.ok(mount?.read_only, 'mounted read-only');
+  t.equal(edge.flags.get('--tls-cert'), `${mount?.mount_path}/tls.crt`, '--tls-cert: the secret\'s tls.crt');
+  t.equal(edge.flags.get('--tls-key'), `${mount?.mount_path}/tls.key`, '--tls-key: the secret\'s tls.key');
+  const volume = (edge.pod.spec[0].volume as Obj[]).find((v) => v.name === 'tls');
+  t.equal(volume?.secret[0].secret_name, VARS.edge_tls_secret, 'from var.edge_tls_secret');
+  t.equal(volume?.secret[0].default_mode, '0440');
+  t.equal(edge.pod.spec[0].security_context[0].fs_group, edge.pod.spec[0].security_context[0].run_as_group, 'group-readable by the edge');
+});
+
 t.test('probes call endpoints the roles serve; edges are not killed while they drain', async (t) => {
   const e = ev();
   for (const name of ['api', 'projector', 'edge'] as const) {
@@ -240,7 +254,10 @@ t.test('edges: drain on the way out, one LoadBalancer for control and public por
   t.equal(control?.target_port, Number(edge.flags.get('--control-port')));
   const api = role(e, 'api');
   const [min, max] = String(api.flags.get('--public-port-range')).split('-').map(Number) as [number, number];
-  const publicPorts = ports.filter((p) => p.name !== 'control').map((p) => p.port as number);
+  const ws = ports.find((p) => p.name === 'websocket');
+  t.equal(ws?.port, Number(edge.flags.get('--ws-port')), 'the WebSocket port');
+  t.not(Number(edge.flags.get('--ws-port')), Number(String(edge.flags.get('--health')).split(':').pop()), 'not the health port');
+  const publicPorts = ports.filter((p) => p.name !== 'control' && p.name !== 'websocket').map((p) => p.port as number);
   t.same(publicPorts, Array.from({ length: max - min + 1 }, (_, i) => min + i), `every port of the API's --public-port-range ${min}-${max}`);
   t.ok(ports.every((p) => p.port === p.target_port && p.protocol === 'TCP'), 'TCP, to the same port on the pod');
   t.notOk(ports.some((p) => p.port === Number(edge.flags.get('--bridge-port')) || p.port === 9090), 'neither the bridge nor metrics are public');
