@@ -3,14 +3,14 @@
 // a chosen transport, and the mappings between them. `--transport tcp,tls,ws,wss` picks which
 // transports a bench measures (default: all of them).
 import { join } from 'node:path';
-import { canConnect, eventually, spawnTunnox, startServer, type Proc, type ServerHandle } from '../test/e2e/harness.js';
+import { canConnect, eventually, freePort, spawnTunnox, startServer, type Proc, type ServerHandle } from '../test/e2e/harness.js';
 import { strArg, UsageError } from './lib.js';
 
 /** How an agent reaches the edge. */
 export type Transport = 'tcp' | 'tls' | 'ws' | 'wss';
 export const TRANSPORTS: readonly Transport[] = ['tcp', 'tls', 'ws', 'wss'];
 /** The transports this build of tunnox has. */
-const AVAILABLE: readonly Transport[] = ['tcp'];
+const AVAILABLE: readonly Transport[] = ['tcp', 'tls', 'ws', 'wss'];
 
 /** `--transport a,b` (default: every transport this build has), in the order given; unknown names are an error. */
 export function transportsArg(): Transport[] {
@@ -56,7 +56,10 @@ export interface BenchServerOptions {
 }
 
 export async function startBenchServer(o: BenchServerOptions): Promise<BenchServer> {
-  const transportArgs = o.transports.flatMap((t) => serverArgs(t));
+  // One server for every transport asked for: plaintext allowed when tcp or ws is measured, a
+  // WebSocket port when ws or wss is (TLS, the default, needs nothing).
+  const wsPort = o.transports.some((t) => t === 'ws' || t === 'wss') ? await freePort() : 0;
+  const transportArgs = [...(o.transports.some((t) => t === 'tcp' || t === 'ws') ? ['--allow-plaintext'] : []), '--ws-port', String(wsPort)];
   const server = await startServer(['--data-dir', join(o.dir, 'server'), ...transportArgs], 'bench-admin-key-0123456789abcdef', o.env);
   const agents: Agent[] = [];
   const user = await server.api('POST', '/api/v1/users', { username: `bench${Date.now()}`, email: `bench${Date.now()}@example.com` });
@@ -75,7 +78,7 @@ export async function startBenchServer(o: BenchServerOptions): Promise<BenchServ
       const clientId = Number(client.body.client_id);
       const proc = spawnTunnox(
         [
-          'client', ...agentArgs(transport, server), '--client-id', String(clientId), '--auth-code', String(client.body.auth_code),
+          'client', ...agentArgs(transport, server, wsPort), '--client-id', String(clientId), '--auth-code', String(client.body.auth_code),
           '--credentials', join(o.dir, `creds-${++agentCount}.json`), '--log-level', 'warn',
         ],
         env,
@@ -110,22 +113,17 @@ export async function startBenchServer(o: BenchServerOptions): Promise<BenchServ
   };
 }
 
-/** What `tunnox server` needs to accept agents over `t`. */
-function serverArgs(t: Transport): string[] {
+/** How `tunnox client` reaches the bench server over `t` (TLS ones pinned to the server's certificate). */
+function agentArgs(t: Transport, server: ServerHandle, wsPort: number): string[] {
+  const pin = ['--fingerprint', server.fingerprint];
   switch (t) {
     case 'tcp':
-      return [];
-    default:
-      throw new Error(`transport ${t} is not in this build of tunnox yet`);
-  }
-}
-
-/** How `tunnox client` reaches the bench server over `t`. */
-function agentArgs(t: Transport, server: ServerHandle): string[] {
-  switch (t) {
-    case 'tcp':
-      return ['--server', `127.0.0.1:${server.controlPort}`];
-    default:
-      throw new Error(`transport ${t} is not in this build of tunnox yet`);
+      return ['--server', `tcp://127.0.0.1:${server.controlPort}`];
+    case 'tls':
+      return ['--server', `127.0.0.1:${server.controlPort}`, ...pin];
+    case 'ws':
+      return ['--server', `ws://127.0.0.1:${wsPort}/tunnox`];
+    case 'wss':
+      return ['--server', `wss://127.0.0.1:${wsPort}/tunnox`, ...pin];
   }
 }

@@ -99,7 +99,7 @@ export class Acceptor {
     socket.off('timeout', onPeekTimeout);
     socket.off('close', onPeekClose);
     socket.off('error', onPeekError);
-    delete socket[kAcceptor];
+    socket[kAcceptor] = undefined; // not delete: that would turn every socket into a slower, larger dictionary-mode object
     if (chunk[0] === TLS_HANDSHAKE_RECORD && this.context) {
       // Over the socket's own handle (what tls.Server does); the peeked bytes are fed to it first.
       const tls = new TLSSocket(socket, { isServer: true, secureContext: this.context, requestCert: false, rejectUnauthorized: false });
