@@ -152,7 +152,7 @@ transportOptions(metricsOptions(
       async (c, logger, lifecycle) => (await import('./server.js')).runServer(c, logger, lifecycle),
       (running, logger) => {
         logger.info(
-          { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, nodeId: running.nodeId, database: running.database, metrics: running.metrics },
+          { mode: running.mode, apiUrl: running.apiUrl, controlAddress: running.controlAddress, wsAddress: running.wsAddress, fingerprint: running.fingerprint, nodeId: running.nodeId, database: running.database, metrics: running.metrics },
           'tunnox server ready',
         );
         // The key itself is printed once, when it is generated: under a supervisor this banner lands

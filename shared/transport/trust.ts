@@ -69,9 +69,15 @@ export class KnownEdges {
     return (await this.load()).get(address);
   }
 
-  /** Records `address`'s fingerprint (first use). */
+  /**
+   * Records `address`'s fingerprint (first use). The file is read again first, so agents that share
+   * a credentials folder (and so this file) keep each other's lines.
+   */
   async add(address: string, fingerprint: string): Promise<void> {
+    const mine = await this.load();
+    this.entries = undefined;
     const map = await this.load();
+    for (const [a, f] of mine) if (!map.has(a)) map.set(a, f);
     map.set(address, fingerprint);
     const text = '# edges this agent trusted on first use: host:port sha256:<certificate fingerprint>\n' + [...map].map(([a, f]) => `${a} ${f}\n`).join('');
     this.writing = this.writing.then(async () => {

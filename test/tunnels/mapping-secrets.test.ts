@@ -250,7 +250,7 @@ t.test('jetstream: a legacy log (secrets in MappingCreated v1) replays, and its 
   const clusterSecret = `copy-cluster-secret-${randomBytes(6).toString('hex')}`;
   const server = spawnTunnox([
     'server', '--data-dir', dir, '--nats', TEST_NATS_URL, '--database', db2.url, '--stream', copyStream, '--subject-prefix', copyPrefix,
-    '--cluster-secret', clusterSecret, '--api-port', '0', '--control-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--metrics-port', '0',
+    '--cluster-secret', clusterSecret, '--api-port', '0', '--control-port', '0', '--ws-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--metrics-port', '0',
   ]);
   t.teardown(async () => {
     await server.stop();
@@ -260,9 +260,10 @@ t.test('jetstream: a legacy log (secrets in MappingCreated v1) replays, and its 
   const ready = await server.waitForLog((e) => e.msg === 'tunnox server ready', 60_000);
   const control = String(ready.controlAddress);
   const pushed: AgentMapping[] = [];
-  const agentA = startAgent({ server: control, clientId: a.clientId, authCode: a.authCode, logger: w.logger, onConfig: (m) => pushed.push(...m) });
+  const tls = { fingerprint: String(ready.fingerprint) };
+  const agentA = startAgent({ server: control, tls, clientId: a.clientId, authCode: a.authCode, logger: w.logger, onConfig: (m) => pushed.push(...m) });
   const pushedB: AgentMapping[] = [];
-  const agentB = startAgent({ server: control, clientId: b.clientId, authCode: b.authCode, logger: w.logger, onConfig: (m) => pushedB.push(...m) });
+  const agentB = startAgent({ server: control, tls, clientId: b.clientId, authCode: b.authCode, logger: w.logger, onConfig: (m) => pushedB.push(...m) });
   t.teardown(() => Promise.all([agentA.stop(), agentB.stop()]));
   await eventually(() => agentA.listeningPorts().get(MAPPING) === localPort, 'source listener on the server', 30_000);
   await eventually(() => pushedB.some((m) => m.mapping_id === MAPPING), 'target config on the server', 30_000);
