@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 
 /**
  * Idle time before the kernel starts TCP keepalive probes on a connection. Keepalive finds peers

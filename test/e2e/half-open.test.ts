@@ -22,7 +22,8 @@ t.test('100 agents killed with -9 mid-session: the edge gives back their fds and
   t.teardown(() => dir.remove());
   // Short heartbeats keep the 100 sessions chatty (a heartbeat each per second) while they live.
   const server = await startServer(
-    ['--data-dir', join(dir.path, 'data'), '--control-host', host, '--anonymous-rate', '1000', '--heartbeat-interval', '1', '--heartbeat-timeout', '5'],
+    // The raw agents (raw-agents.ts) speak plain TCP frames.
+    ['--data-dir', join(dir.path, 'data'), '--control-host', host, '--allow-plaintext', '--anonymous-rate', '1000', '--heartbeat-interval', '1', '--heartbeat-timeout', '5'],
     `key-${randomBytes(12).toString('hex')}`,
   );
   t.teardown(() => server.proc.stop());

@@ -250,7 +250,7 @@ t.test('jetstream: a legacy log (secrets in MappingCreated v1) replays, and its 
   const clusterSecret = `copy-cluster-secret-${randomBytes(6).toString('hex')}`;
   const server = spawnTunnox([
     'server', '--data-dir', dir, '--nats', TEST_NATS_URL, '--database', db2.url, '--stream', copyStream, '--subject-prefix', copyPrefix,
-    '--cluster-secret', clusterSecret, '--api-port', '0', '--control-port', '0', '--ws-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--metrics-port', '0',
+    '--cluster-secret', clusterSecret, '--bridge-port', '0', '--api-port', '0', '--control-port', '0', '--ws-port', '0', '--control-host', '127.0.0.1', '--public-host', '127.0.0.1', '--metrics-port', '0',
   ]);
   t.teardown(async () => {
     await server.stop();
