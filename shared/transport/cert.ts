@@ -87,7 +87,8 @@ export function generateSelfSigned(names: readonly string[], days = 3650): { cer
   const cn = names[0] ?? 'tunnox-edge';
   const name = seq(der(0x31, seq(oid('2.5.4.3'), der(0x0c, Buffer.from(cn, 'utf8')))));
   const serial = randomBytes(16);
-  serial[0]! &= 0x7f; // positive INTEGER
+  // Positive and minimally encoded: DER allows no leading zero byte (OpenSSL refuses one).
+  serial[0] = (serial[0]! & 0x7f) | 0x40;
   const now = Date.now();
   const san = seq(...names.map((n) => (isIP(n) ? der(0x87, ipBytes(n)) : der(0x82, Buffer.from(n, 'ascii')))));
   const extensions = der(

@@ -105,6 +105,13 @@ t.test('cert: a generated certificate is self-signed ECDSA P-256 for its names; 
   t.equal(parseFingerprint(fp.toUpperCase().replace('SHA256', 'sha256')), fp, 'any case');
   for (const bad of ['', 'sha256:abc', 'md5:' + 'a'.repeat(64), fp + '00', 'sha256:' + 'g'.repeat(64)]) t.throws(() => parseFingerprint(bad), { message: /invalid fingerprint/ });
   t.throws(() => identityFrom(m.cert, generateSelfSigned([]).key, 'x'), { message: /does not belong/ }, 'a key of another certificate');
+  // DER is strict (minimal integers): every one of many generated certificates must parse.
+  let parsed = 0;
+  for (let i = 0; i < 300; i++) {
+    const g = generateSelfSigned(['127.0.0.1']);
+    if (new X509Certificate(g.cert).verify(new X509Certificate(g.cert).publicKey)) parsed++;
+  }
+  t.equal(parsed, 300, '300 generated certificates all parse and verify');
 });
 
 t.test('cert: generated once into the data dir (key 0600) and reused; flags win', async (t) => {

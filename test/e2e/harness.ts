@@ -141,7 +141,7 @@ export async function startServer(args: string[], apiKey: string, env: Record<st
     proc,
     apiUrl,
     controlPort,
-    fingerprint: proc.lines.map((l) => /TLS fingerprint: (sha256:[0-9a-f]{64})/.exec(l)?.[1]).find((f) => f !== undefined) ?? '',
+    fingerprint: String(ready.fingerprint),
     apiKey,
     api: apiClient(apiUrl, apiKey),
   };

@@ -30,7 +30,8 @@ t.test('standalone: TLS by default; CA, pin and first-use trust; changed certifi
     await server.proc.stop();
   });
   const fp = await opensslFingerprint(cert.cert);
-  t.equal(server.fingerprint, fp, 'the server prints the SHA-256 fingerprint of its certificate');
+  t.equal(server.fingerprint, fp, 'the server logs the SHA-256 fingerprint of its certificate');
+  t.ok(await eventually('the banner', async () => server.proc.lines.some((l) => l.includes(`TLS fingerprint: ${fp}`))), 'and prints it in its banner');
   const addr = (): string => `127.0.0.1:${server.controlPort}`;
 
   const user = (await server.api('POST', '/api/v1/users', { username: 'tls', email: 'tls@example.com' })).body.user_id as number;

@@ -31,7 +31,7 @@ t.test('WebSocket: wss agents directly and through tinyproxy; ws:// refused with
     for (const p of procs) await p.stop();
     await server.proc.stop();
   });
-  t.ok(server.proc.lines.some((l) => l.includes(`wss://127.0.0.1:${wsPort}/tunnox`)), 'the banner names the WebSocket endpoint');
+  t.ok(await eventually('the banner', async () => server.proc.lines.some((l) => l.includes(`wss://127.0.0.1:${wsPort}/tunnox`))), 'the banner names the WebSocket endpoint');
   const url = `wss://127.0.0.1:${wsPort}/tunnox`;
   const fp = ['--fingerprint', server.fingerprint];
 
