@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 NPM_STAMP := node_modules/.tunnox-installed
 
-.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-echo bench-memory bench-activation bench-bridge bench-cluster cluster bench-reconnect typecheck clean
+.PHONY: setup build run test test-unit test-e2e bench bench-throughput bench-echo bench-memory bench-activation bench-control-plane bench-bridge bench-cluster cluster bench-reconnect typecheck clean
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -49,6 +49,11 @@ bench-memory: setup
 
 bench-activation: setup
 	node dist/bench/activation.js $(ARGS)
+
+# Management API commands/s and read-your-writes p50/p99 at 1, 16, 64 callers while agents churn, against raw appends (ARGS='--nats URL --database URL' for JetStream).
+bench-control-plane: setup
+	scripts/ensure-services.sh
+	node dist/bench/control-plane.js $(ARGS)
 
 # Node-to-node gRPC bridge: single stream vs a minimal grpc-js relay (64 KiB and 4 MiB windows), 200 streams × 4 MiB.
 bench-bridge: setup
