@@ -35,7 +35,9 @@ export interface AcceptorOptions {
 }
 
 const kAcceptor = Symbol('tunnox.acceptor');
-type Peeking = Socket & { [kAcceptor]?: Acceptor };
+/** An accepted socket: net.Server sets `server` on each, and the acceptor hangs off the server (no per-socket field). */
+type Peeking = Socket & { server?: Server & { [kAcceptor]?: Acceptor } };
+const acceptorOf = (s: Peeking): Acceptor | undefined => s.server?.[kAcceptor];
 
 /**
  * One TCP port that serves TLS and, where the handler accepts it, plaintext: it peeks at the first
@@ -46,7 +48,9 @@ type Peeking = Socket & { [kAcceptor]?: Acceptor };
  */
 export class Acceptor {
   private server: Server | undefined;
-  private readonly pending = new Set<Socket>();
+  /** Sockets that have not sent their first byte, with when they were accepted (oldest first). */
+  private readonly pending = new Map<Socket, number>();
+  private sweeper: NodeJS.Timeout | undefined;
   private readonly context: SecureContext | undefined;
   readonly firstByteTimeoutMs: number;
   private boundPort = 0;
@@ -67,11 +71,16 @@ export class Acceptor {
     await listen(server, { host: this.o.host, port: this.o.port });
     this.server = server;
     this.boundPort = (server.address() as AddressInfo).port;
+    // One timer for every silent connection, not one per socket: a socket's own setTimeout keeps its
+    // Timeout object (and a bound closure) for the socket's whole life, even once cleared.
+    this.sweeper = setInterval(() => this.sweep(), Math.max(10, Math.min(1_000, Math.floor(this.firstByteTimeoutMs / 4))));
+    this.sweeper.unref();
     return this.boundPort;
   }
 
   /** Stops accepting; resolves once every accepted connection has closed (as net.Server.close). */
   close(): Promise<void> {
+    clearInterval(this.sweeper);
     const server = this.server;
     if (!server) return Promise.resolve();
     return new Promise((resolve) => server.close(() => resolve()));
@@ -79,18 +88,26 @@ export class Acceptor {
 
   /** Destroys connections that have not sent their first byte yet. */
   destroyPending(): void {
-    for (const s of this.pending) s.destroy();
+    for (const s of this.pending.keys()) s.destroy();
     this.pending.clear();
+  }
+
+  /** Closes connections that stayed silent past the first-byte timeout (the map is oldest first). */
+  private sweep(): void {
+    const cutoff = Date.now() - this.firstByteTimeoutMs;
+    for (const [s, at] of this.pending) {
+      if (at > cutoff) break;
+      this.pending.delete(s);
+      s.destroy();
+    }
   }
 
   /** @internal */
   accepted(socket: Peeking): void {
-    socket[kAcceptor] = this;
-    this.pending.add(socket);
+    this.pending.set(socket, Date.now());
     socket.on('error', onPeekError);
     socket.once('readable', onPeekReadable);
     socket.once('close', onPeekClose);
-    socket.setTimeout(this.firstByteTimeoutMs, onPeekTimeout);
   }
 
   /** @internal */
@@ -102,11 +119,8 @@ export class Acceptor {
     }
     socket.unshift(chunk);
     this.pending.delete(socket);
-    socket.setTimeout(0);
-    socket.off('timeout', onPeekTimeout);
     socket.off('close', onPeekClose);
     socket.off('error', onPeekError);
-    socket[kAcceptor] = undefined; // not delete: that would turn every socket into a slower, larger dictionary-mode object
     if (chunk[0] === TLS_HANDSHAKE_RECORD && this.context) {
       // Over the socket's own handle (what tls.Server does); the peeked bytes are fed to it first.
       const tls = new TLSSocket(socket, { isServer: true, secureContext: this.context, requestCert: false, rejectUnauthorized: false });
@@ -126,13 +140,10 @@ function onConnection(this: Server & { [kAcceptor]?: Acceptor }, socket: Socket)
   this[kAcceptor]!.accepted(socket);
 }
 function onPeekReadable(this: Peeking): void {
-  this[kAcceptor]?.classify(this);
-}
-function onPeekTimeout(this: Peeking): void {
-  this.destroy();
+  acceptorOf(this)?.classify(this);
 }
 function onPeekClose(this: Peeking): void {
-  this[kAcceptor]?.forget(this);
+  acceptorOf(this)?.forget(this);
 }
 function onPeekError(this: Peeking): void {
   // The 'close' that follows forgets the socket; nothing to report for a connection that said nothing.

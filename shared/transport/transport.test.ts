@@ -272,3 +272,16 @@ t.test('proxy: every transport through a real tinyproxy (HTTP CONNECT)', async (
   const refused = new EdgeDialer({ trust: {}, proxy: { proxy: `http://127.0.0.1:${e.port}` } });
   await t.rejects(refused.dial(parseEdgeUrl('tcp://127.0.0.1:1', 8080), 2_000).conn, { message: /proxy http:\/\/127\.0\.0\.1:\d+/ }, 'a proxy that does not answer CONNECT is named');
 });
+
+t.test('acceptor: a connection that never sends its first byte is closed after the timeout', async (t) => {
+  const acc = new Acceptor({ host: '127.0.0.1', port: 0, tls: identity(), firstByteTimeoutMs: 200, onConn: (c) => c.destroy() });
+  await acc.start();
+  t.teardown(() => acc.close());
+  const { connect } = await import('node:net');
+  const started = Date.now();
+  const s = connect({ host: '127.0.0.1', port: acc.port });
+  s.on('error', () => undefined);
+  await new Promise((r) => s.once('close', r));
+  const ms = Date.now() - started;
+  t.ok(ms >= 150 && ms < 5_000, `closed after ${ms} ms (timeout 200 ms, swept by one shared timer)`);
+});
