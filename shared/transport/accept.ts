@@ -3,6 +3,7 @@ import { TLSSocket, createSecureContext, type SecureContext } from 'node:tls';
 import { KEEPALIVE_OPTIONS } from '../net/keepalive.js';
 import { listen } from '../net/listen.js';
 import type { TlsIdentity } from './cert.js';
+import type { Listener } from './conn.js';
 
 /** The first byte of every TLS connection (a handshake record); no Tunnox frame or HTTP request starts with it. */
 const TLS_HANDSHAKE_RECORD = 0x16;
@@ -46,7 +47,7 @@ const acceptorOf = (s: Peeking): Acceptor | undefined => s.server?.[kAcceptor];
  * connection (module functions with the acceptor on the socket), so an idle tunnel costs what
  * its sockets do.
  */
-export class Acceptor {
+export class Acceptor implements Listener {
   private server: Server | undefined;
   /** Sockets that have not sent their first byte, with when they were accepted (oldest first). */
   private readonly pending = new Map<Socket, number>();

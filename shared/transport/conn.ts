@@ -26,7 +26,16 @@ export interface Listener {
   destroyPending(): void;
 }
 
-/** Opens one connection to an edge: the transport, verified, ready for the first frame. */
+/** A dial in progress: abort() destroys whatever socket it holds (`conn` then rejects). */
+export interface PendingDial {
+  readonly conn: Promise<Conn>;
+  abort(): void;
+}
+
+/**
+ * Opens connections to edges by URL (the scheme picks the transport): each resolves with the
+ * transport connected and verified, ready for the first frame. EdgeDialer (dial.ts) is the one.
+ */
 export interface Dialer {
-  dial(signal?: AbortSignal): Promise<Conn>;
+  dial(url: import('./url.js').EdgeUrl, timeoutMs: number): PendingDial;
 }

@@ -2,7 +2,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { KEEPALIVE_OPTIONS } from '../net/keepalive.js';
 import { TunnoxError } from '../platform/errors.js';
-import type { Conn } from './conn.js';
+import type { Conn, Dialer, PendingDial } from './conn.js';
 import { connectViaProxy, proxyFor, type HttpProxy, type ProxySettings } from './proxy.js';
 import { TrustError, verifyEdge, type TrustOptions, type TrustVerdict } from './trust.js';
 import type { EdgeUrl } from './url.js';
@@ -16,11 +16,7 @@ export interface DialOptions {
   onTrusted?: ((address: string, verdict: TrustVerdict, fingerprint: string | undefined) => void) | undefined;
 }
 
-/** A dial in progress: abort() destroys whatever socket it holds (the promise then rejects). */
-export interface PendingDial {
-  readonly conn: Promise<Conn>;
-  abort(): void;
-}
+export type { PendingDial } from './conn.js';
 
 /**
  * Dials agents' edges by URL scheme (frp style: the transport is chosen by the address, the
@@ -30,7 +26,7 @@ export interface PendingDial {
  * the certificate check. A dial resolves only once the edge is verified: nothing (no credential)
  * is written to an edge that is not trusted.
  */
-export class EdgeDialer {
+export class EdgeDialer implements Dialer {
   private readonly sessions = new Map<string, Buffer>();
   private readonly reported = new Set<string>();
 
