@@ -6,6 +6,7 @@ import * as m0004 from './0004_client_credentials.js';
 import * as m0005 from './0005_api_idempotency.js';
 import * as m0006 from './0006_derived_mapping_secrets.js';
 import * as m0007 from './0007_api_keys.js';
+import * as m0008 from './0008_mapping_limits.js';
 
 /** All migrations, in order. Names are permanent once released. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '0005_api_idempotency': m0005,
   '0006_derived_mapping_secrets': m0006,
   '0007_api_keys': m0007,
+  '0008_mapping_limits': m0008,
 };

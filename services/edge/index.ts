@@ -16,7 +16,7 @@ import { authenticate, decoy, usedFeatures } from './handshake.js';
 import { PublicListeners } from './public.js';
 import { ControlSession, type ConfigRetryPolicy } from './session.js';
 import { SessionTokens, type SessionTokenOptions } from './session-token.js';
-import { TunnelBroker } from './tunnels.js';
+import { TunnelBroker, type TunnelLimits } from './tunnels.js';
 import type { EdgeRoutes } from './routes.js';
 import { ConcurrencyCap, KeyedRateLimiter, LogRationer, LoginRationer } from './rate-limit.js';
 import { verifySecret } from '../../shared/platform/secrets.js';
@@ -56,6 +56,8 @@ export const SILENT_AGENT_RECLAIM_BOUND_MS = 45_000;
 class LoginBusyError extends Error {}
 
 export { closeStaleSessions } from './facts.js';
+export { DEFAULT_TUNNEL_LIMITS, type TunnelLimits } from './tunnels.js';
+export { DEFAULT_VISITOR_RATE } from './public.js';
 export type { EdgeMetrics, TunnelKind } from './metrics.js';
 export * from './view/index.js';
 export {
@@ -176,6 +178,13 @@ export interface EdgeOptions {
   allowPlaintext?: boolean;
   /** Serve the same protocol over WebSocket at path /tunnox on this port (0 = ephemeral); default: no WebSocket. */
   wsPort?: number;
+  /**
+   * Flood limits: per mapping (defaults for mappings that set no max_connections/max_pending_opens)
+   * and the flow control of tunnel requests per target agent; see TunnelLimits and DEFAULT_TUNNEL_LIMITS.
+   */
+  tunnelLimits?: Partial<TunnelLimits>;
+  /** New visitor connections per source IP on public ports (token bucket); default DEFAULT_VISITOR_RATE, perSecond 0 = off. */
+  visitorRate?: { perSecond: number; burst: number };
 }
 
 export interface RunningEdge {
@@ -205,6 +214,10 @@ export interface EdgeStats {
   /** The agents served here, not the draining sessions that only wait for their tunnels. */
   sessions: number;
   tunnels: number;
+  /** Tunnels waiting for their target's half here; of those, tunnel.open requests in flight and visitors queued (flow control). */
+  pendingTunnels: number;
+  inFlightOpens: number;
+  queuedOpens: number;
   publicListeners: number;
   /** scrypt auth-code verifications run since start (what session tokens save). */
   credentialChecks: number;
@@ -273,8 +286,17 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     endAttestTimeoutMs: opts.endAttestTimeoutMs ?? 5_000,
     ...(opts.bridge ? { remote: opts.bridge.remote } : {}),
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
+    ...(opts.tunnelLimits ? { limits: opts.tunnelLimits } : {}),
   });
-  const publicListeners = new PublicListeners({ view, logger: log, host: opts.publicHost ?? '0.0.0.0', broker });
+  const publicListeners = new PublicListeners({
+    view,
+    logger: log,
+    host: opts.publicHost ?? '0.0.0.0',
+    broker,
+    warnings,
+    ...(opts.visitorRate ? { visitorRate: opts.visitorRate } : {}),
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
+  });
   let stopping: Promise<void> | undefined;
   let draining: Promise<void> | undefined;
 
@@ -658,7 +680,16 @@ export async function startEdge(opts: EdgeOptions): Promise<RunningEdge> {
     stats: () => {
       let served = 0;
       for (const s of sessions.values()) if (!s.draining) served++;
-      return { sessions: served, tunnels: broker.stats().active, publicListeners: publicListeners.count, ...counters };
+      const b = broker.stats();
+      return {
+        sessions: served,
+        tunnels: b.active,
+        pendingTunnels: b.pending,
+        inFlightOpens: b.inFlightOpens,
+        queuedOpens: b.queuedOpens,
+        publicListeners: publicListeners.count,
+        ...counters,
+      };
     },
     drain(timeoutMs) {
       if (stopping) return stopping;

@@ -5,6 +5,10 @@ import type { EdgeView, MappingState as MappingRow } from './view/view.js';
 import type { TunnelBroker } from './tunnels.js';
 import { listen } from '../../shared/net/listen.js';
 import { keepAlive } from '../../shared/net/keepalive.js';
+import { resetStream } from '../../shared/net/pipe.js';
+import { WireErrorCode } from '../../shared/wire/codes.js';
+import type { EdgeMetrics } from './metrics.js';
+import { KeyedRateLimiter, type LogRationer } from './rate-limit.js';
 
 interface PublicListener {
   mapping: MappingRow;
@@ -16,7 +20,19 @@ export interface PublicListenersOptions {
   logger: Logger;
   host: string;
   broker: TunnelBroker;
+  /**
+   * New visitor connections per source IP, over all public ports of this edge: a token bucket
+   * refilled at `perSecond` holding at most `burst`. A visitor over it is reset at once, before
+   * any tunnel is asked for. perSecond 0 = no limit.
+   */
+  visitorRate?: { perSecond: number; burst: number };
+  /** Where refusals are logged (rationed). */
+  warnings?: LogRationer;
+  metrics?: EdgeMetrics;
 }
+
+/** Default per-IP visitor rate: 100 new connections a second, bursts of 500. */
+export const DEFAULT_VISITOR_RATE = { perSecond: 100, burst: 500 };
 
 /**
  * One TCP listener per enabled public mapping, reconciled against the edge view whenever a
@@ -31,8 +47,17 @@ export class PublicListeners {
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = false;
+  private readonly visitors: KeyedRateLimiter | undefined;
 
-  constructor(private readonly o: PublicListenersOptions) {}
+  constructor(private readonly o: PublicListenersOptions) {
+    const rate = o.visitorRate ?? DEFAULT_VISITOR_RATE;
+    this.visitors = rate.perSecond > 0 ? new KeyedRateLimiter(rate.perSecond * 60, Math.max(1, rate.burst)) : undefined;
+  }
+
+  /** Source IPs the visitor rate limiter remembers now (bounded; for tests). */
+  get rateLimitedKeys(): number {
+    return this.visitors?.size ?? 0;
+  }
 
   get count(): number {
     return this.listeners.size;
@@ -92,6 +117,15 @@ export class PublicListeners {
     const server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
     const listener: PublicListener = { mapping, server };
     server.on('connection', (visitor: Socket) => {
+      const ip = visitor.remoteAddress ?? '?';
+      if (this.visitors && !this.visitors.take(ip)) {
+        visitor.on('error', () => undefined);
+        resetStream(visitor);
+        this.o.metrics?.tunnelFailed(WireErrorCode.TunnelRateLimited);
+        const reason = 'visitor refused: source IP over its rate of new connections';
+        if (this.o.warnings) this.o.warnings.warn(reason, { mappingId: listener.mapping.mapping_id, remoteAddr: ip }, reason);
+        return;
+      }
       visitor.setNoDelay(true);
       keepAlive(visitor);
       this.o.broker.openForVisitor(visitor, listener.mapping, randomBytes(16).toString('hex'));

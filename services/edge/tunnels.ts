@@ -56,6 +56,50 @@ interface PendingTunnel {
   readonly ticket: string;
   readonly timer: NodeJS.Timeout;
   readonly onOriginClose: () => void;
+  /** The mapping's idle_timeout in ms, for the pump (undefined: never). */
+  readonly idleTimeoutMs: number | undefined;
+  /** Flow control: waiting in its target session's queue, tunnel.open sent, or gone from `pending`. */
+  phase: 'queued' | 'sent' | 'done';
+}
+
+/**
+ * Flow control of the tunnel requests to one target agent session: at most `window` tunnel.open
+ * requests in flight (a credit each, from sending it until the agent's target half arrives, the
+ * agent refuses it, or the open timeout passes), the rest wait in a FIFO of at most `queue`
+ * visitors; beyond that new visitors are refused at once (TNX_TUNNEL_BUSY). A flood therefore
+ * costs the agent's control connection `window` small frames at a time, never a backlog.
+ */
+interface OpenFlow {
+  readonly credits: Map<string, NodeJS.Timeout>;
+  /** FIFO; may hold entries that left meanwhile (phase 'done'), skipped when they come up. */
+  queue: PendingTunnel[];
+  /** Live entries of `queue`. */
+  queued: number;
+}
+
+/** A mapping's tunnels on this edge: all of them (pending, waiting for a bridge stream, running) and the pending ones. */
+interface MappingSlots {
+  connections: number;
+  pending: number;
+}
+
+/** Defaults of the flood limits (TunnelBrokerOptions.limits). */
+export const DEFAULT_TUNNEL_LIMITS: TunnelLimits = {
+  maxConnectionsPerMapping: 10_000,
+  maxPendingOpensPerMapping: 256,
+  openWindowPerAgent: 32,
+  openQueuePerAgent: 1024,
+};
+
+export interface TunnelLimits {
+  /** Concurrent tunnels of one mapping on this edge, unless the mapping sets max_connections. */
+  maxConnectionsPerMapping: number;
+  /** Visitors of one mapping waiting for the target's half on this edge, unless the mapping sets max_pending_opens. */
+  maxPendingOpensPerMapping: number;
+  /** tunnel.open requests in flight to one target agent session. */
+  openWindowPerAgent: number;
+  /** Visitors queued behind that window, per target agent session. */
+  openQueuePerAgent: number;
 }
 
 type AgentRole = TunnelEnd['role'];
@@ -110,11 +154,16 @@ export interface TunnelBrokerOptions {
   remote?: RemoteTargets;
   /** Tunnel counts and bytes for the process's metrics. */
   metrics?: EdgeMetrics;
+  /** Flood limits; each one missing takes DEFAULT_TUNNEL_LIMITS'. */
+  limits?: Partial<TunnelLimits>;
 }
 
 export interface TunnelStats {
   pending: number;
   active: number;
+  /** tunnel.open requests in flight to target agents, and visitors queued behind them (flow control). */
+  inFlightOpens: number;
+  queuedOpens: number;
 }
 
 /**
@@ -146,14 +195,30 @@ export class TunnelBroker {
   private draining = false;
   /** Called (and cleared) whenever a tunnel, pending or running, goes away: see nextSettle(). */
   private settleWaiters: (() => void)[] = [];
+  private readonly limits: TunnelLimits;
+  private readonly flows = new Map<ControlSession, OpenFlow>();
+  private readonly slots = new Map<number, MappingSlots>();
 
   constructor(private readonly o: TunnelBrokerOptions) {
     this.guard = new ReplayGuard(o.replayWindowMs);
     this.log = o.logger;
+    this.limits = { ...DEFAULT_TUNNEL_LIMITS, ...o.limits };
   }
 
   stats(): TunnelStats {
-    return { pending: this.pending.size, active: this.active.size };
+    let inFlightOpens = 0;
+    let queuedOpens = 0;
+    for (const f of this.flows.values()) {
+      inFlightOpens += f.credits.size;
+      queuedOpens += f.queued;
+    }
+    return { pending: this.pending.size, active: this.active.size, inFlightOpens, queuedOpens };
+  }
+
+  /** A mapping's tunnels here now (for tests and operators). */
+  mappingLoad(mappingId: number): MappingSlots {
+    const s = this.slots.get(mappingId);
+    return { connections: s?.connections ?? 0, pending: s?.pending ?? 0 };
   }
 
   /** No tunnel at all: none running, none waiting for its target's half or for a bridge stream. */
@@ -260,6 +325,11 @@ export class TunnelBroker {
   failSession(session: ControlSession): void {
     for (const p of this.pending.values()) {
       if (p.session === session) this.fail(p, WireErrorCode.TunnelTargetOffline, 'target agent disconnected');
+    }
+    const flow = this.flows.get(session);
+    if (flow) {
+      for (const credit of flow.credits.values()) clearTimeout(credit);
+      this.flows.delete(session);
     }
     for (const t of this.active.values()) {
       for (const w of [t.waits.source, t.waits.target]) if (w && w.session === session) w.finish(false);
@@ -371,6 +441,8 @@ export class TunnelBroker {
   stop(): void {
     this.stopping = true;
     for (const p of this.pending.values()) this.fail(p, WireErrorCode.TunnelTargetOffline, 'edge shutting down');
+    for (const flow of this.flows.values()) for (const credit of flow.credits.values()) clearTimeout(credit);
+    this.flows.clear();
     for (const origin of this.remotePending.keys()) reset(origin);
     for (const t of this.active.values()) {
       reset(t.a);
@@ -418,15 +490,37 @@ export class TunnelBroker {
       this.failOrigin(origin, tunnelId, WireErrorCode.TunnelRefused, 'tunnel refused');
       return;
     }
+    const slots = this.slots.get(mapping.mapping_id) ?? { connections: 0, pending: 0 };
+    const maxConnections = mapping.max_connections ?? this.limits.maxConnectionsPerMapping;
+    if (slots.connections >= maxConnections) {
+      this.warn('tunnel refused: the mapping has max_connections tunnels on this edge', { ...ctx, maxConnections });
+      this.failOrigin(origin, tunnelId, WireErrorCode.TunnelLimit, 'too many connections to this mapping');
+      return;
+    }
     const session = this.o.findSession(mapping.target_client_id);
     if (!session || session.closed) {
       const remote = mayBridge ? this.o.remote?.open({ tunnelId, mappingId: mapping.mapping_id, targetClientId: mapping.target_client_id }) : null;
       if (remote) {
+        this.takeSlot(mapping.mapping_id, slots, false);
         this.startRemote(tunnelId, mapping, grant, origin, remote);
         return;
       }
       this.log.info({ ...ctx, targetClientId: mapping.target_client_id }, 'tunnel failed: target agent not connected to this edge or any other');
       this.failOrigin(origin, tunnelId, WireErrorCode.TunnelTargetOffline, 'target agent is offline');
+      return;
+    }
+    const maxPending = mapping.max_pending_opens ?? this.limits.maxPendingOpensPerMapping;
+    if (slots.pending >= maxPending) {
+      this.warn('tunnel refused: the mapping has max_pending_opens visitors waiting for its target on this edge', { ...ctx, maxPending });
+      this.failOrigin(origin, tunnelId, WireErrorCode.TunnelBusy, 'too many connections waiting for the target');
+      return;
+    }
+    let flow = this.flows.get(session);
+    if (!flow) this.flows.set(session, (flow = { credits: new Map(), queue: [], queued: 0 }));
+    const mustQueue = flow.credits.size >= this.limits.openWindowPerAgent;
+    if (mustQueue && flow.queued >= this.limits.openQueuePerAgent) {
+      this.warn('tunnel refused: the target agent\'s queue of tunnel requests is full', { ...ctx, targetClientId: mapping.target_client_id });
+      this.failOrigin(origin, tunnelId, WireErrorCode.TunnelBusy, 'too many connections waiting for the target');
       return;
     }
     const p: PendingTunnel = {
@@ -440,30 +534,105 @@ export class TunnelBroker {
       timer: setTimeout(() => this.fail(p, WireErrorCode.TunnelTimeout, `target did not open within ${this.o.openTimeoutMs} ms`), this.o.openTimeoutMs),
       onOriginClose: () => {
         if (this.pending.get(tunnelId) !== p) return;
-        this.pending.delete(tunnelId);
+        this.dropPending(p, true);
         this.settled();
         clearTimeout(p.timer);
         if (origin.kind === 'bridge') origin.settle.reject(new TunnoxError(WireErrorCode.TunnelRefused, 'visitor went away'));
         this.log.debug(ctx, 'origin went away before the target answered');
       },
+      idleTimeoutMs: mapping.idle_timeout ? mapping.idle_timeout * 1000 : undefined,
+      phase: 'queued',
     };
     p.timer.unref();
+    this.takeSlot(mapping.mapping_id, slots, true);
     this.pending.set(tunnelId, p);
     origin.socket.once('close', p.onOriginClose);
+    if (!mustQueue) this.sendOpen(p, flow, mapping);
+    else {
+      flow.queue.push(p);
+      flow.queued++;
+      // Entries that left while queued are skipped when they come up; compact a queue made mostly of them.
+      if (flow.queue.length > 2 * this.limits.openQueuePerAgent + 16) flow.queue = flow.queue.filter((q) => q.phase === 'queued');
+    }
+  }
+
+  /** Counts a new tunnel of a mapping here (`pending`: it waits for the target's half on this edge). */
+  private takeSlot(mappingId: number, slots: MappingSlots, pending: boolean): void {
+    slots.connections++;
+    if (pending) slots.pending++;
+    this.slots.set(mappingId, slots);
+  }
+
+  /** A tunnel of a mapping is gone from this edge: its origin is closed or handed to nobody. */
+  private freeSlot(mappingId: number): void {
+    const s = this.slots.get(mappingId);
+    if (!s) return;
+    s.connections--;
+    if (s.connections <= 0 && s.pending <= 0) this.slots.delete(mappingId);
+  }
+
+  /**
+   * Removes a pending tunnel (paired, failed or abandoned); `gone`: the tunnel ends here with it
+   * (its mapping slot is freed too; a paired one keeps its slot while it runs).
+   */
+  private dropPending(p: PendingTunnel, gone: boolean): void {
+    this.pending.delete(p.tunnelId);
+    const s = this.slots.get(p.mappingId);
+    if (s) s.pending--;
+    if (gone) this.freeSlot(p.mappingId);
+    if (p.phase === 'queued') {
+      const flow = this.flows.get(p.session);
+      if (flow) flow.queued--;
+    }
+    p.phase = 'done';
+  }
+
+  /** Sends a pending tunnel's tunnel.open on a credit of its target session's window. */
+  private sendOpen(p: PendingTunnel, flow: OpenFlow, mapping: MappingRow): void {
+    const { session, tunnelId } = p;
+    p.phase = 'sent';
+    const credit = setTimeout(() => this.releaseCredit(session, tunnelId), this.o.openTimeoutMs);
+    credit.unref();
+    flow.credits.set(tunnelId, credit);
     void session
       .configSettled()
       .then(() => {
-        if (this.pending.get(tunnelId) !== p) return undefined; // failed or abandoned meanwhile
+        if (this.pending.get(tunnelId) !== p) {
+          this.releaseCredit(session, tunnelId); // failed or abandoned meanwhile: nothing was asked
+          return undefined;
+        }
         const request = { tunnel_id: tunnelId, mapping_id: mapping.mapping_id, target_host: mapping.target_host, target_port: mapping.target_port, ticket: p.ticket };
         return session.command('tunnel.open', request, this.o.openTimeoutMs);
       })
       .then((resp) => {
-        if (!resp) return;
-        if (!resp.ok && this.pending.get(tunnelId) === p) {
+        if (!resp || resp.ok) return; // ok: the credit comes back with the agent's target half
+        this.releaseCredit(session, tunnelId);
+        if (this.pending.get(tunnelId) === p) {
           const code = resp.error?.code === WireErrorCode.TunnelTimeout ? WireErrorCode.TunnelTimeout : WireErrorCode.TunnelTargetFailed;
           this.fail(p, code, resp.error?.message ?? 'target agent refused');
         }
       });
+  }
+
+  /** A tunnel.open's work at the agent is over: its credit goes to the next queued visitor. */
+  private releaseCredit(session: ControlSession, tunnelId: string): void {
+    const flow = this.flows.get(session);
+    const credit = flow?.credits.get(tunnelId);
+    if (!flow || credit === undefined) return;
+    clearTimeout(credit);
+    flow.credits.delete(tunnelId);
+    while (flow.credits.size < this.limits.openWindowPerAgent && flow.queue.length > 0) {
+      const next = flow.queue.shift()!;
+      if (next.phase !== 'queued' || this.pending.get(next.tunnelId) !== next) continue;
+      const mapping = this.o.findMapping(next.mappingId);
+      flow.queued--;
+      if (!mapping || !mapping.enabled) {
+        next.phase = 'done';
+        this.fail(next, WireErrorCode.TunnelRefused, 'mapping removed');
+        continue;
+      }
+      this.sendOpen(next, flow, mapping);
+    }
   }
 
   /**
@@ -474,6 +643,8 @@ export class TunnelBroker {
    */
   private pairTarget(target: Conn, targetEarly: Buffer, open: TunnelOpen, session: ControlSession): void {
     const ctx = { mappingId: open.mapping_id, tunnelId: open.tunnel_id, clientId: open.client_id };
+    // Whatever becomes of it: the agent's work on this tunnel.open is done.
+    this.releaseCredit(session, open.tunnel_id);
     const p = this.pending.get(open.tunnel_id);
     if (!p || p.mappingId !== open.mapping_id || p.targetClientId !== open.client_id) {
       this.warn('tunnel refused: no pending tunnel with this id (expired, already paired or never requested)', ctx);
@@ -485,9 +656,9 @@ export class TunnelBroker {
       this.refuse(target, open.tunnel_id, WireErrorCode.TunnelRefused, 'tunnel refused');
       return;
     }
-    this.pending.delete(p.tunnelId);
-    clearTimeout(p.timer);
     const { origin } = p;
+    this.dropPending(p, origin.socket.destroyed);
+    clearTimeout(p.timer);
     // Not settled() here: below, the tunnel either becomes active in this same tick or is refused.
     origin.socket.off('close', p.onOriginClose);
     if (origin.socket.destroyed) {
@@ -525,10 +696,13 @@ export class TunnelBroker {
     this.log.debug(ctx, 'tunnel open');
     // The continuation names `tunnel`, never `p`: the pending record (its timer, its close
     // handler and the context of start()) must not live as long as the tunnel.
-    void pipeSockets(origin.socket, target, this.endChecks(tunnel, source, 'target', ctx)).then((r) => {
+    const idleTimeoutMs = p.idleTimeoutMs;
+    void pipeSockets(origin.socket, target, { ...this.endChecks(tunnel, source, 'target', ctx), ...(idleTimeoutMs ? { idleTimeoutMs } : {}) }).then((r) => {
       for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
       this.noticeIfReset(tunnel);
       this.active.delete(tunnel.tunnelId);
+      this.freeSlot(tunnel.mappingId);
+      if (r.idle) this.log.debug(ctx, 'tunnel reset: idle timeout');
       this.o.metrics?.tunnelClosed(tunnel.kind, r.bytesAtoB + earlyToTarget, r.bytesBtoA + earlyToVisitor);
       this.settled();
       this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'tunnel closed');
@@ -611,7 +785,7 @@ export class TunnelBroker {
 
   private fail(p: PendingTunnel, code: WireErrorCode, message: string): void {
     if (this.pending.get(p.tunnelId) !== p) return;
-    this.pending.delete(p.tunnelId);
+    this.dropPending(p, true);
     this.settled();
     clearTimeout(p.timer);
     p.origin.socket.off('close', p.onOriginClose);
@@ -639,6 +813,7 @@ export class TunnelBroker {
       (stream) => {
         this.remotePending.delete(origin.socket);
         if (origin.socket.destroyed || this.stopping) {
+          this.freeSlot(mapping.mapping_id);
           reset(stream);
           if (!origin.socket.destroyed) origin.socket.destroy();
           this.settled();
@@ -663,10 +838,13 @@ export class TunnelBroker {
         this.o.metrics?.tunnelOpened(tunnel.kind);
         const earlyToTarget = origin.kind === 'client' ? origin.early.length : 0;
         this.log.debug(ctx, 'tunnel open across the bridge');
-        void pipeSockets(origin.socket, stream, this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx)).then((r) => {
+        const idleTimeoutMs = mapping.idle_timeout ? mapping.idle_timeout * 1000 : undefined;
+        const checks = this.endChecks(tunnel, origin.kind === 'client' ? 'source' : undefined, undefined, ctx);
+        void pipeSockets(origin.socket, stream, { ...checks, ...(idleTimeoutMs ? { idleTimeoutMs } : {}) }).then((r) => {
           for (const w of [tunnel.waits.source, tunnel.waits.target]) w?.finish(false);
           this.noticeIfReset(tunnel);
           this.active.delete(tunnelId);
+          this.freeSlot(tunnel.mappingId);
           this.o.metrics?.tunnelClosed(tunnel.kind, r.bytesAtoB + earlyToTarget, r.bytesBtoA);
           this.settled();
           this.log.debug({ ...ctx, bytesIn: r.bytesAtoB, bytesOut: r.bytesBtoA, err: r.error?.message }, 'bridged tunnel closed');
@@ -674,6 +852,7 @@ export class TunnelBroker {
       },
       (err: unknown) => {
         this.remotePending.delete(origin.socket);
+        this.freeSlot(mapping.mapping_id);
         this.settled();
         const code = err instanceof TunnoxError && isWireCode(err.code) ? err.code : WireErrorCode.TunnelTargetFailed;
         this.log.info({ ...ctx, code, err: (err as Error).message }, 'tunnel failed: the target\'s edge did not open it');

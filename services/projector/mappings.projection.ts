@@ -82,6 +82,9 @@ export const mappingsProjection: Projection = {
           local_port: d.local_port,
           public_port: d.public_port,
           secret_generation: d.secret_generation,
+          idle_timeout: d.idle_timeout ?? null,
+          max_connections: d.max_connections ?? null,
+          max_pending_opens: d.max_pending_opens ?? null,
           enabled: d.enabled,
           // No agent has reported on a new mapping yet.
           status: d.enabled ? 'pending' : 'disabled',

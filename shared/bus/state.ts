@@ -70,6 +70,10 @@ export const MappingStateSchema = z.object({
    */
   secret_generation: z.number().int().min(1).default(1),
   enabled: z.boolean(),
+  /** Flood limits (MappingCreated): null or absent (a state published before them) = never / the edge's default. */
+  idle_timeout: z.number().int().positive().nullable().optional(),
+  max_connections: z.number().int().positive().nullable().optional(),
+  max_pending_opens: z.number().int().positive().nullable().optional(),
 });
 export type MappingState = z.infer<typeof MappingStateSchema>;
 
@@ -98,6 +102,9 @@ export const MAPPING_STATE_COLUMNS = [
   'public_port',
   'secret_generation',
   'enabled',
+  'idle_timeout',
+  'max_connections',
+  'max_pending_opens',
 ] as const;
 
 /** A clients row (CLIENT_STATE_COLUMNS) as the view holds it: null (a tombstone) once deleted. */

@@ -77,6 +77,14 @@ export const ClientDisconnected = z.object({
   reason: z.string(),
 });
 
+/** The ranges of the mapping limits (MappingCreated, the API's body, the domain's shape check). */
+export const MAPPING_LIMITS = {
+  idle_timeout: { min: 1, max: 604_800 },
+  max_connections: { min: 1, max: 1_000_000 },
+  max_pending_opens: { min: 1, max: 100_000 },
+} as const;
+const limit = (k: keyof typeof MAPPING_LIMITS): z.ZodOptional<z.ZodNumber> => z.number().int().min(MAPPING_LIMITS[k].min).max(MAPPING_LIMITS[k].max).optional();
+
 const MappingFields = {
   mapping_id: Id,
   user_id: Id,
@@ -90,6 +98,15 @@ const MappingFields = {
   local_port: Port.nullable(),
   public_port: Port.nullable(),
   enabled: z.boolean(),
+  /**
+   * Flood limits, each optional (absent in older events and when not asked for: the edge's
+   * default applies; see MAPPING_LIMITS). idle_timeout: seconds without a byte either way after
+   * which a tunnel is reset (absent = never). max_connections: concurrent tunnels of the mapping
+   * per edge. max_pending_opens: visitors per edge waiting for the target agent's half.
+   */
+  idle_timeout: limit('idle_timeout'),
+  max_connections: limit('max_connections'),
+  max_pending_opens: limit('max_pending_opens'),
 };
 
 /** A mapping's secret generation: 1 at creation, one more at each rotation. */

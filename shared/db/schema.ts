@@ -70,6 +70,10 @@ export interface MappingsTable {
   public_port: number | null;
   /** What the mapping's secret is derived from (shared/platform/mapping-secrets.ts); no secret is stored. */
   secret_generation: number;
+  /** Flood limits (MappingCreated); null = never (idle_timeout) or the edge's default. */
+  idle_timeout: number | null;
+  max_connections: number | null;
+  max_pending_opens: number | null;
   enabled: boolean;
   /** Derived from enabled and the two sides' reports (see mappings.projection.ts). */
   status: MappingStatus;

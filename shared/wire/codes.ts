@@ -30,6 +30,15 @@ export const WireErrorCode = {
   AgentConfigFailed: 'TNX_AGENT_CONFIG_FAILED',
   /** A config.delta did not apply to the agent's config (another base version): push the full config. */
   AgentConfigBase: 'TNX_AGENT_CONFIG_BASE',
+  /** The mapping has max_connections tunnels on this edge already: refused at once. */
+  TunnelLimit: 'TNX_TUNNEL_LIMIT',
+  /**
+   * Too many visitors wait for the target agent's half: the mapping's max_pending_opens on this
+   * edge, or the target agent's queue of tunnel requests (flow control), is full. Refused at once.
+   */
+  TunnelBusy: 'TNX_TUNNEL_BUSY',
+  /** The visitor's source IP opened new connections to public ports faster than the edge allows. */
+  TunnelRateLimited: 'TNX_TUNNEL_RATE_LIMITED',
   EdgeInternal: 'TNX_EDGE_INTERNAL',
   /** The edge is draining (shutting down gracefully): it takes no new sessions or tunnels; try another edge. */
   EdgeDraining: 'TNX_EDGE_DRAINING',

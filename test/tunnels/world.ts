@@ -93,6 +93,10 @@ export interface World {
     targetHost?: string;
     localPort?: number;
     publicPort?: number;
+    /** Flood limits (MappingCreated.idle_timeout, max_connections, max_pending_opens). */
+    idleTimeout?: number;
+    maxConnections?: number;
+    maxPendingOpens?: number;
   }): Promise<{ mappingId: number; publicPort: number | null }>;
   deleteMapping(mappingId: number): Promise<void>;
   /** Stops the edge and starts a new one on the same control port (agents reconnect to it). */
@@ -219,6 +223,9 @@ export async function createWorld(t: Test, edgeOpts: Partial<EdgeOptions> = {}, 
           localPort: input.localPort ?? null,
           publicPort,
           publicPortRange: publicPort === null ? { min: 1, max: 1 } : { min: publicPort, max: publicPort },
+          idleTimeout: input.idleTimeout ?? null,
+          maxConnections: input.maxConnections ?? null,
+          maxPendingOpens: input.maxPendingOpens ?? null,
         },
         META,
       );

@@ -42,6 +42,10 @@ export interface CreateMappingInput {
   publicPort?: number | null;
   /** Ports the edge may open publicly; explicit ports must lie inside it too. */
   publicPortRange: PortRange;
+  /** Flood limits (see MappingCreated); absent = the edge's default. */
+  idleTimeout?: number | null;
+  maxConnections?: number | null;
+  maxPendingOpens?: number | null;
   /** The quota of a user whose account has no event yet (the server's default tier); default unlimited. */
   defaultQuota?: Quota;
 }
@@ -110,6 +114,9 @@ export async function createMapping(store: EventStore, input: CreateMappingInput
     local_host: input.localHost ?? null,
     local_port: input.localPort ?? null,
     public_port: publicPort,
+    ...(input.idleTimeout != null ? { idle_timeout: input.idleTimeout } : {}),
+    ...(input.maxConnections != null ? { max_connections: input.maxConnections } : {}),
+    ...(input.maxPendingOpens != null ? { max_pending_opens: input.maxPendingOpens } : {}),
   });
 
   // Reject bad shapes before anything is allocated. A placeholder port stands in for one that

@@ -1,4 +1,4 @@
-import type { DomainEvent, EventData, TypedStoredEvent } from '../../contracts/events.js';
+import { MAPPING_LIMITS, type DomainEvent, type EventData, type TypedStoredEvent } from '../../contracts/events.js';
 import type { Decider } from '../decider.js';
 import { DomainError, NotFoundError } from '../../platform/errors.js';
 import { DOMAIN_ERRORS, RuleViolationError } from '../errors.js';
@@ -50,6 +50,11 @@ export function validateMappingShape(d: CreateMapping['data']): void {
   }
   if (d.target_host.length === 0) invalid('target_host must not be empty', 'target_host');
   if (!isPort(d.target_port)) invalid('target_port must be 1-65535', 'target_port');
+  for (const field of ['idle_timeout', 'max_connections', 'max_pending_opens'] as const) {
+    const v = d[field];
+    const { min, max } = MAPPING_LIMITS[field];
+    if (v !== undefined && (!Number.isInteger(v) || v < min || v > max)) invalid(`${field} must be an integer within ${min}-${max}`, field);
+  }
   if (d.source_client_id !== null) {
     if (d.source_client_id === d.target_client_id) invalid('source and target client must differ', 'target_client_id');
     if (d.local_port === null) invalid('a client-to-client mapping needs local_port', 'local_port');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAPPING_LIMITS } from '../../../../shared/contracts/events.js';
 import { ClientId, Host, MappingId, Port, Timestamp, UserId, iso } from '../../schemas.js';
 import type { MappingReadRow } from './queries.js';
 
@@ -23,6 +24,15 @@ export const CreateMappingBody = z.strictObject({
   local_port: Port.optional().describe('Client-to-client only, and required there; unique per source client (409 TNX_LOCAL_PORT_TAKEN)'),
   local_host: Host.optional().describe('Client-to-client only; default 127.0.0.1 on the agent'),
   public_port: Port.optional().describe('Public only; omitted = first free port of the range'),
+  idle_timeout: limit('idle_timeout')
+    .optional()
+    .describe('Seconds without a byte in either direction after which a tunnel is reset (RST on both ends); omitted = never'),
+  max_connections: limit('max_connections')
+    .optional()
+    .describe('Concurrent tunnels of this mapping per edge; more visitors are refused at once; omitted = the edge default (--max-connections-per-mapping)'),
+  max_pending_opens: limit('max_pending_opens')
+    .optional()
+    .describe("Visitors per edge waiting for the target agent's half; more are refused at once; omitted = the edge default (--max-pending-opens-per-mapping)"),
 });
 
 /** PATCH /mappings/{id}: the fields a mapping may change; at least one. */
@@ -35,6 +45,9 @@ export const PatchMappingBody = z
   .refine((b) => b.enabled !== undefined || b.target_host !== undefined || b.target_port !== undefined, {
     message: 'name at least one of enabled, target_host, target_port',
   });
+function limit(field: keyof typeof MAPPING_LIMITS): z.ZodNumber {
+  return z.number().int().min(MAPPING_LIMITS[field].min).max(MAPPING_LIMITS[field].max);
+}
 
 /**
  * `pending` until every agent side the mapping needs has reported it running (the source agent's
@@ -55,6 +68,9 @@ export const MappingView = z.object({
   local_host: z.string().nullable(),
   local_port: Port.nullable(),
   public_port: Port.nullable(),
+  idle_timeout: z.number().int().nullable().describe('Seconds; null = never'),
+  max_connections: z.number().int().nullable().describe('null = the edge default'),
+  max_pending_opens: z.number().int().nullable().describe('null = the edge default'),
   enabled: z.boolean(),
   status: MappingStatus,
   error: z.string().optional().describe('Present when status is error: the agent-side reason, e.g. "source: local port 13306 in use"'),
@@ -79,6 +95,9 @@ export function mappingView(row: MappingReadRow): MappingView {
     local_host: row.local_host,
     local_port: row.local_port,
     public_port: row.public_port,
+    idle_timeout: row.idle_timeout,
+    max_connections: row.max_connections,
+    max_pending_opens: row.max_pending_opens,
     enabled: row.enabled,
     status: row.status,
     ...(row.status === 'error' && row.error !== null ? { error: row.error } : {}),
