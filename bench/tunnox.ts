@@ -60,7 +60,9 @@ export async function startBenchServer(o: BenchServerOptions): Promise<BenchServ
   // WebSocket port when ws or wss is (TLS, the default, needs nothing).
   const wsPort = o.transports.some((t) => t === 'ws' || t === 'wss') ? await freePort() : 0;
   const transportArgs = [...(o.transports.some((t) => t === 'tcp' || t === 'ws') ? ['--allow-plaintext'] : []), '--ws-port', String(wsPort)];
-  const server = await startServer(['--data-dir', join(o.dir, 'server'), ...transportArgs], 'bench-admin-key-0123456789abcdef', o.env);
+  // --visitor-rate 0: the benches open thousands of visitors from 127.0.0.1 as fast as they can;
+  // they measure tunnels, not the per-IP rate limiter.
+  const server = await startServer(['--data-dir', join(o.dir, 'server'), '--visitor-rate', '0', ...transportArgs], 'bench-admin-key-0123456789abcdef', o.env);
   const agents: Agent[] = [];
   const user = await server.api('POST', '/api/v1/users', { username: `bench${Date.now()}`, email: `bench${Date.now()}@example.com` });
   if (user.status !== 201) throw new Error(`creating the bench user: ${user.status} ${JSON.stringify(user.body)}`);

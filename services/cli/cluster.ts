@@ -19,6 +19,7 @@ import { InfrastructureError, errorMessage } from '../../shared/platform/errors.
 import type { TunnoxMetrics } from './metrics.js';
 import { VERSION } from './version.js';
 import { loadOrCreateIdentity, type TlsIdentity } from '../../shared/transport/cert.js';
+import { floodOptions, type FloodLimits } from './config.js';
 
 /*
  * The building blocks every process of a cluster is made of: `tunnox server --nats` composes all of
@@ -121,6 +122,7 @@ export interface ClusterEdgeConfig extends ClusterNames {
   nodeId: string | undefined;
   allowAnonymous: boolean;
   anonymousPerMinutePerIp: number;
+  floodLimits: FloodLimits;
   /**
    * Signs and checks agents' session tokens; default: derived from the cluster secret, so every
    * edge accepts every other's tokens (none without a secret).
@@ -172,7 +174,7 @@ export async function loadEdgeTransport(
 
 type EdgeSettingKeys =
   | 'controlPort' | 'bridgePort' | 'advertiseHost' | 'clusterSecret' | 'nodeId' | 'allowAnonymous' | 'anonymousPerMinutePerIp' | 'drainTimeoutMs'
-  | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'transport';
+  | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'transport' | 'floodLimits';
 
 /** The edge settings `tunnox server` and `tunnox edge` share, taken from either's config. */
 export function edgeSettings(c: {
@@ -183,6 +185,7 @@ export function edgeSettings(c: {
   nodeId?: string | undefined;
   allowAnonymous: boolean;
   anonymousPerMinutePerIp: number;
+  floodLimits: FloodLimits;
   drainTimeoutMs?: number | undefined;
   heartbeatIntervalMs?: number | undefined;
   heartbeatTimeoutMs?: number | undefined;
@@ -195,6 +198,7 @@ export function edgeSettings(c: {
     nodeId: c.nodeId,
     allowAnonymous: c.allowAnonymous,
     anonymousPerMinutePerIp: c.anonymousPerMinutePerIp,
+    floodLimits: c.floodLimits,
     ...(c.drainTimeoutMs !== undefined ? { drainTimeoutMs: c.drainTimeoutMs } : {}),
     ...(c.heartbeatIntervalMs !== undefined ? { heartbeatIntervalMs: c.heartbeatIntervalMs } : {}),
     ...(c.heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs: c.heartbeatTimeoutMs } : {}),
@@ -298,6 +302,7 @@ export async function startClusterEdge(opts: {
     tls: config.transport.tls,
     allowPlaintext: config.transport.allowPlaintext,
     ...(config.transport.wsPort !== undefined ? { wsPort: config.transport.wsPort } : {}),
+    ...floodOptions(config.floodLimits),
     ...(tokenKey ? { sessionTokens: { key: tokenKey } } : {}),
     mappingKey,
     routes: new EdgeRoutes({ routes, nodeId, logger: log }),

@@ -32,6 +32,27 @@ const TransportFields = {
   wsPort: Port,
 };
 
+/**
+ * The edge's flood limits (--max-connections-per-mapping, --max-pending-opens-per-mapping,
+ * --visitor-rate, --visitor-burst): defaults for mappings that set none, and the per-IP token
+ * bucket of new visitor connections on public ports (visitorRatePerIp 0 = no limit).
+ */
+export const FloodLimitsSchema = z.strictObject({
+  maxConnectionsPerMapping: z.number().int().min(1),
+  maxPendingOpensPerMapping: z.number().int().min(1),
+  visitorRatePerIp: z.number().int().min(0),
+  visitorBurstPerIp: z.number().int().min(1),
+});
+export type FloodLimits = z.infer<typeof FloodLimitsSchema>;
+
+/** The EdgeOptions a FloodLimits config stands for. */
+export function floodOptions(f: FloodLimits): { tunnelLimits: { maxConnectionsPerMapping: number; maxPendingOpensPerMapping: number }; visitorRate: { perSecond: number; burst: number } } {
+  return {
+    tunnelLimits: { maxConnectionsPerMapping: f.maxConnectionsPerMapping, maxPendingOpensPerMapping: f.maxPendingOpensPerMapping },
+    visitorRate: { perSecond: f.visitorRatePerIp, burst: f.visitorBurstPerIp },
+  };
+}
+
 /** Parsed once at start-up from flags and environment (main.ts); strict: unknown keys are a bug. */
 export const ServerConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
@@ -51,6 +72,7 @@ export const ServerConfigSchema = z.strictObject({
   anonymousPerMinutePerIp: z.number().int().min(0),
   /** Anonymous clients unused this long expire (services/projector/expiry.ts); 0 = never. */
   anonymousTtlMs: AnonymousTtl,
+  floodLimits: FloodLimitsSchema,
   streamName: z.string().regex(/^[A-Za-z0-9_-]+$/),
   subjectPrefix: z.string().regex(/^[a-z0-9_-]+$/),
   /** JetStream replicas of the streams and KV buckets this process creates (existing ones keep theirs). */
@@ -135,6 +157,7 @@ export const EdgeRoleConfigSchema = z.strictObject({
   nodeId: ServerConfigSchema.shape.nodeId,
   allowAnonymous: z.boolean(),
   anonymousPerMinutePerIp: z.number().int().min(0),
+  floodLimits: FloodLimitsSchema,
   health: HealthAddress,
   /** On SIGTERM: how long running tunnels may go on while agents move (RunningEdge.drain). */
   drainTimeoutMs: z.number().int().min(0),

@@ -102,6 +102,10 @@ transportOptions(metricsOptions(
   .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
   .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
   .addOption(anonymousTtlOption())
+  .option('--max-connections-per-mapping <n>', 'concurrent tunnels of one mapping on this edge, for mappings that set no max_connections', intArg('--max-connections-per-mapping', 1, 1000000), 10000)
+  .option('--max-pending-opens-per-mapping <n>', 'visitors of one mapping waiting for the target agent here, for mappings that set no max_pending_opens', intArg('--max-pending-opens-per-mapping', 1, 100000), 256)
+  .option('--visitor-rate <n>', 'new visitor connections per second per source IP on public ports (0 = no limit)', intArg('--visitor-rate', 0, 1000000), 100)
+  .option('--visitor-burst <n>', 'burst of new visitor connections per source IP on public ports', intArg('--visitor-burst', 1, 1000000), 500)
   .option('--node-id <id>', 'fixed node id (default: node-001 standalone, won from the NATS node registry otherwise)')
   .option('--stream <name>', 'JetStream stream for domain events', 'TUNNOX_EVENTS')
   .option('--subject-prefix <prefix>', 'NATS subject prefix', 'tunnox')
@@ -136,6 +140,7 @@ transportOptions(metricsOptions(
           allowAnonymous: o.anonymous !== false,
           anonymousPerMinutePerIp: o.anonymousRate,
           anonymousTtlMs: o.anonymousTtl,
+          floodLimits: floodLimitValues(o),
           streamName: o.stream,
           subjectPrefix: o.subjectPrefix,
           streamReplicas: o.streamReplicas,
@@ -229,6 +234,16 @@ function transportValues(o: Flags): { tlsCert: unknown; tlsKey: unknown; allowPl
 }
 
 /** Flags every cluster process shares: where the event log is and what it is called. */
+/** The edge's flood-limit flags (server and edge commands), as FloodLimitsSchema takes them. */
+function floodLimitValues(o: Flags): Record<string, unknown> {
+  return {
+    maxConnectionsPerMapping: o.maxConnectionsPerMapping,
+    maxPendingOpensPerMapping: o.maxPendingOpensPerMapping,
+    visitorRatePerIp: o.visitorRate,
+    visitorBurstPerIp: o.visitorBurst,
+  };
+}
+
 function clusterOptions(cmd: Command): Command {
   return metricsOptions(cmd)
     .option('--nats <url>', 'NATS JetStream URL (default: $TUNNOX_NATS_URL)')
@@ -349,6 +364,10 @@ transportOptions(clusterOptions(
     .option('--node-id <id>', 'fixed node id (default: won from the NATS node registry)')
     .option('--no-anonymous', 'refuse agents without credentials (no anonymous registration)')
     .option('--anonymous-rate <n>', 'anonymous registrations allowed per remote IP per minute', intArg('--anonymous-rate', 0, 100000), 10)
+    .option('--max-connections-per-mapping <n>', 'concurrent tunnels of one mapping on this edge, for mappings that set no max_connections', intArg('--max-connections-per-mapping', 1, 1000000), 10000)
+    .option('--max-pending-opens-per-mapping <n>', 'visitors of one mapping waiting for the target agent here, for mappings that set no max_pending_opens', intArg('--max-pending-opens-per-mapping', 1, 100000), 256)
+    .option('--visitor-rate <n>', 'new visitor connections per second per source IP on public ports (0 = no limit)', intArg('--visitor-rate', 0, 1000000), 100)
+    .option('--visitor-burst <n>', 'burst of new visitor connections per source IP on public ports', intArg('--visitor-burst', 1, 1000000), 500)
     .option('--health <host:port>', 'serve GET /healthz on this address')
     .option('--heartbeat-interval <seconds>', 'how often the edge heartbeats an idle agent session (and agents heartbeat it)', intArg('--heartbeat-interval', 1, 3600), 10)
     .option('--heartbeat-timeout <seconds>', 'an agent session silent this long is closed, the agent marked offline and its tunnels reset (agents hold the edge to the same deadline); at most 45', intArg('--heartbeat-timeout', 2, 45), 30)
@@ -368,6 +387,7 @@ transportOptions(clusterOptions(
         nodeId: o.nodeId,
         allowAnonymous: o.anonymous !== false,
         anonymousPerMinutePerIp: o.anonymousRate,
+        floodLimits: floodLimitValues(o),
         health: o.health,
         drainTimeoutMs: Number(o.drainTimeout) * 1000,
         heartbeatIntervalMs: Number(o.heartbeatInterval) * 1000,

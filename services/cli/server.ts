@@ -16,7 +16,7 @@ import { InfrastructureError } from '../../shared/platform/errors.js';
 import { randomToken } from '../../shared/platform/secrets.js';
 import { MAPPING_MASTER_KEY_BYTES, deriveMappingMasterKey, generateMappingMasterKey } from '../../shared/platform/mapping-secrets.js';
 import { connectNats, edgeSettings, hostPort, loadEdgeTransport, nodeBucketName, tlsNames, openDatabase, openEventLog, startClusterEdge, startClusterPresenceSweeper } from './cluster.js';
-import type { ServerConfig } from './config.js';
+import { floodOptions, type ServerConfig } from './config.js';
 import { startEmbeddedPostgres } from './embedded-postgres.js';
 import { startMetrics } from './metrics.js';
 import { VERSION } from './version.js';
@@ -234,6 +234,7 @@ export async function runServer(config: ServerConfig, logger: Logger, lifecycle:
       anonymousPerMinutePerIp: config.anonymousPerMinutePerIp,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       heartbeatTimeoutMs: config.heartbeatTimeoutMs,
+      ...floodOptions(config.floodLimits),
       sessionTokens: { key: await sessionTokenKey(config) },
       mappingKey: await mappingMasterKey(config),
       tls: transport.tls,

@@ -31,6 +31,13 @@ export interface PublicListenersOptions {
   metrics?: EdgeMetrics;
 }
 
+/**
+ * Listen backlog of a public port (the kernel caps it at net.core.somaxconn): a burst of visitors
+ * beyond Node's default 511 would otherwise overflow the accept queue, whose dropped handshakes
+ * the visitors see as resets or 1 s SYN retries before the edge could even refuse them.
+ */
+const PUBLIC_BACKLOG = 4096;
+
 /** Default per-IP visitor rate: 100 new connections a second, bursts of 500. */
 export const DEFAULT_VISITOR_RATE = { perSecond: 100, burst: 500 };
 
@@ -131,7 +138,7 @@ export class PublicListeners {
       this.o.broker.openForVisitor(visitor, listener.mapping, randomBytes(16).toString('hex'));
     });
     try {
-      await listen(server, { host: this.o.host, port: mapping.public_port! });
+      await listen(server, { host: this.o.host, port: mapping.public_port!, backlog: PUBLIC_BACKLOG });
     } catch (err) {
       // Typically EADDRINUSE (another process, or an outgoing connection's ephemeral port): retry
       // soon rather than waiting for the next notice or the periodic reconcile.
