@@ -168,6 +168,41 @@ t.test('target_host and local_host must be a host name or an IP literal', async 
   }
 });
 
+t.test('mapping flood limits: idle_timeout, max_connections, max_pending_opens are positive integers in range (400 naming the field), read back, null when unset', async (t) => {
+  const h = await harness(t);
+  const user = await h.post('/api/v1/users', { username: 'owner', email: 'owner@example.com' });
+  const b = await h.post('/api/v1/clients', { user_id: user.json.user_id, client_name: 'b' });
+  const base = { user_id: user.json.user_id, target_client_id: b.json.client_id, protocol: 'tcp', target_host: '127.0.0.1', target_port: 22 };
+  const head = await h.store.headPosition();
+  const bad: [string, unknown][] = [
+    ['idle_timeout', 0],
+    ['idle_timeout', -5],
+    ['idle_timeout', 1.5],
+    ['idle_timeout', '30'],
+    ['idle_timeout', 604_801],
+    ['idle_timeout', null],
+    ['max_connections', 0],
+    ['max_connections', 1_000_001],
+    ['max_connections', true],
+    ['max_pending_opens', 0],
+    ['max_pending_opens', 100_001],
+    ['max_pending_opens', 2 ** 53],
+  ];
+  for (const [field, value] of bad) {
+    t.match(await h.post('/api/v1/mappings', { ...base, [field]: value }), { status: 400, json: { code: 'TNX_VALIDATION_FAILED', field } }, `${field} ${JSON.stringify(value)}`);
+  }
+  t.equal(await h.store.headPosition(), head, 'nothing appended');
+  const set = await h.post('/api/v1/mappings', { ...base, idle_timeout: 300, max_connections: 50, max_pending_opens: 10 });
+  t.match(set, { status: 201, json: { idle_timeout: 300, max_connections: 50, max_pending_opens: 10 } });
+  t.match(await h.get(`/api/v1/mappings/${set.json.mapping_id}`), { status: 200, json: { idle_timeout: 300, max_connections: 50, max_pending_opens: 10 } });
+  const unset = await h.post('/api/v1/mappings', base);
+  t.match(unset, { status: 201, json: { idle_timeout: null, max_connections: null, max_pending_opens: null } }, 'unset: null (never / the edge default)');
+  const events = await h.store.readAll(head, 1000);
+  const created = events.filter((e) => e.type === 'MappingCreated').map((e) => e.data as Record<string, unknown>);
+  t.match(created[0], { idle_timeout: 300, max_connections: 50, max_pending_opens: 10 }, 'carried in MappingCreated');
+  t.notOk('idle_timeout' in created[1]! || 'max_connections' in created[1]!, 'absent from MappingCreated when unset');
+});
+
 t.test('path ids must be canonical decimal: every other spelling is a 400 naming the parameter', async (t) => {
   const h = await harness(t);
   const user = await h.post('/api/v1/users', { username: 'owner', email: 'owner@example.com' });
