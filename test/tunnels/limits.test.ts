@@ -108,7 +108,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 t.test('flow control: a silent agent gets at most the window of tunnel requests; the queue is bounded; the rest are refused at once', async (t) => {
   const metrics = new TunnoxMetrics('edge');
-  const w = await createWorld(t, { tunnelLimits: { openWindowPerAgent: 8, openQueuePerAgent: 20, maxPendingOpensPerMapping: 1000 }, metrics });
+  // A long open timeout: no credit may come back by timing out while the test counts requests.
+  const w = await createWorld(t, { tunnelLimits: { openWindowPerAgent: 8, openQueuePerAgent: 20, maxPendingOpensPerMapping: 1000 }, tunnelOpenTimeoutMs: 60_000, metrics });
   const user = await w.user();
   const b = await w.client(user);
   const port = await freePort();

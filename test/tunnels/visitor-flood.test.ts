@@ -1,11 +1,9 @@
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { connect, createServer, type AddressInfo } from 'node:net';
-import type { Test } from 'tap';
+import { echoService, flood, tally, visitor } from './visitors.js';
 import { DEFAULT_TUNNEL_LIMITS } from '../../services/edge/index.js';
-import { createWorld, eventually, freePort, sha, type World } from './world.js';
+import { createWorld, eventually, freePort, type World } from './world.js';
 
 /**
  * Issue 7: a flood of 3000 visitors on a public port, in-process with real sockets and a real
@@ -27,68 +25,6 @@ async function settledMemory(): Promise<NodeJS.MemoryUsage> {
   await new Promise((r) => setTimeout(r, 200));
   gc();
   return process.memoryUsage();
-}
-const PAYLOAD = 2048;
-
-/** An echo service: every byte straight back, FIN for FIN. */
-async function echoService(t: Test): Promise<number> {
-  const server = createServer({ allowHalfOpen: true }, (s) => {
-    s.on('error', () => undefined);
-    s.pipe(s);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return (server.address() as AddressInfo).port;
-}
-
-type Outcome = { kind: 'exact' | 'refused' | 'corrupt' | 'timeout'; closedAfterMs: number };
-
-/** One visitor: sends its payload, half-closes, and tells what came back (bounded by `timeoutMs`). */
-function visitor(port: number, timeoutMs: number): Promise<Outcome> {
-  return new Promise((resolve) => {
-    const payload = randomBytes(PAYLOAD);
-    const s = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    const chunks: Buffer[] = [];
-    let connectedAt = Date.now();
-    let settled = false;
-    const finish = (kind: Outcome['kind']): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      s.destroy();
-      resolve({ kind, closedAfterMs: Date.now() - connectedAt });
-    };
-    const timer = setTimeout(() => finish('timeout'), timeoutMs);
-    s.on('error', () => undefined);
-    s.once('connect', () => {
-      connectedAt = Date.now();
-      s.end(payload);
-    });
-    s.on('data', (c: Buffer) => chunks.push(c));
-    const judge = (): void => {
-      const got = Buffer.concat(chunks);
-      if (got.length === 0) finish('refused');
-      else finish(sha(got) === sha(payload) ? 'exact' : 'corrupt');
-    };
-    s.once('end', judge);
-    s.once('close', judge);
-  });
-}
-
-/** `n` visitors, all started at once (a few hundred per tick), each bounded by `timeoutMs`. */
-async function flood(port: number, n: number, timeoutMs: number): Promise<Outcome[]> {
-  const all: Promise<Outcome>[] = [];
-  for (let i = 0; i < n; i++) {
-    all.push(visitor(port, timeoutMs));
-    if (i % 250 === 249) await new Promise((r) => setImmediate(r));
-  }
-  return Promise.all(all);
-}
-
-function tally(outcomes: Outcome[]): Record<Outcome['kind'], number> {
-  const c = { exact: 0, refused: 0, corrupt: 0, timeout: 0 };
-  for (const o of outcomes) c[o.kind]++;
-  return c;
 }
 
 async function sessionFacts(w: World, clientId: number): Promise<{ connected: string[]; disconnected: number }> {

@@ -126,7 +126,8 @@ async function assertScenarioRows(t: Same, db: Db, s: Scenario): Promise<void> {
   t.same(mappings, [{
     mapping_id: PUBLIC_MAPPING, user_id: USER, protocol: 'tcp', source_client_id: null, target_client_id: CLIENT_B,
     target_host: '127.0.0.1', target_port: 8080, local_host: null, local_port: null, public_port: PUBLIC_PORT,
-    secret_generation: 1, enabled: false, status: 'disabled', error: null, ...NO_REPORTS, version: 1, created_at: at(8), updated_at: at(8),
+    secret_generation: 1, idle_timeout: null, max_connections: null, max_pending_opens: null,
+    enabled: false, status: 'disabled', error: null, ...NO_REPORTS, version: 1, created_at: at(8), updated_at: at(8),
   }], 'mappings: the deleted one is gone, the disabled public one remains');
 }
 
