@@ -37,9 +37,9 @@ async function sessionFacts(w: World, clientId: number): Promise<{ connected: st
 }
 
 t.test(`${VISITORS} visitors against an online agent: the control session survives, successful tunnels are byte-exact`, async (t) => {
-  // Heartbeats every second, silence after 3 s ends a session: a control connection starved by
-  // the flood would be cut within it.
-  const w = await createWorld(t, { heartbeatIntervalMs: 1_000, visitorRate: NO_RATE });
+  // Heartbeats every second, silence for 5 s ends a session (either side): a control connection
+  // starved by the flood would be cut within it.
+  const w = await createWorld(t, { heartbeatIntervalMs: 1_000, heartbeatTimeoutMs: 5_000, visitorRate: NO_RATE });
   const echo = await echoService(t);
   const user = await w.user();
   const b = await w.client(user);
@@ -73,9 +73,9 @@ t.test(`${VISITORS} visitors against an online agent: the control session surviv
   t.same(after, before, 'the same control session: no new login, no disconnect');
   t.equal(w.edge.stats().sessions, 1);
   t.ok(agent.status().connected, 'the agent is still connected');
-  // Heartbeats go on (a 3 s silence would close the session now).
-  await new Promise((r) => setTimeout(r, 3_500));
-  t.same(await sessionFacts(w, b.clientId), before, 'still the same session 3.5 s later (heartbeats answered)');
+  // Heartbeats go on (a 5 s silence would close the session now).
+  await new Promise((r) => setTimeout(r, 6_000));
+  t.same(await sessionFacts(w, b.clientId), before, 'still the same session 6 s later (heartbeats answered)');
   // Config pushes still reach it, and new tunnels work.
   const port2 = await freePort();
   await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: echo, publicPort: port2 });
