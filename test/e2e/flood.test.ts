@@ -4,6 +4,9 @@ import { join } from 'node:path';
 import { echoService, flood, tally, visitor } from '../tunnels/visitors.js';
 import { eventually, freePort, spawnTunnox, startServer, tempDir, type Proc } from './harness.js';
 
+// Thousands of sockets on a machine shared with other suites: more than the default 180 s per file.
+t.setTimeout(300_000);
+
 /**
  * Issue 7, with real processes: 3000 visitors flood a public port of `tunnox server` (flood
  * limits at their defaults, the per-IP rate off since every visitor comes from 127.0.0.1).

@@ -6,6 +6,9 @@ import { TunnoxMetrics } from '../../services/cli/metrics.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import { createWorld, eventually, freePort, login, rawTunnel, sha, type World, type WirePeer } from './world.js';
 
+// Thousands of sockets on a machine shared with other suites: more than the default 180 s per file.
+t.setTimeout(300_000);
+
 /**
  * Flood limits of issue 7, in-process with real sockets: flow control of tunnel requests per
  * target agent (a window of tunnel.open requests in flight, a bounded queue, refusal beyond),
@@ -140,10 +143,11 @@ t.test('flow control: a silent agent gets at most the window of tunnel requests;
     t.match(half.ack, { type: PacketType.TunnelOpenAck, body: { ok: true } });
     t.teardown(() => half.socket.destroy());
   }
-  await eventually(() => requests.length === 11, '3 more requests after 3 pairings');
+  await eventually(() => requests.length >= 11, '3 more requests after 3 pairings');
+  t.equal(requests.length, 11, '3 more requests after 3 pairings');
   // A refusal by the agent gives its credit back too.
   agent.send(PacketType.CommandResp, { id: requests[3]!.id, ok: false, error: { code: 'TNX_AGENT_DIAL_FAILED', message: 'refused in the test' } });
-  await eventually(() => requests.length === 12, 'one more request after a refusal');
+  await eventually(() => requests.length >= 12, 'one more request after a refusal').catch(() => undefined);
   await sleep(300);
   t.equal(requests.length, 12);
   t.same([w.edge.stats().tunnels, w.edge.stats().inFlightOpens, w.edge.stats().queuedOpens], [3, 8, 16]);

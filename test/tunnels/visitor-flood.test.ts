@@ -5,6 +5,9 @@ import { echoService, flood, tally, visitor } from './visitors.js';
 import { DEFAULT_TUNNEL_LIMITS } from '../../services/edge/index.js';
 import { createWorld, eventually, freePort, type World } from './world.js';
 
+// Thousands of sockets on a machine shared with other suites: more than the default 180 s per file.
+t.setTimeout(300_000);
+
 /**
  * Issue 7: a flood of 3000 visitors on a public port, in-process with real sockets and a real
  * agent. Against an online agent the control session survives (the same session, heartbeats and
