@@ -6,8 +6,6 @@ import { TunnoxMetrics } from '../../services/cli/metrics.js';
 import { PacketType } from '../../shared/wire/packets.js';
 import { createWorld, eventually, freePort, login, rawTunnel, sha, type World, type WirePeer } from './world.js';
 
-// Thousands of sockets on a machine shared with other suites: more than the default 180 s per file.
-t.setTimeout(300_000);
 
 /**
  * Flood limits of issue 7, in-process with real sockets: flow control of tunnel requests per
@@ -118,6 +116,7 @@ t.test('flow control: a silent agent gets at most the window of tunnel requests;
   const port = await freePort();
   const m = await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort: port });
   const agent = await readyAgent(w, b);
+  t.teardown(() => agent.close());
   const requests = collectRequests(agent);
   await eventually(() => w.edge.stats().publicListeners === 1, 'public listener');
 
@@ -165,6 +164,7 @@ t.test('max_pending_opens: visitors beyond the mapping\'s limit of waiting visit
   const port = await freePort();
   await w.mapping({ userId: user, targetClientId: b.clientId, targetPort: 9, publicPort: port, maxPendingOpens: 5 });
   const agent = await readyAgent(w, b);
+  t.teardown(() => agent.close());
   const requests = collectRequests(agent);
   await eventually(() => w.edge.stats().publicListeners === 1, 'public listener');
   const visitors = Array.from({ length: 12 }, () => holdVisitor(port));
