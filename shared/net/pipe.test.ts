@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { pipeSockets, type PipeResult } from './pipe.js';
+import { pipeSockets, resetStream, type PipeResult } from './pipe.js';
 
 const MiB = 1024 * 1024;
 
@@ -230,4 +230,28 @@ t.test('idle timeout on two byte Duplexes that are not sockets', async (t) => {
   clearInterval(alive);
   t.ok(res.idle);
   t.ok(a.destroyed && b.destroyed);
+});
+
+t.test('resetStream after end(): the socket still closes (no leaked handle)', async (t) => {
+  // libuv refuses a close-with-reset while our FIN is in progress; Node then never closed the
+  // handle: the fd leaked and the process could never exit (the flood tests hung at exit).
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => undefined);
+    s.write(Buffer.alloc(1 << 20));
+    s.end();
+    const closed = new Promise<boolean>((resolve) => {
+      s.once('close', () => resolve(true));
+      setTimeout(() => resolve(false), 3000).unref();
+    });
+    resetStream(s);
+    void closed.then((ok) => server.emit('verdict', ok));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const verdict = new Promise<boolean>((resolve) => server.once('verdict', resolve));
+  const c = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  c.on('error', () => undefined);
+  c.pause(); // unread bytes: the case where a FIN is still being sent
+  t.equal(await verdict, true, 'the ended socket closed after resetStream');
+  c.destroy();
 });

@@ -38,7 +38,11 @@ export function resetStream(s: Duplex): void {
   if (s.destroyed) return;
   // The TCP socket a TLS socket was made over (tls.connect({socket}), or the server's accepted one).
   const tcp: unknown = s instanceof TLSSocket ? (s as TLSSocket & { _parent?: unknown })._parent : s;
-  if (tcp instanceof Socket && !(tcp instanceof TLSSocket) && !tcp.connecting && !tcp.destroyed) tcp.resetAndDestroy();
+  // Not after end(): libuv refuses a close-with-reset while the socket's shutdown (our FIN) is in
+  // progress (uv_tcp_close_reset: EINVAL) and Node then never closes the handle, which leaks the fd
+  // and keeps the process from ever exiting. The FIN is already on its way then; destroy() is all.
+  const ended = s.writableEnded || (tcp instanceof Socket && tcp.writableEnded);
+  if (tcp instanceof Socket && !(tcp instanceof TLSSocket) && !tcp.connecting && !tcp.destroyed && !ended) tcp.resetAndDestroy();
   s.destroy();
 }
 
