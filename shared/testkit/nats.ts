@@ -26,7 +26,9 @@ export async function createTestNats(): Promise<TestNats> {
         const jsm = await jetstreamManager(nc);
         for await (const s of jsm.streams.list()) {
           const n = s.config.name;
-          if (n.startsWith(base) || n.startsWith(`KV_${base}`)) await jsm.streams.delete(n);
+          // KV buckets are named after the lower-case subject prefix (KV_<prefix>_nodes, also a
+          // test's own <prefix>-copy): match both cases so none outlives the test.
+          if (n.startsWith(base) || n.startsWith(`KV_${base}`) || n.startsWith(`KV_${base.toLowerCase()}`)) await jsm.streams.delete(n);
         }
       } finally {
         await nc.close();
