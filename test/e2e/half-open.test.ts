@@ -88,8 +88,11 @@ t.test('100 agents killed with -9 mid-session: the edge gives back their fds and
   const peak = await round(3);
   await sleep(2_000);
   const after = rssBytes(pid);
+  // The allocator may keep up to the scrypt working set resident after any round: 16 MiB per hash
+  // on each of libuv's 4 threads. Beyond that, growth is the sessions' own (100 per round).
+  const slack = 4 * 16 * MiB;
   t.ok(
-    after <= warm + 16 * MiB,
-    `RSS: ${(cold / MiB).toFixed(1)} MiB at start, ${(warm / MiB).toFixed(1)} after two rounds, ${(peak / MiB).toFixed(1)} with 100 more sessions, ${(after / MiB).toFixed(1)} after they were killed (bound: warm + 16 MiB)`,
+    after <= warm + slack,
+    `RSS: ${(cold / MiB).toFixed(1)} MiB at start, ${(warm / MiB).toFixed(1)} after two rounds, ${(peak / MiB).toFixed(1)} with 100 more sessions, ${(after / MiB).toFixed(1)} after they were killed (bound: warm + 64 MiB, the scrypt working set)`,
   );
 });
